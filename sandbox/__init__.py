@@ -1,0 +1,1 @@
+"""Local stand-ins for BigCommerce, Square and ActiveCampaign (see sandbox/README.md)."""
