@@ -1,0 +1,35 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both bootstrap what they need.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt constraints.txt | sha1sum | cut -c1-12)
+
+.PHONY: demo test bench stack stop clean postgres-binaries
+
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt
+	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON) (Python 3.11)"; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt -c constraints.txt
+	@rm -f $(VENV)/.installed-*; touch $@
+
+postgres-binaries:
+	@bash scripts/ensure_postgres.sh
+
+demo: $(STAMP) postgres-binaries   ## the main job end to end on embedded defaults
+	PYTHONPATH=plugins:. $(PY) -m devstack.demo
+
+test: $(STAMP) postgres-binaries   ## the whole test suite
+	$(PY) -m pytest
+
+bench: $(STAMP) postgres-binaries  ## benchmarks (see bench/README.md)
+	PYTHONPATH=plugins:. $(PY) -m bench $(ARGS)
+
+stack: $(STAMP) postgres-binaries  ## start Postgres and the sandboxes, leave them running
+	PYTHONPATH=plugins:. $(PY) -m devstack.stack
+
+stop:
+	PYTHONPATH=plugins:. $(PY) -m devstack.stack down
+
+clean: stop
+	rm -rf .local

@@ -1,0 +1,34 @@
+with
+
+source as (
+
+    select * from {{ source('bigcommerce', 'products') }}
+
+),
+
+renamed as (
+
+    select
+        connection_id,
+        payload ->> 'id' as product_id,
+        payload ->> 'name' as name,
+        nullif(payload ->> 'sku', '') as sku,
+        nullif(payload ->> 'description', '') as description,
+        -- the first listed category is the product's category in the CRM (B12)
+        payload #>> '{categories,0}' as primary_category_id,
+        (
+            select image ->> 'url_standard'
+            from jsonb_array_elements(
+                case when jsonb_typeof(payload -> 'images') = 'array' then payload -> 'images' else '[]'::jsonb end
+            ) as image
+            order by (image ->> 'is_thumbnail')::boolean desc nulls last, (image ->> 'sort_order')::integer nulls last
+            limit 1
+        ) as image_url,
+        payload #>> '{custom_url,url}' as url_path,
+        {{ parse_rfc3339("payload ->> 'date_modified'") }} as updated_at
+
+    from source
+
+)
+
+select * from renamed

@@ -1,0 +1,22 @@
+with
+
+source as (
+
+    select * from {{ source('bigcommerce', 'subscribers') }}
+
+),
+
+renamed as (
+
+    select
+        connection_id,
+        payload ->> 'id' as subscriber_id,
+        {{ normalize_email("payload ->> 'email'") }} as email,
+        coalesce(payload -> 'consents' ? 'marketing_newsletter', false) as has_newsletter_consent,
+        {{ parse_rfc3339("payload ->> 'date_modified'") }} as updated_at
+
+    from source
+
+)
+
+select * from renamed

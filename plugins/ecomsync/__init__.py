@@ -1,0 +1,1 @@
+"""ecomsync: BigCommerce and Square to ActiveCampaign, through a Postgres warehouse."""

@@ -1,0 +1,103 @@
+"""Square streams (one location = one CRM connection, S2).
+
+Two defaults of ``GET /v2/payments`` would silently lose data: ``begin_time``
+is one year ago and ``location_id`` is the main location only. Every payments
+request here sets both. Offline payments can arrive 72 h late with old
+timestamps, so payments and orders re-read a look-back window by ``updated_at``.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from functools import partial
+
+from ecomsync.http import ApiSession, Pacer
+from ecomsync.streams import CursorPaginator, Request, Stream, Window, iso_z, parse_iso
+
+SOURCE = "square"
+SQUARE_VERSION = "2025-08-20"  # >= 2024-12-18 for sort_field=UPDATED_AT on payments
+CATALOG_TYPES = ["ITEM", "ITEM_VARIATION", "CATEGORY", "IMAGE"]
+
+
+def session_for(base_url: str, token: str, *, verify: bool = True) -> ApiSession:
+    # Square publishes no rate numbers: the default pacer backs off with jitter on 429.
+    return ApiSession(base_url, {"Authorization": f"Bearer {token}", "Square-Version": SQUARE_VERSION},
+                      pacer=Pacer(), verify=verify)
+
+
+def list_locations(session: ApiSession) -> list[dict]:
+    _, body, _ = session.request_json("GET", "/v2/locations")
+    return (body or {}).get("locations", [])
+
+
+def _id(record: dict) -> str:
+    return str(record["id"])
+
+
+def _updated_at(record: dict) -> datetime | None:
+    return parse_iso(record.get("updated_at"))
+
+
+def _time_range(window: Window) -> dict[str, str]:
+    time_range = {}
+    if window.start is not None:
+        time_range["start_at"] = iso_z(window.start)
+    if window.end is not None:
+        time_range["end_at"] = iso_z(window.end)
+    return time_range
+
+
+def _payments_request(location_id: str, historical_start: datetime, window: Window) -> Request:
+    params = {"location_id": location_id, "begin_time": iso_z(historical_start), "sort_field": "UPDATED_AT",
+              "sort_order": "ASC", "limit": 100}
+    if window.start is not None:
+        params["updated_at_begin_time"] = iso_z(window.start)
+    if window.end is not None:
+        params["updated_at_end_time"] = iso_z(window.end)
+    return Request(params)
+
+
+def _orders_request(location_id: str, window: Window) -> Request:
+    query: dict = {"sort": {"sort_field": "UPDATED_AT", "sort_order": "ASC"}}
+    time_range = _time_range(window)
+    if time_range:
+        query["filter"] = {"date_time_filter": {"updated_at": time_range}}
+    return Request(body={"location_ids": [location_id], "limit": 500, "return_entries": False, "query": query})
+
+
+def _customers_request(window: Window) -> Request:
+    body: dict = {"limit": 100, "query": {"sort": {"field": "CREATED_AT", "order": "ASC"}}}
+    time_range = _time_range(window)
+    if time_range:
+        body["query"]["filter"] = {"updated_at": time_range}
+    return Request(body=body)
+
+
+def _catalog_request(window: Window) -> Request:
+    body: dict = {"object_types": CATALOG_TYPES, "include_deleted_objects": True, "limit": 1000}
+    if window.start is not None:
+        body["begin_time"] = iso_z(window.start)  # exclusive
+    return Request(body=body)
+
+
+def streams_for(location_id: str, historical_start: datetime, lookback_hours: int) -> tuple[Stream, ...]:
+    late_lookback = lookback_hours * 60
+    return (
+        Stream(name="locations", table="square_locations", path="/v2/locations",
+               paginator=CursorPaginator("locations"), primary_key=_id, build_request=lambda window: Request(),
+               transform=lambda records: [r for r in records if r.get("id") == location_id]),
+        Stream(name="catalog", table="square_catalog_objects", path="/v2/catalog/search", method="POST",
+               paginator=CursorPaginator("objects"), primary_key=_id, build_request=_catalog_request,
+               replication_key=_updated_at, lookback_minutes=10),
+        Stream(name="customers", table="square_customers", path="/v2/customers/search", method="POST",
+               paginator=CursorPaginator("customers"), primary_key=_id, build_request=_customers_request,
+               replication_key=_updated_at, lookback_minutes=10,
+               flag=lambda c: None if (c.get("email_address") or "").strip() else "missing_email"),
+        Stream(name="orders", table="square_orders", path="/v2/orders/search", method="POST",
+               paginator=CursorPaginator("orders"), primary_key=_id,
+               build_request=partial(_orders_request, location_id), replication_key=_updated_at,
+               sorted_by_replication_key=True, lookback_minutes=late_lookback),
+        Stream(name="payments", table="square_payments", path="/v2/payments",
+               paginator=CursorPaginator("payments"), primary_key=_id,
+               build_request=partial(_payments_request, location_id, historical_start),
+               replication_key=_updated_at, sorted_by_replication_key=True, lookback_minutes=late_lookback),
+    )

@@ -1,0 +1,58 @@
+"""Start the three sandbox APIs: ``python -m sandbox serve``.
+
+Options: ``--seed``, the three ports, ``--fixtures DIR`` (a directory with
+``bigcommerce/`` and ``square/`` sub-folders in the APIs' native shapes), and
+``--rate-limits off`` for fast local loops. Stops on SIGTERM / Ctrl-C.
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+from pathlib import Path
+
+from sandbox import activecampaign, bigcommerce, square
+from sandbox.core import serve
+
+DEFAULT_PORTS = {"bigcommerce": 8101, "square": 8102, "activecampaign": 8103}
+
+
+def build_apps(seed: int, fixtures: Path | None, rate_limits: bool) -> dict:
+    return {
+        "bigcommerce": bigcommerce.create_app(seed=seed, fixtures_dir=fixtures / "bigcommerce" if fixtures else None,
+                                              enforce_rate_limit=rate_limits),
+        "square": square.create_app(seed=seed, fixtures_dir=fixtures / "square" if fixtures else None),
+        "activecampaign": activecampaign.create_app(enforce_rate_limit=rate_limits),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m sandbox", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve_cmd = sub.add_parser("serve", help="serve all three APIs until stopped")
+    serve_cmd.add_argument("--seed", type=int, default=42)
+    serve_cmd.add_argument("--host", default="127.0.0.1")
+    for api, port in DEFAULT_PORTS.items():
+        serve_cmd.add_argument(f"--{api}-port", type=int, default=port)
+    serve_cmd.add_argument("--fixtures", type=Path, default=None)
+    serve_cmd.add_argument("--rate-limits", choices=["on", "off"], default="on")
+    args = parser.parse_args(argv)
+
+    apps = build_apps(args.seed, args.fixtures, args.rate_limits == "on")
+    servers = []
+    for api, app in apps.items():
+        server, _ = serve(app, args.host, getattr(args, f"{api}_port"))
+        servers.append(server)
+        print(f"{api}: http://{args.host}:{server.server_port}", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    for server in servers:
+        server.shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""ApiSession against a real loopback server (sandbox.core): retries, auth, pacing."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from ecomsync.http import ApiError, ApiSession, AuthError, HeaderQuotaPacer, TokenBucketPacer
+from sandbox.core import FaultPlan, Request, Response, SandboxApp, serve
+
+TOKEN = "s3cr3t-token-value"
+
+
+class QuotaApp(SandboxApp):
+    """A fixed window quota reported in BigCommerce's headers; over it, 429."""
+
+    def __init__(self, quota: int, window_s: float, faults: FaultPlan | None = None):
+        super().__init__(faults)
+        self.quota, self.window_s = quota, window_s
+        self.window_start, self.used, self.lock = time.monotonic(), 0, threading.Lock()
+        self.add_route("GET", r"/items", lambda request: Response(200, [{"id": 1}]))
+
+    def authenticate(self, request: Request):
+        return None if request.headers.get("x-auth-token") == TOKEN else Response(401, [{"status": 401}])
+
+    def rate_limit(self, request: Request):
+        with self.lock:
+            now = time.monotonic()
+            if now - self.window_start >= self.window_s:
+                self.window_start, self.used = now, 0
+            reset_ms = int((self.window_s - (now - self.window_start)) * 1000)
+            self.used += 1
+            headers = {"X-Rate-Limit-Requests-Left": str(max(0, self.quota - self.used)),
+                       "X-Rate-Limit-Requests-Quota": str(self.quota),
+                       "X-Rate-Limit-Time-Window-Ms": str(int(self.window_s * 1000)),
+                       "X-Rate-Limit-Time-Reset-Ms": str(reset_ms)}
+            if self.used > self.quota:
+                return Response(429, [{"status": 429}]), headers
+            return None, headers
+
+
+@pytest.fixture
+def served():
+    servers = []
+
+    def start(app):
+        server, _ = serve(app)
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_port}"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+
+
+def no_sleep(_seconds: float) -> None:
+    pass
+
+
+def test_5xx_bursts_are_retried_until_success(served):  # B10
+    url = served(QuotaApp(1000, 30, FaultPlan(burst_5xx=3)))
+    session = ApiSession(url, {"X-Auth-Token": TOKEN}, sleep=no_sleep)
+    status, body, _ = session.request_json("GET", "/items")
+    assert (status, body) == (200, [{"id": 1}])
+    assert session.stats.retries == 3 and session.stats.requests == 4
+
+
+def test_malformed_json_and_dropped_connections_are_retried(served):
+    for kind in ("malformed", "drop"):
+        app = QuotaApp(1000, 30, FaultPlan(seed=1, error_rate=0.5, kinds=[kind]))
+        session = ApiSession(served(app), {"X-Auth-Token": TOKEN}, sleep=no_sleep)
+        for _ in range(10):
+            assert session.request_json("GET", "/items")[1] == [{"id": 1}]
+        assert session.stats.retries > 0, kind
+
+
+def test_expired_credentials_fail_at_once_without_leaking_the_token(served):  # B10, B11
+    url = served(QuotaApp(1000, 30))
+    session = ApiSession(url, {"X-Auth-Token": "expired-" + TOKEN}, sleep=no_sleep)
+    with pytest.raises(AuthError) as excinfo:
+        session.request_json("GET", "/items")
+    assert excinfo.value.status == 401 and session.stats.requests == 1
+    assert TOKEN not in str(excinfo.value) and TOKEN not in repr(session)
+    assert "update the Airflow connection" in str(excinfo.value)
+
+
+def test_a_write_is_not_repeated_blindly_after_a_dropped_connection(served):
+    app = QuotaApp(1000, 30, FaultPlan(seed=3, error_rate=1.0, kinds=["drop"]))
+    app.add_route("POST", r"/items", lambda request: Response(201, {"id": 2}))
+    session = ApiSession(served(app), {"X-Auth-Token": TOKEN}, sleep=no_sleep)
+    with pytest.raises(ApiError, match="unsafe to repeat"):
+        session.request_json("POST", "/items", json_body={"a": 1}, retry_unsafe=False)
+    assert session.stats.requests == 1
+
+
+def test_header_pacing_keeps_within_the_quota_without_429(served):
+    app = QuotaApp(quota=5, window_s=0.5)
+    session = ApiSession(served(app), {"X-Auth-Token": TOKEN}, pacer=HeaderQuotaPacer(reserve=0))
+    for _ in range(12):
+        session.request_json("GET", "/items")
+    assert session.stats.rate_limited == 0
+    assert session.stats.requests == 12
+
+
+def test_a_429_waits_for_the_reported_reset(served):
+    app = QuotaApp(quota=2, window_s=0.3)
+    # No pacing information yet on the first calls of a second session sharing the quota.
+    first = ApiSession(served(app), {"X-Auth-Token": TOKEN}, pacer=HeaderQuotaPacer(reserve=0))
+    second = ApiSession(first.base_url, {"X-Auth-Token": TOKEN}, pacer=HeaderQuotaPacer(reserve=0))
+    first.request_json("GET", "/items")
+    first.request_json("GET", "/items")
+    assert second.request_json("GET", "/items")[0] == 200
+    assert second.stats.rate_limited == 1 and second.stats.retries == 1
+
+
+def test_token_bucket_is_shared_by_threads(served):
+    app = QuotaApp(quota=10_000, window_s=30)
+    pacer = TokenBucketPacer(rate=40)
+    session = ApiSession(served(app), {"X-Auth-Token": TOKEN}, pacer=pacer)
+    stamps: list[float] = []
+
+    def worker():
+        for _ in range(5):
+            session.request_json("GET", "/items")
+            stamps.append(time.monotonic())
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stamps.sort()
+    # 20 requests at 40/s: the bucket spaces them, whatever the thread count.
+    assert stamps[-1] - stamps[0] >= 19 / 40 * 0.9
