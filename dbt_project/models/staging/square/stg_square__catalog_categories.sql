@@ -1,0 +1,22 @@
+with
+
+source as (
+
+    select * from {{ source('square', 'catalog_objects') }}
+    where payload ->> 'type' = 'CATEGORY'
+
+),
+
+renamed as (
+
+    select
+        connection_id,
+        payload ->> 'id' as category_id,
+        payload #>> '{category_data,name}' as name,
+        {{ parse_rfc3339("payload ->> 'updated_at'") }} as updated_at
+
+    from source
+
+)
+
+select * from renamed

@@ -1,0 +1,22 @@
+with
+
+source as (
+
+    select * from {{ source('square', 'catalog_objects') }}
+    where payload ->> 'type' = 'IMAGE'
+
+),
+
+renamed as (
+
+    select
+        connection_id,
+        payload ->> 'id' as image_id,
+        payload #>> '{image_data,url}' as url,
+        {{ parse_rfc3339("payload ->> 'updated_at'") }} as updated_at
+
+    from source
+
+)
+
+select * from renamed

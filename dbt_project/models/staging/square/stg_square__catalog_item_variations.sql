@@ -1,0 +1,24 @@
+with
+
+source as (
+
+    select * from {{ source('square', 'catalog_objects') }}
+    where payload ->> 'type' = 'ITEM_VARIATION'
+
+),
+
+renamed as (
+
+    select
+        connection_id,
+        payload ->> 'id' as variation_id,
+        payload #>> '{item_variation_data,item_id}' as item_id,
+        payload #>> '{item_variation_data,name}' as name,
+        nullif(payload #>> '{item_variation_data,sku}', '') as sku,
+        {{ parse_rfc3339("payload ->> 'updated_at'") }} as updated_at
+
+    from source
+
+)
+
+select * from renamed

@@ -1,0 +1,35 @@
+{#- The catalog is merchant-wide: the same object may be landed under several location connections. -#}
+with
+
+source as (
+
+    select * from {{ source('square', 'catalog_objects') }}
+    where payload ->> 'type' = 'ITEM'
+
+),
+
+renamed as (
+
+    select
+        connection_id,
+        payload ->> 'id' as item_id,
+        payload #>> '{item_data,name}' as name,
+        coalesce(
+            nullif(payload #>> '{item_data,description_plaintext}', ''),
+            nullif(payload #>> '{item_data,description}', '')
+        ) as description,
+        coalesce(
+            payload #>> '{item_data,reporting_category,id}',
+            payload #>> '{item_data,categories,0,id}',
+            payload #>> '{item_data,category_id}'
+        ) as category_id,
+        payload #>> '{item_data,image_ids,0}' as image_id,
+        nullif(payload #>> '{item_data,ecom_uri}', '') as product_url,
+        coalesce((payload ->> 'is_deleted')::boolean, false) as is_deleted,
+        {{ parse_rfc3339("payload ->> 'updated_at'") }} as updated_at
+
+    from source
+
+)
+
+select * from renamed
