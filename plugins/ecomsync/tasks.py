@@ -103,7 +103,11 @@ def transform(config: PipelineConfig, wh_url: str, full_refresh: bool = False) -
     dbt_vars = {**config.dbt_vars, "square_customer_tag": config.crm.square_tag,
                 "bigcommerce_customer_tag": config.crm.bigcommerce_tag}
     args = ["build"] + (["--full-refresh"] if full_refresh else [])
-    return run_dbt(args, wh_url, vars=dbt_vars).as_dict()
+    result = run_dbt(args, wh_url, vars=dbt_vars)
+    by_type: dict[str, int] = {}
+    for node in result.nodes:
+        by_type[node.resource_type] = by_type.get(node.resource_type, 0) + 1
+    return {"success": result.success, "nodes": by_type, "rows_modelled": result.rows_modelled}
 
 
 def enabled_connection_ids(config: PipelineConfig, wh_url: str) -> set[str]:

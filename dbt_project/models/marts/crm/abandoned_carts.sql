@@ -1,0 +1,35 @@
+{#- BigCommerce cannot list carts; an incomplete order (status 0) is the listable trace of an
+    abandoned checkout. Idle for var('abandoned_cart_after_minutes') it counts as abandoned. -#}
+{%- set idle = "interval '" ~ var('abandoned_cart_after_minutes') ~ " minutes'" -%}
+with
+
+orders as (
+
+    select * from {{ ref('int_orders_enriched') }}
+
+),
+
+final as (
+
+    select
+        connection_id || '|' || order_external_id as cart_key,
+        connection_id,
+        order_external_id as external_checkout_id,
+        customer_external_id,
+        email,
+        total_price_cents,
+        currency,
+        external_updated_at + {{ idle }} as abandoned_at,
+        external_created_at,
+        external_updated_at,
+        order_products,
+        sync_mode
+    from orders
+    where is_incomplete
+      and exclusion_reason is null
+      and external_updated_at <= now() - {{ idle }}
+      and {{ is_enabled_connection('connection_id') }}
+
+)
+
+select * from final

@@ -1,0 +1,149 @@
+{#- One row per contact and connection, plus one per contact across all connections ('all').
+    Revenue is a map per currency ({"USD": 12345}): amounts in different currencies are never added. -#}
+with
+
+ecom_customers as (
+
+    select * from {{ ref('ecom_customers') }}
+
+),
+
+customers as (
+
+    select * from {{ ref('int_customers_unioned') }}
+
+),
+
+order_history as (
+
+    select * from {{ ref('contact_order_history') }}
+
+),
+
+orders as (
+
+    select * from {{ ref('ecom_orders') }}
+
+),
+
+abandoned_carts as (
+
+    select * from {{ ref('abandoned_carts') }}
+
+),
+
+customer_scopes as (
+
+    select
+        ecom_customers.email,
+        coalesce(ecom_customers.connection_id, 'all') as connection_id,
+        bool_or(ecom_customers.accepts_marketing) as accepts_marketing,
+        min(customers.external_created_at) as customer_since
+    from ecom_customers
+    inner join customers
+        on customers.connection_id = ecom_customers.connection_id
+        and customers.customer_external_id = ecom_customers.external_id
+    group by grouping sets ((ecom_customers.email, ecom_customers.connection_id), (ecom_customers.email))
+
+),
+
+order_totals as (
+
+    select
+        email,
+        connection_id,
+        count(*) as order_count,
+        sum(product_quantity) as product_count,
+        min(ordered_at) as first_order_at,
+        max(ordered_at) as last_order_at,
+        bool_or(status in ('Refunded', 'Partially Refunded')) as has_refunded_order
+    from order_history
+    group by email, connection_id
+
+),
+
+revenue as (
+
+    select
+        email,
+        connection_id,
+        jsonb_object_agg(currency, revenue_cents order by currency) as revenue_cents_by_currency
+    from (
+        select email, connection_id, currency, sum(total_price_cents) as revenue_cents
+        from order_history
+        group by email, connection_id, currency
+    ) as per_currency
+    group by email, connection_id
+
+),
+
+distinct_products as (
+
+    select
+        orders.email,
+        coalesce(orders.connection_id, 'all') as connection_id,
+        count(distinct orders.connection_id || '|' || (product ->> 'externalid')) as distinct_product_count
+    from orders
+    cross join lateral jsonb_array_elements(orders.order_products) as product
+    group by grouping sets ((orders.email, orders.connection_id), (orders.email))
+
+),
+
+last_orders as (
+
+    select distinct on (order_history.email, order_history.connection_id)
+        order_history.email,
+        order_history.connection_id,
+        order_history.order_key as last_order_key,
+        order_history.total_price_cents as last_order_total_cents,
+        order_history.currency as last_order_currency,
+        orders.order_products as last_order_products
+    from order_history
+    inner join orders on orders.order_key = order_history.order_key
+    order by order_history.email, order_history.connection_id, order_history.ordered_at desc, order_history.order_key desc
+
+),
+
+cart_scopes as (
+
+    select
+        email,
+        coalesce(connection_id, 'all') as connection_id,
+        count(*) as abandoned_cart_count,
+        min(abandoned_at) as first_abandoned_at
+    from abandoned_carts
+    group by grouping sets ((email, connection_id), (email))
+
+),
+
+final as (
+
+    select
+        customer_scopes.email,
+        customer_scopes.connection_id,
+        customer_scopes.accepts_marketing,
+        customer_scopes.customer_since,
+        coalesce(revenue.revenue_cents_by_currency, '{}'::jsonb) as revenue_cents_by_currency,
+        coalesce(order_totals.order_count, 0) as order_count,
+        coalesce(order_totals.product_count, 0) as product_count,
+        coalesce(distinct_products.distinct_product_count, 0) as distinct_product_count,
+        order_totals.first_order_at,
+        order_totals.last_order_at,
+        last_orders.last_order_key,
+        last_orders.last_order_total_cents,
+        last_orders.last_order_currency,
+        last_orders.last_order_products,
+        coalesce(order_totals.has_refunded_order, false) as has_refunded_order,
+        coalesce(cart_scopes.abandoned_cart_count, 0) > 0 as has_abandoned_cart,
+        coalesce(cart_scopes.abandoned_cart_count, 0) as abandoned_cart_count,
+        cart_scopes.first_abandoned_at
+    from customer_scopes
+    left join order_totals using (email, connection_id)
+    left join revenue using (email, connection_id)
+    left join distinct_products using (email, connection_id)
+    left join last_orders using (email, connection_id)
+    left join cart_scopes using (email, connection_id)
+
+)
+
+select * from final

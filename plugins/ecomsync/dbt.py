@@ -1,0 +1,179 @@
+"""Run the dbt project (``dbt_project/``) in-process against a warehouse given as a URL.
+
+The profile (``dbt_project/profiles.yml``) reads ``DBT_PG_*`` environment variables; ``run_dbt`` derives
+them from the warehouse URL for the duration of one invocation, so callers only ever pass
+``WAREHOUSE_URL``. Returns per-node results so callers can report "rows modelled"; raises
+``DbtRunError`` naming the failing nodes when dbt does not succeed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+from urllib.parse import parse_qs, unquote, urlsplit
+
+PROJECT_DIR = Path(__file__).resolve().parents[2] / "dbt_project"
+
+_FAILED_STATUSES = {"error", "fail", "runtime error"}
+# dbt's invocation state and os.environ are process-wide: one invocation at a time per process.
+_invocation_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class NodeResult:
+    name: str
+    unique_id: str
+    resource_type: str  # model, test, seed, snapshot, unit_test, …
+    status: str  # success, error, fail, warn, pass, skipped, …
+    rows_affected: int | None
+    message: str | None
+    execution_time: float
+
+    @property
+    def failed(self) -> bool:
+        return self.status in _FAILED_STATUSES
+
+
+@dataclass(frozen=True)
+class DbtRunSummary:
+    args: list[str]
+    success: bool
+    nodes: list[NodeResult]
+    error: str | None = None
+
+    @property
+    def failed_nodes(self) -> list[NodeResult]:
+        return [node for node in self.nodes if node.failed]
+
+    @property
+    def rows_modelled(self) -> int:
+        """Rows written by models this invocation (views report none)."""
+        return sum(node.rows_affected or 0 for node in self.nodes if node.resource_type == "model")
+
+    def describe(self) -> str:
+        lines = [f"dbt {' '.join(self.args)}: {'success' if self.success else 'FAILED'}"]
+        lines += [f"  {node.resource_type} {node.name}: {node.status}"
+                  + (f" ({node.rows_affected} rows)" if node.rows_affected is not None else "")
+                  + (f" — {node.message}" if node.failed and node.message else "")
+                  for node in self.nodes]
+        if self.error:
+            lines.append(f"  error: {self.error}")
+        return "\n".join(lines)
+
+
+class DbtRunError(RuntimeError):
+    def __init__(self, summary: DbtRunSummary):
+        self.summary = summary
+        failing = ", ".join(f"{node.name} ({node.status}: {node.message})" for node in summary.failed_nodes)
+        reason = f"failing nodes: {failing}" if failing else (summary.error or "dbt reported failure")
+        super().__init__(f"dbt {' '.join(summary.args)} failed; {reason}")
+
+
+def profile_env(warehouse_url: str) -> dict[str, str]:
+    """The ``DBT_PG_*`` variables profiles.yml reads, from ``postgresql://user:pw@host:port/db?sslmode=…``."""
+    parts = urlsplit(warehouse_url)
+    if not parts.scheme.startswith("postgres"):
+        raise ValueError(f"not a Postgres URL: {parts.scheme}://…")
+    database = unquote(parts.path.lstrip("/"))
+    if not database:
+        raise ValueError("the warehouse URL names no database")
+    env = {
+        "DBT_PG_HOST": parts.hostname or "127.0.0.1",
+        "DBT_PG_PORT": str(parts.port or 5432),
+        "DBT_PG_USER": unquote(parts.username or "postgres"),
+        "DBT_PG_PASSWORD": unquote(parts.password or ""),
+        "DBT_PG_DBNAME": database,
+    }
+    sslmode = parse_qs(parts.query).get("sslmode")
+    if sslmode:
+        env["DBT_PG_SSLMODE"] = sslmode[0]
+    return env
+
+
+@contextmanager
+def _environment(values: Mapping[str, str]) -> Iterator[None]:
+    previous = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def run_dbt(
+    args: list[str],
+    warehouse_url: str,
+    vars: dict[str, Any] | None = None,
+    *,
+    target_path: str | os.PathLike[str] | None = None,
+) -> DbtRunSummary:
+    """Run ``dbt <args>`` on the project against ``warehouse_url``.
+
+    ``vars`` become ``--vars`` (e.g. ``{"abandoned_cart_after_minutes": 30}``). ``target_path`` keeps
+    artifacts and logs apart when several runs share a checkout (default ``dbt_project/target``).
+    """
+    from dbt.cli.main import dbtRunner  # heavy import, only when dbt actually runs
+
+    if not args:
+        raise ValueError("run_dbt needs a dbt command, e.g. ['build']")
+    cli_args = [*args, "--project-dir", str(PROJECT_DIR), "--profiles-dir", str(PROJECT_DIR)]
+    if vars:
+        cli_args += ["--vars", json.dumps(vars)]
+    if target_path is not None:
+        cli_args += ["--target-path", str(target_path), "--log-path", str(target_path)]
+
+    with _invocation_lock, _environment({**profile_env(warehouse_url), "PGOPTIONS": _pg_options_without_jit()}):
+        outcome = dbtRunner().invoke(cli_args)
+
+    summary = DbtRunSummary(
+        args=list(args),
+        success=bool(outcome.success),
+        nodes=_node_results(outcome.result),
+        error=str(outcome.exception) if outcome.exception else None,
+    )
+    if not summary.success:
+        raise DbtRunError(summary)
+    return summary
+
+
+def _pg_options_without_jit() -> str:
+    # The jsonb_array_elements laterals make the planner's cost estimates huge, so Postgres JIT-compiles
+    # queries over a handful of rows: seconds of compile time per model. dbt's profile cannot set
+    # session options; libpq reads PGOPTIONS for every connection dbt opens.
+    return f"{os.environ.get('PGOPTIONS', '')} -c jit=off".strip()
+
+
+def _node_results(result: Any) -> list[NodeResult]:
+    # Commands that run nodes return a RunExecutionResult; others (parse, docs generate, ls) do not.
+    node_runs = getattr(result, "results", None)
+    if not isinstance(node_runs, list):
+        return []
+    nodes = []
+    for run in node_runs:
+        node = getattr(run, "node", None)
+        if node is None:
+            continue
+        adapter_response = getattr(run, "adapter_response", None) or {}
+        nodes.append(NodeResult(
+            name=node.name,
+            unique_id=node.unique_id,
+            resource_type=str(node.resource_type),
+            status=str(run.status),
+            rows_affected=_rows(adapter_response.get("rows_affected")),
+            message=run.message,
+            execution_time=float(run.execution_time or 0.0),
+        ))
+    return nodes
+
+
+def _rows(rows_affected: Any) -> int | None:
+    # Postgres reports -1 for statements that write no rows (views, DDL).
+    return rows_affected if isinstance(rows_affected, int) and rows_affected >= 0 else None

@@ -1,0 +1,153 @@
+"""The whole pipeline through real Airflow runs, against the sandbox APIs and a real Postgres.
+
+extract_bigcommerce + extract_square → transform → load_crm (``airflow dags test`` each),
+then the CRM sandbox's contents are checked against the source sandboxes, and a second
+cycle with no source changes must write nothing to the CRM (P4).
+"""
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+import psycopg2
+import pytest
+import requests
+import yaml
+
+from devstack.airflow import Endpoints, airflow_env, init_airflow, run_dag
+from sandbox.__main__ import build_apps
+from sandbox.core import serve
+
+pytestmark = pytest.mark.e2e
+
+DAGS = ("extract_bigcommerce", "extract_square", "transform", "load_crm")
+
+
+def _cents(amount: str) -> int:
+    return int(Decimal(amount) * 100)
+
+
+@pytest.fixture(scope="module")
+def pipeline(local_pg, tmp_path_factory):
+    home = tmp_path_factory.mktemp("airflow")
+    apps = build_apps(seed=7, fixtures=None, rate_limits=False)
+    servers = {name: serve(app)[0] for name, app in apps.items()}
+    urls = {name: f"http://127.0.0.1:{server.server_port}" for name, server in servers.items()}
+    suffix = uuid.uuid4().hex[:8]
+    warehouse_url = local_pg.ensure_database(f"e2e_warehouse_{suffix}")
+    airflow_db_url = local_pg.ensure_database(f"e2e_airflow_{suffix}")
+    # The shipped configuration, with the CRM limiter opened up: the sandbox enforces no limit here.
+    config = yaml.safe_load(open("config/pipeline.yml"))
+    config["crm"]["requests_per_second"] = 200
+    config_path = home / "pipeline.yml"
+    config_path.write_text(yaml.safe_dump(config))
+    env = airflow_env(warehouse_url=warehouse_url, airflow_db_url=airflow_db_url,
+                      endpoints=Endpoints(urls["bigcommerce"], urls["square"], urls["activecampaign"]),
+                      home=home, config_path=config_path)
+    init_airflow(env)
+
+    def cycle(label: str) -> None:
+        for dag_id in DAGS:
+            run_dag(env, dag_id, log_dir=home / label)
+
+    cycle("first")
+    yield {"env": env, "urls": urls, "warehouse_url": warehouse_url, "cycle": cycle, "home": home,
+           "config": config, "apps": apps}
+    for server in servers.values():
+        server.shutdown()
+    local_pg.drop_database(f"e2e_warehouse_{suffix}")
+    local_pg.drop_database(f"e2e_airflow_{suffix}")
+
+
+def crm_state(pipeline) -> dict:
+    return requests.get(f"{pipeline['urls']['activecampaign']}/__admin/activecampaign/state", timeout=30).json()
+
+
+def crm_writes(pipeline) -> list:
+    return requests.get(f"{pipeline['urls']['activecampaign']}/__admin/activecampaign/writes", timeout=30).json()["writes"]
+
+
+def bigcommerce_orders(pipeline, store_hash: str) -> list[dict]:
+    url = f"{pipeline['urls']['bigcommerce']}/__admin/bigcommerce/{store_hash}/orders"
+    return requests.get(url, timeout=60).json()["orders"]
+
+
+def bigcommerce_customers(pipeline, store_hash: str) -> list[dict]:
+    url = f"{pipeline['urls']['bigcommerce']}/__admin/bigcommerce/{store_hash}/customers"
+    return requests.get(url, timeout=60).json()["customers"]
+
+
+def store_hashes(pipeline) -> list[str]:
+    return [s["store_hash"] for s in pipeline["config"]["bigcommerce"]["stores"]]
+
+
+def test_every_ordering_customer_becomes_a_tagged_contact(pipeline):  # B3, S10
+    state = crm_state(pipeline)
+    contacts = {c["email"].strip().lower(): c for c in state["contacts"]}
+    tags = {t["id"]: t["tag"] for t in state["tags"]}
+    tagged = {(ct["contact"], tags[ct["tag"]]) for ct in state["contactTags"]}
+    expected = set()
+    for store_hash in store_hashes(pipeline):
+        customers = {c["id"]: c for c in bigcommerce_customers(pipeline, store_hash)}
+        for order in bigcommerce_orders(pipeline, store_hash):
+            customer = customers.get(order["customer_id"])
+            if order["customer_id"] and order["status_id"] != 0 and customer and customer.get("email"):
+                expected.add(customer["email"].strip().lower())
+    assert expected, "the sandbox should hold ordering customers"
+    missing = expected - set(contacts)
+    assert not missing, f"{len(missing)} ordering customers have no contact"
+    for email in expected:
+        assert (contacts[email]["id"], "bigcommerce-customer") in tagged, email
+
+
+def test_guest_checkouts_are_not_synced_but_reported(pipeline):  # B5
+    guest_ids = {f"{h}:{o['id']}" for h in store_hashes(pipeline) for o in bigcommerce_orders(pipeline, h)
+                 if o["customer_id"] == 0}
+    assert guest_ids, "the sandbox should hold guest checkouts"
+    synced = {o["externalid"] for o in crm_state(pipeline)["ecomOrders"] if o.get("externalid")}
+    assert not {g.split(":")[1] for g in guest_ids} & synced
+    with psycopg2.connect(pipeline["warehouse_url"]) as conn, conn.cursor() as cur:
+        cur.execute("select count(*) from crm.excluded_records where reason = 'guest_checkout'")
+        assert cur.fetchone()[0] >= len(guest_ids)
+
+
+def test_order_totals_are_exact_cents_and_fields_are_mapped(pipeline):  # B12, B4
+    state = crm_state(pipeline)
+    connections = {c["id"]: c["externalid"] for c in state["connections"]}
+    crm_orders = {(connections[o["connectionid"]], o["externalid"]): o for o in state["ecomOrders"] if o.get("externalid")}
+    checked = 0
+    statuses = set()
+    for store_hash in store_hashes(pipeline):
+        for order in bigcommerce_orders(pipeline, store_hash):
+            pushed = crm_orders.get((store_hash, str(order["id"])))
+            if pushed is None:
+                continue
+            checked += 1
+            statuses.add(order["status_id"])
+            assert int(pushed["totalPrice"]) == _cents(order["total_inc_tax"]), order["id"]
+            assert pushed["currency"] == order["currency_code"]
+            assert pushed["orderNumber"] == str(order["id"])
+            assert pushed["externalCreatedDate"], order["id"]
+            assert pushed["orderProducts"], f"order {order['id']} has no products in the CRM"
+    assert checked > 20
+    assert len(statuses) >= 5, "orders of many statuses are synced (B4)"
+
+
+def test_historical_orders_fire_no_purchase_automation(pipeline):  # B9
+    fired = [w for w in crm_writes(pipeline) if w.get("automation") == "makes_a_purchase"]
+    assert fired == []
+
+
+def test_no_duplicates_in_the_crm(pipeline):  # S6
+    duplicates = requests.get(f"{pipeline['urls']['activecampaign']}/__admin/activecampaign/duplicates",
+                              timeout=30).json()
+    assert all(count == 0 for count in duplicates.values() if isinstance(count, int)), duplicates
+
+
+def test_a_second_cycle_without_source_changes_writes_nothing(pipeline):  # P4
+    before = len(crm_writes(pipeline))
+    pipeline["cycle"]("second")
+    assert len(crm_writes(pipeline)) == before
+    with psycopg2.connect(pipeline["warehouse_url"]) as conn, conn.cursor() as cur:
+        cur.execute("select sum(records_landed) from state.sync_runs where sync_mode = 'incremental'")
+        assert cur.fetchone()[0] == 0
