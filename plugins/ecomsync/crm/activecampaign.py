@@ -1,0 +1,233 @@
+"""The ActiveCampaign API v3 calls the load needs: look-ups, creates, updates, bulk import.
+
+ActiveCampaign has no idempotency key, so every create is sent once (``retry_unsafe=False``):
+when its answer is lost the caller looks the object up before sending it again
+(``ActiveCampaignClient.create_once``). Updates, look-ups and ``contact/sync`` (an upsert by
+email) are safe to repeat and use ApiSession's ordinary retries.
+
+All clients of one account in a process share one ``TokenBucketPacer`` (5 requests/s,
+no burst); across processes the Airflow pool ``activecampaign_api`` serialises the loads.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Callable
+
+from ecomsync.http import ApiError, ApiSession, TokenBucketPacer
+
+log = logging.getLogger(__name__)
+
+PAGE_LIMIT = 100
+_pacers: dict[str, TokenBucketPacer] = {}
+_pacers_lock = threading.Lock()
+
+
+def account_pacer(base_url: str, requests_per_second: float) -> TokenBucketPacer:
+    """The one token bucket of a CRM account in this process."""
+    key = base_url.rstrip("/")
+    with _pacers_lock:
+        pacer = _pacers.get(key)
+        if pacer is None or abs(pacer.interval - 1.0 / requests_per_second) > 1e-9:
+            pacer = _pacers[key] = TokenBucketPacer(requests_per_second)
+        return pacer
+
+
+class LostAnswer(ApiError):
+    """A create whose outcome is unknown (timeout, dropped connection, 5xx): look it up before resending."""
+
+
+class BulkImportFailed(ApiError):
+    pass
+
+
+class ActiveCampaignClient:
+    def __init__(self, base_url: str, token: str, *, requests_per_second: float, timeout: float = 30.0,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.account = base_url.rstrip("/")
+        self.session = ApiSession(f"{self.account}/api/3", {"Api-Token": token},
+                                  pacer=account_pacer(self.account, requests_per_second),
+                                  timeout=timeout, sleep=sleep)
+        self.sleep = sleep
+
+    def __repr__(self) -> str:
+        return f"ActiveCampaignClient({self.account!r})"
+
+    @property
+    def requests_made(self) -> int:
+        return self.session.stats.requests
+
+    # -- generic ------------------------------------------------------------------------
+    def get(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        return self.session.request_json("GET", path, params=params)[1]
+
+    def put(self, path: str, body: dict[str, Any]) -> Any:
+        return self.session.request_json("PUT", path, json_body=body)[1]
+
+    def post_upsert(self, path: str, body: dict[str, Any]) -> Any:
+        """A POST the API treats as an upsert or a status change: safe to repeat."""
+        return self.session.request_json("POST", path, json_body=body)[1]
+
+    def post_create(self, path: str, body: dict[str, Any]) -> Any:
+        """A POST that creates: sent once; an unknown outcome raises LostAnswer."""
+        try:
+            return self.session.request_json("POST", path, json_body=body, retry_unsafe=False)[1]
+        except ApiError as exc:
+            if exc.status is None or exc.status >= 500:
+                raise LostAnswer(str(exc), exc.status, exc.body) from None
+            raise
+
+    def create_once(self, create: Callable[[], str], look_up: Callable[[], str | None], what: str,
+                    attempts: int = 4) -> str:
+        """Create an object that has no idempotency key without ever creating it twice.
+
+        After a lost answer the object may exist: look it up, and only if absent send it again.
+        """
+        for attempt in range(1, attempts + 1):
+            try:
+                return create()
+            except LostAnswer as exc:
+                log.warning("%s: %s — looking it up before trying again", what, exc)
+                self.sleep(min(8.0, 0.5 * 2 ** attempt))
+                found = look_up()
+                if found is not None:
+                    return found
+        raise ApiError(f"{what}: the create's answer was lost {attempts} times and the object is not there")
+
+    def find_one(self, path: str, collection: str, params: dict[str, Any],
+                 match: Callable[[dict[str, Any]], bool] = lambda item: True) -> dict[str, Any] | None:
+        """The first item of a filtered listing that ``match`` accepts (the filters narrow, ``match`` decides)."""
+        for item in self.iterate(path, collection, params):
+            if match(item):
+                return item
+        return None
+
+    def iterate(self, path: str, collection: str, params: dict[str, Any] | None = None):
+        offset = 0
+        while True:
+            body = self.get(path, {**(params or {}), "limit": PAGE_LIMIT, "offset": offset}) or {}
+            items = body.get(collection) or []
+            yield from items
+            total = int((body.get("meta") or {}).get("total") or 0)
+            offset += len(items)
+            if not items or offset >= total:
+                return
+
+    # -- connections ----------------------------------------------------------------------
+    def find_connection(self, service: str, externalid: str) -> str | None:
+        found = self.find_one("/connections", "connections",
+                              {"filters[service]": service, "filters[externalid]": externalid},
+                              lambda c: c.get("service") == service and c.get("externalid") == externalid)
+        return _id(found)
+
+    def create_connection(self, payload: dict[str, Any]) -> str:
+        return self.create_once(lambda: self.post_create("/connections", {"connection": payload})["connection"]["id"],
+                                lambda: self.find_connection(payload["service"], payload["externalid"]),
+                                f"connection {payload['service']}:{payload['externalid']}")
+
+    def update_connection(self, crm_id: str, payload: dict[str, Any]) -> None:
+        self.put(f"/connections/{crm_id}", {"connection": payload})
+
+    # -- contacts, tags, lists ------------------------------------------------------------
+    def sync_contact(self, payload: dict[str, Any]) -> str:
+        """``contact/sync`` upserts by email: repeating it is harmless."""
+        return str(self.post_upsert("/contact/sync", {"contact": payload})["contact"]["id"])
+
+    def find_contact(self, email: str) -> str | None:
+        return _id(self.find_one("/contacts", "contacts", {"email": email},
+                                 lambda c: (c.get("email") or "").strip().lower() == email))
+
+    def find_tag(self, name: str) -> str | None:
+        return _id(self.find_one("/tags", "tags", {"search": name}, lambda t: t.get("tag") == name))
+
+    def create_tag(self, name: str) -> str:
+        return self.create_once(
+            lambda: self.post_create("/tags", {"tag": {"tag": name, "tagType": "contact",
+                                                       "description": "added by the ecomsync load"}})["tag"]["id"],
+            lambda: self.find_tag(name), f"tag {name!r}")
+
+    def find_contact_tag(self, contact_id: str, tag_id: str) -> str | None:
+        body = self.get(f"/contacts/{contact_id}/contactTags") or {}
+        for link in body.get("contactTags") or []:
+            if str(link.get("tag")) == str(tag_id):
+                return _id(link)
+        return None
+
+    def add_contact_tag(self, contact_id: str, tag_id: str) -> str:
+        return self.create_once(
+            lambda: self.post_create("/contactTags", {"contactTag": {"contact": contact_id, "tag": tag_id}})
+            ["contactTag"]["id"],
+            lambda: self.find_contact_tag(contact_id, tag_id), f"tag {tag_id} on contact {contact_id}")
+
+    def find_list(self, name: str) -> str | None:
+        return _id(self.find_one("/lists", "lists", {}, lambda item: item.get("name") == name))
+
+    def subscribe(self, contact_id: str, list_id: str) -> str | None:
+        """``contactLists`` sets a status: subscribing twice leaves one subscription."""
+        body = self.post_upsert("/contactLists", {"contactList": {"list": list_id, "contact": contact_id,
+                                                                  "status": 1}}) or {}
+        return _id(body.get("contactList"))
+
+    def bulk_import(self, contacts: list[dict[str, Any]], poll_interval: float = 1.0,
+                    max_wait: float = 600.0) -> dict[str, Any]:
+        """Queue ≤ 250 contacts (an upsert by email, safe to repeat) and wait for ``import/info``."""
+        body = self.post_upsert("/import/bulk_import", {"contacts": contacts}) or {}
+        batch_id = body.get("batchId")
+        if not batch_id:
+            raise BulkImportFailed(f"import/bulk_import queued nothing: {body!r:.300}", None, body)
+        deadline = time.monotonic() + max_wait
+        while True:
+            info = self.get("/import/info", {"batchId": batch_id}) or {}
+            if str(info.get("status", "")).lower() == "completed":
+                return info
+            if time.monotonic() > deadline:
+                raise BulkImportFailed(f"import batch {batch_id} not completed after {max_wait:.0f}s "
+                                       f"(status {info.get('status')!r})")
+            self.sleep(poll_interval)
+
+    # -- e-commerce ----------------------------------------------------------------------
+    def find_ecom_customer(self, connection_crm_id: str, externalid: str) -> str | None:
+        return _id(self.find_one("/ecomCustomers", "ecomCustomers",
+                                 {"filters[connectionid]": connection_crm_id, "filters[externalid]": externalid},
+                                 lambda c: _same(c.get("connectionid"), connection_crm_id)
+                                 and str(c.get("externalid")) == externalid))
+
+    def create_ecom_customer(self, payload: dict[str, Any]) -> str:
+        return self.create_once(
+            lambda: self.post_create("/ecomCustomers", {"ecomCustomer": payload})["ecomCustomer"]["id"],
+            lambda: self.find_ecom_customer(str(payload["connectionid"]), payload["externalid"]),
+            f"ecomCustomer {payload['externalid']}")
+
+    def update_ecom_customer(self, crm_id: str, payload: dict[str, Any]) -> None:
+        self.put(f"/ecomCustomers/{crm_id}", {"ecomCustomer": payload})
+
+    def find_ecom_order(self, connection_crm_id: str, *, externalid: str | None = None,
+                        externalcheckoutid: str | None = None) -> str | None:
+        field, value = ("externalid", externalid) if externalid is not None else ("externalcheckoutid",
+                                                                                 externalcheckoutid)
+        return _id(self.find_one("/ecomOrders", "ecomOrders",
+                                 {"filters[connectionid]": connection_crm_id, f"filters[{field}]": value},
+                                 lambda o: _same(o.get("connectionid"), connection_crm_id)
+                                 and str(o.get(field)) == value))
+
+    def create_ecom_order(self, payload: dict[str, Any]) -> str:
+        connection = str(payload["connectionid"])
+        if payload.get("externalid"):
+            look_up = lambda: self.find_ecom_order(connection, externalid=payload["externalid"])  # noqa: E731
+        else:
+            look_up = lambda: self.find_ecom_order(connection,  # noqa: E731
+                                                   externalcheckoutid=payload["externalcheckoutid"])
+        return self.create_once(lambda: self.post_create("/ecomOrders", {"ecomOrder": payload})["ecomOrder"]["id"],
+                                look_up, f"ecomOrder {payload.get('externalid') or payload.get('externalcheckoutid')}")
+
+    def update_ecom_order(self, crm_id: str, payload: dict[str, Any]) -> None:
+        self.put(f"/ecomOrders/{crm_id}", {"ecomOrder": payload})
+
+
+def _id(item: dict[str, Any] | None) -> str | None:
+    return None if not item or item.get("id") is None else str(item["id"])
+
+
+def _same(a: Any, b: Any) -> bool:
+    return str(a) == str(b)

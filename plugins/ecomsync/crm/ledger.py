@@ -1,0 +1,184 @@
+"""The ``sync`` schema: what the load pushed (ledger), what the CRM refused (rejections), each run's report.
+
+Every write is its own short transaction (autocommit), made right after the CRM
+answered, so a crash loses at most the answer in flight — and the push looks an
+object up before creating it when the ledger has no CRM id for it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg2
+from psycopg2.extras import Json, RealDictCursor
+
+SYNC_DDL = """
+create schema if not exists sync;
+create table if not exists sync.ledger (
+    object_type text not null,
+    natural_key text not null,
+    connection_id text,
+    crm_id text,
+    payload_hash text not null,
+    first_pushed_at timestamptz not null default now(),
+    last_pushed_at timestamptz not null default now(),
+    last_run_id text not null,
+    status text not null,
+    primary key (object_type, natural_key)
+);
+create table if not exists sync.rejections (
+    object_type text not null,
+    natural_key text not null,
+    connection_id text,
+    payload_hash text not null,
+    http_status integer,
+    error_code text,
+    error jsonb not null,
+    run_id text not null,
+    first_rejected_at timestamptz not null default now(),
+    last_rejected_at timestamptz not null default now(),
+    attempts integer not null default 1,
+    primary key (object_type, natural_key)
+);
+create table if not exists sync.run_reports (
+    run_id text not null,
+    mode text not null,
+    started_at timestamptz not null,
+    finished_at timestamptz,
+    status text not null,
+    counts jsonb not null default '{}'::jsonb,
+    requests integer not null default 0,
+    warnings jsonb not null default '[]'::jsonb,
+    plan jsonb,
+    error text,
+    primary key (run_id, started_at)
+);
+"""
+
+
+class LoadAlreadyRunning(RuntimeError):
+    """Another load holds the advisory lock of this CRM account."""
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    crm_id: str | None
+    payload_hash: str
+    status: str
+
+
+@dataclass(frozen=True)
+class Rejection:
+    payload_hash: str
+    error_code: str | None
+
+
+class SyncStore:
+    """The ``sync`` tables over one autocommit connection shared (under a lock) by the push threads."""
+
+    def __init__(self, wh_url: str):
+        self.conn = psycopg2.connect(wh_url)
+        self.conn.autocommit = True
+        self.lock = threading.Lock()
+        self.lock_key: int | None = None
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def ensure_schema(self) -> None:
+        with self.lock, self.conn.cursor() as cur:
+            # DDL races between two first runs are settled by a transaction-level lock.
+            cur.execute("begin; select pg_advisory_xact_lock(hashtext('ecomsync.sync.ddl'));"
+                        + SYNC_DDL + "commit;")
+
+    def acquire_account_lock(self, account: str) -> None:
+        """A session-level advisory lock per CRM account: two loads never interleave (released on close)."""
+        key = int.from_bytes(hashlib.sha256(f"ecomsync.load_crm:{account}".encode()).digest()[:8], "big",
+                             signed=True)
+        with self.lock, self.conn.cursor() as cur:
+            cur.execute("select pg_try_advisory_lock(%s)", (key,))
+            if not cur.fetchone()[0]:
+                raise LoadAlreadyRunning(
+                    f"another CRM load for {account} is running (advisory lock held); this run was refused "
+                    "so the two cannot interleave — retry when it has finished.")
+        self.lock_key = key
+
+    def release_account_lock(self) -> None:
+        if self.lock_key is None:
+            return
+        with self.lock, self.conn.cursor() as cur:
+            cur.execute("select pg_advisory_unlock(%s)", (self.lock_key,))
+        self.lock_key = None
+
+    def query(self, sql: str, params: tuple = ()) -> list[dict[str, Any]]:
+        with self.lock, self.conn.cursor(cursor_factory=RealDictCursor) as cur:
+            cur.execute(sql, params)
+            return [dict(row) for row in cur.fetchall()]
+
+    def ledger(self) -> dict[tuple[str, str], LedgerEntry]:
+        return {(r["object_type"], r["natural_key"]): LedgerEntry(r["crm_id"], r["payload_hash"], r["status"])
+                for r in self.query("select object_type, natural_key, crm_id, payload_hash, status from sync.ledger")}
+
+    def rejections(self) -> dict[tuple[str, str], Rejection]:
+        return {(r["object_type"], r["natural_key"]): Rejection(r["payload_hash"], r["error_code"])
+                for r in self.query("select object_type, natural_key, payload_hash, error_code from sync.rejections")}
+
+    def record_pushed(self, object_type: str, natural_key: str, connection_id: str | None, crm_id: str | None,
+                      payload_hash: str, run_id: str, status: str = "synced") -> None:
+        """The CRM accepted the object: its id and hash, at once; an old rejection of it is cleared."""
+        with self.lock, self.conn.cursor() as cur:
+            cur.execute(
+                """insert into sync.ledger as l (object_type, natural_key, connection_id, crm_id, payload_hash,
+                                                 last_run_id, status)
+                   values (%s, %s, %s, %s, %s, %s, %s)
+                   on conflict (object_type, natural_key) do update
+                   set crm_id = coalesce(excluded.crm_id, l.crm_id), payload_hash = excluded.payload_hash,
+                       connection_id = excluded.connection_id, last_pushed_at = now(),
+                       last_run_id = excluded.last_run_id, status = excluded.status""",
+                (object_type, natural_key, connection_id, crm_id, payload_hash, run_id, status))
+            cur.execute("delete from sync.rejections where object_type = %s and natural_key = %s",
+                        (object_type, natural_key))
+
+    def mark_status(self, object_type: str, natural_key: str, status: str, run_id: str) -> None:
+        with self.lock, self.conn.cursor() as cur:
+            cur.execute("update sync.ledger set status = %s, last_run_id = %s, last_pushed_at = now() "
+                        "where object_type = %s and natural_key = %s", (status, run_id, object_type, natural_key))
+
+    def forget_crm_id(self, object_type: str, natural_key: str) -> None:
+        """The CRM no longer has the object (404 on update): the next push looks it up or creates it."""
+        with self.lock, self.conn.cursor() as cur:
+            cur.execute("update sync.ledger set crm_id = null where object_type = %s and natural_key = %s",
+                        (object_type, natural_key))
+
+    def record_rejection(self, object_type: str, natural_key: str, connection_id: str | None, payload_hash: str,
+                         http_status: int | None, error_code: str | None, error: Any, run_id: str) -> None:
+        with self.lock, self.conn.cursor() as cur:
+            cur.execute(
+                """insert into sync.rejections as r (object_type, natural_key, connection_id, payload_hash,
+                                                     http_status, error_code, error, run_id)
+                   values (%s, %s, %s, %s, %s, %s, %s, %s)
+                   on conflict (object_type, natural_key) do update
+                   set payload_hash = excluded.payload_hash, http_status = excluded.http_status,
+                       error_code = excluded.error_code, error = excluded.error, run_id = excluded.run_id,
+                       last_rejected_at = now(), attempts = r.attempts + 1""",
+                (object_type, natural_key, connection_id, payload_hash, http_status, error_code, Json(error), run_id))
+
+    def start_report(self, run_id: str, mode: str, started_at: datetime) -> None:
+        with self.lock, self.conn.cursor() as cur:
+            cur.execute("insert into sync.run_reports (run_id, mode, started_at, status) values (%s, %s, %s, 'running')",
+                        (run_id, mode, started_at))
+
+    def finish_report(self, run_id: str, started_at: datetime, *, finished_at: datetime, status: str,
+                      counts: dict, requests: int, warnings: list[str], plan: dict | None, error: str | None) -> None:
+        with self.lock, self.conn.cursor() as cur:
+            cur.execute(
+                """update sync.run_reports set finished_at = %s, status = %s, counts = %s, requests = %s,
+                          warnings = %s, plan = %s, error = %s
+                   where run_id = %s and started_at = %s""",
+                (finished_at, status, Json(counts), requests, Json(warnings),
+                 None if plan is None else Json(plan, dumps=lambda v: json.dumps(v, default=str)), error,
+                 run_id, started_at))

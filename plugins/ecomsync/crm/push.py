@@ -1,0 +1,468 @@
+"""Push exactly the deltas of the crm marts to ActiveCampaign (P4, B3, B4, B6, B7, B9, B10, B11, S6, S8, S9, S10).
+
+One run:
+1. takes the CRM account's advisory lock (two loads never interleave) and opens a report row;
+2. reads the crm marts and the ledger, and plans every CRM object: create, update, unchanged,
+   skipped (disabled connection, missing dependency, earlier rejection with the same payload);
+3. unless it is a dry run, pushes in dependency order — connection → contact → tags and list
+   memberships → e-commerce customer → order → abandoned cart — writing each CRM id to the
+   ledger the moment the CRM accepted it. An object without a CRM id in the ledger is looked
+   up (by external id and connection) before it is created, so a crash or a lost answer
+   never creates it twice;
+4. writes the run report: counts per object type, requests, warnings, and for a dry run the plan.
+
+A 422 (or another 4xx about the record) is recorded in ``sync.rejections`` and the run goes on;
+the record is retried when its payload changes or when the run asks to retry rejections.
+Nothing is ever deleted in the CRM: a disabled connection's records are skipped (B11, S9).
+"""
+from __future__ import annotations
+
+import logging
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from functools import cached_property
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import psycopg2.errors
+
+from ecomsync.config import CrmSettings
+from ecomsync.crm import payloads as p
+from ecomsync.crm.activecampaign import ActiveCampaignClient
+from ecomsync.crm.ledger import LedgerEntry, Rejection, SyncStore
+from ecomsync.http import ApiError, AuthError
+
+log = logging.getLogger(__name__)
+
+MODES = ("normal", "dry_run", "full_resync")
+OUTCOMES = ("created", "updated", "unchanged", "rejected", "skipped")
+PLAN_SAMPLES = 3
+# Answers that are about the record itself, not the run: the record is rejected, the run goes on.
+RECORD_ERROR_STATUSES = frozenset({400, 409, 413, 422})
+# Wire fields ActiveCampaign defines for an order; the rest of the planned payload only feeds the hash.
+ORDER_WIRE_FIELDS = ("externalid", "externalcheckoutid", "email", "orderNumber", "orderUrl", "totalPrice",
+                     "shippingAmount", "taxAmount", "discountAmount", "currency", "shippingMethod",
+                     "externalCreatedDate", "externalUpdatedDate", "abandonedDate", "orderProducts",
+                     "orderDiscounts")
+
+
+@dataclass
+class Item:
+    """One CRM object the marts want: its planned payload and what to do with it."""
+
+    object_type: str
+    natural_key: str
+    connection_id: str | None
+    payload: dict[str, Any]
+    source: int | None = None
+    action: str = ""  # create | update | unchanged | skipped
+    reason: str = ""
+
+    @cached_property
+    def hash(self) -> str:
+        return p.payload_hash(self.payload)
+
+
+@dataclass
+class RunReport:
+    run_id: str
+    mode: str
+    started_at: datetime
+    finished_at: datetime | None = None
+    status: str = "running"
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    requests: int = 0
+    warnings: list[str] = field(default_factory=list)
+    plan: dict[str, Any] | None = None
+    rejections: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+
+    def count(self, object_type: str, outcome: str, n: int = 1) -> None:
+        per_type = self.counts.setdefault(object_type, dict.fromkeys(OUTCOMES, 0))
+        per_type[outcome] += n
+
+    @property
+    def writes(self) -> int:
+        return sum(c["created"] + c["updated"] for c in self.counts.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        """Small and JSON-able for XCom: counts, warnings, rejected keys with the CRM's code, the plan's samples."""
+        return {"run_id": self.run_id, "mode": self.mode, "status": self.status,
+                "started_at": self.started_at.isoformat(),
+                "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+                "counts": self.counts, "writes": self.writes, "requests": self.requests,
+                "warnings": list(self.warnings), "rejections": self.rejections[:20], "plan": self.plan,
+                "error": self.error}
+
+
+def run_push(wh_url: str, client: ActiveCampaignClient, crm_settings: CrmSettings, *, run_id: str,
+             mode: str = "normal", enabled_connections: set[str], retry_rejected: bool = False,
+             workers: int = 4, now: datetime | None = None) -> RunReport:
+    if mode not in MODES:
+        raise ValueError(f"mode {mode!r}: expected one of {', '.join(MODES)}")
+    store = SyncStore(wh_url)
+    try:
+        store.ensure_schema()
+        store.acquire_account_lock(client.account)
+        report = RunReport(run_id=run_id, mode=mode, started_at=now or datetime.now(timezone.utc))
+        store.start_report(run_id, mode, report.started_at)
+        requests_before = client.requests_made
+        try:
+            Push(store, client, crm_settings, report, enabled_connections, retry_rejected, workers).run()
+            report.status = "success"
+        except BaseException as exc:
+            report.status, report.error = "failed", f"{type(exc).__name__}: {exc}"[:2000]
+            raise
+        finally:
+            report.finished_at = datetime.now(timezone.utc)
+            report.requests = client.requests_made - requests_before
+            store.finish_report(run_id, report.started_at, finished_at=report.finished_at, status=report.status,
+                                counts=report.counts, requests=report.requests, warnings=report.warnings,
+                                plan=report.plan, error=report.error)
+            log.info("CRM load %s (%s): %s; %d requests; counts %s; warnings %s", run_id, mode, report.status,
+                     report.requests, report.counts, report.warnings)
+        return report
+    finally:
+        store.release_account_lock()
+        store.close()
+
+
+class Push:
+    def __init__(self, store: SyncStore, client: ActiveCampaignClient, settings: CrmSettings, report: RunReport,
+                 enabled_connections: set[str], retry_rejected: bool, workers: int):
+        self.store, self.client, self.settings, self.report = store, client, settings, report
+        self.enabled = set(enabled_connections)
+        self.retry_rejected = retry_rejected
+        self.workers = max(1, workers)
+        self.ledger: dict[tuple[str, str], LedgerEntry] = {}
+        self.rejected: dict[tuple[str, str], Rejection] = {}
+        self.crm_ids: dict[tuple[str, str], str] = {}
+        self.master_list_id: str | None = None
+
+    # -- planning -----------------------------------------------------------------------------
+    def run(self) -> None:
+        marts = self.read_marts()
+        self.ledger, self.rejected = self.store.ledger(), self.store.rejections()
+        self.crm_ids = {key: entry.crm_id for key, entry in self.ledger.items() if entry.crm_id}
+        if self.settings.master_list_rule_applies:
+            self.master_list_id = self.client.find_list(self.settings.master_list_name)
+            if self.master_list_id is None:
+                self.warn(f"master list {self.settings.master_list_name!r} not found in the CRM (renamed or "
+                          "deleted?): no contact was subscribed to it (B7)")
+        items = self.plan(marts)
+        if self.report.mode == "dry_run":
+            self.report.plan = plan_summary(items)
+            for item in items:
+                if item.action in ("unchanged", "skipped"):
+                    self.report.count(item.object_type, item.action)
+            return
+        self.push(items)
+
+    def read_marts(self) -> dict[str, list[dict[str, Any]]]:
+        marts = {}
+        for table in ("connections", "contacts", "ecom_customers", "ecom_orders", "abandoned_carts"):
+            try:
+                marts[table] = self.store.query(f"select * from crm.{table}")
+            except psycopg2.errors.UndefinedTable:
+                raise RuntimeError(f"crm.{table} does not exist: run the transform (dbt build) before the load") from None
+        return marts
+
+    def plan(self, marts: dict[str, list[dict[str, Any]]]) -> list[Item]:
+        now, window = self.report.started_at, self.settings.realtime_window_hours
+        items: list[Item] = []
+        for row in marts["connections"]:
+            items.append(Item("connection", row["connection_id"], row["connection_id"], p.connection_payload(row)))
+        for row in marts["contacts"]:
+            items.append(Item("contact", row["email"], None, p.contact_payload(row)))
+        for row in marts["contacts"]:
+            for tag in sorted(row["tags"] or []):
+                items.append(Item("contact_tag", f"{row['email']}|{tag}", None, {"email": row["email"], "tag": tag}))
+            if self.settings.master_list_rule_applies and row["accepts_marketing"]:
+                items.append(Item("list_membership", row["email"], None,
+                                  {"email": row["email"], "list": self.settings.master_list_name}))
+        for row in marts["ecom_customers"]:
+            items.append(Item("ecom_customer", row["ecom_customer_key"], row["connection_id"],
+                              p.ecom_customer_payload(row)))
+        for row in marts["ecom_orders"]:
+            items.append(Item("ecom_order", row["order_key"], row["connection_id"], p.order_payload(row),
+                              p.order_source(row["sync_mode"], row["connection_id"], row["external_created_at"],
+                                             now, window)))
+        for row in marts["abandoned_carts"]:
+            items.append(Item("abandoned_cart", row["cart_key"], row["connection_id"], p.cart_payload(row),
+                              p.cart_source(row["sync_mode"])))
+        for item in items:
+            self.decide(item)
+        self.warn_about_skips(items)
+        return items
+
+    def decide(self, item: Item) -> None:
+        key = (item.object_type, item.natural_key)
+        item.action, item.reason = decide(item, self.ledger.get(key), self.rejected.get(key), mode=self.report.mode,
+                                          enabled_connections=self.enabled,
+                                          master_list_found=self.master_list_id is not None,
+                                          retry_rejected=self.retry_rejected)
+
+    def warn_about_skips(self, items: list[Item]) -> None:
+        """One warning per reason (the missing master list already has its own)."""
+        hints = {"connection disabled": "nothing in the CRM was deleted (B11, S9)",
+                 "rejected before, payload unchanged": "fix the data or run with retry_rejected"}
+        by_reason: dict[tuple[str, str], int] = {}
+        for item in items:
+            if item.action == "skipped" and item.reason in hints:
+                scope = item.connection_id if item.reason == "connection disabled" else item.object_type
+                by_reason[(item.reason, scope)] = by_reason.get((item.reason, scope), 0) + 1
+        for (reason, scope), n in sorted(by_reason.items()):
+            self.warn(f"{n} record(s) of {scope} skipped: {reason} — {hints[reason]}")
+
+    # -- pushing ------------------------------------------------------------------------------
+    def push(self, items: list[Item]) -> None:
+        by_type: dict[str, list[Item]] = {t: [] for t in p.OBJECT_TYPES}
+        for item in items:
+            if item.action in ("unchanged", "skipped"):
+                self.report.count(item.object_type, item.action)
+            else:
+                by_type[item.object_type].append(item)
+        self.each(by_type["connection"], self.push_connection)
+        bulk = len(by_type["contact"]) > self.settings.bulk_import_threshold
+        if bulk:
+            self.bulk_import_contacts(by_type["contact"], items)
+            done = {item.payload["email"] for item in by_type["contact"]}
+            by_type["contact_tag"] = [i for i in by_type["contact_tag"] if i.payload["email"] not in done]
+            by_type["list_membership"] = [i for i in by_type["list_membership"] if i.payload["email"] not in done]
+        else:
+            self.each(by_type["contact"], self.push_contact)
+        self.resolve_tags({item.payload["tag"] for item in by_type["contact_tag"]})
+        self.each(by_type["contact_tag"], self.push_contact_tag)
+        self.each(by_type["list_membership"], self.push_list_membership)
+        self.each(by_type["ecom_customer"], self.push_ecom_customer)
+        self.each(by_type["ecom_order"], self.push_order)
+        self.each(by_type["abandoned_cart"], self.push_cart)
+
+    def each(self, items: list[Item], push_one: Callable[[Item], None]) -> None:
+        """Push one phase in parallel; the shared token bucket keeps the account at its rate."""
+        if not items:
+            return
+        with ThreadPoolExecutor(max_workers=min(self.workers, len(items))) as pool:
+            futures = [pool.submit(self.guarded, push_one, item) for item in items]
+            done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+            for future in pending:
+                future.cancel()
+            for future in done:
+                future.result()  # a CRM outage or expired token ends the run; the rerun catches up (B10)
+
+    def guarded(self, push_one: Callable[[Item], None], item: Item) -> None:
+        try:
+            push_one(item)
+        except AuthError:
+            raise
+        except ApiError as exc:
+            if exc.status == 404 and item.action == "update":
+                # Someone deleted it in the CRM: forget the id, look it up or create it again.
+                self.store.forget_crm_id(item.object_type, item.natural_key)
+                self.crm_ids.pop((item.object_type, item.natural_key), None)
+                item.action = "create"
+                self.guarded(push_one, item)
+            elif exc.status in RECORD_ERROR_STATUSES:
+                self.reject(item, exc)
+            else:
+                raise
+        except MissingDependency as exc:
+            self.report.count(item.object_type, "skipped")
+            self.warn(f"{item.object_type} {item.natural_key} skipped: {exc}")
+
+    def reject(self, item: Item, exc: ApiError) -> None:
+        errors = (exc.body or {}).get("errors") if isinstance(exc.body, dict) else None
+        code = next((e.get("code") for e in errors or [] if isinstance(e, dict) and e.get("code")), None)
+        self.store.record_rejection(item.object_type, item.natural_key, item.connection_id, item.hash, exc.status,
+                                    code, exc.body if exc.body is not None else str(exc), self.report.run_id)
+        self.report.count(item.object_type, "rejected")
+        self.report.rejections.append({"object_type": item.object_type, "key": item.natural_key,
+                                       "status": exc.status, "code": code})
+        log.warning("%s %s rejected by the CRM: HTTP %s %s", item.object_type, item.natural_key, exc.status, code)
+
+    def done(self, item: Item, crm_id: str | None, outcome: str, status: str = "synced") -> None:
+        self.store.record_pushed(item.object_type, item.natural_key, item.connection_id, crm_id, item.hash,
+                                 self.report.run_id, status)
+        if crm_id is not None:
+            self.crm_ids[(item.object_type, item.natural_key)] = crm_id
+        self.report.count(item.object_type, outcome)
+
+    def crm_id(self, item: Item) -> str | None:
+        return self.crm_ids.get((item.object_type, item.natural_key))
+
+    def upsert(self, item: Item, wire: dict[str, Any], look_up: Callable[[], str | None],
+               create: Callable[[dict], str], update: Callable[[str, dict], None]) -> None:
+        """Update by the ledger's id; without one, look up first (no idempotency key), then create."""
+        crm_id = self.crm_id(item) or look_up()
+        if crm_id is None:
+            self.done(item, create(wire), "created")
+        else:
+            update(crm_id, wire)
+            self.done(item, crm_id, "updated")
+
+    def push_connection(self, item: Item) -> None:
+        wire = item.payload
+        self.upsert(item, wire, lambda: self.client.find_connection(wire["service"], wire["externalid"]),
+                    self.client.create_connection, self.client.update_connection)
+
+    def push_contact(self, item: Item) -> None:
+        # contact/sync upserts by email: no look-up needed, and repeating it is harmless.
+        self.done(item, self.client.sync_contact(item.payload), "created" if item.action == "create" else "updated")
+
+    def bulk_import_contacts(self, contacts: list[Item], items: list[Item]) -> None:
+        """Above the threshold: ``import/bulk_import`` with tags by name and the list subscription (≤ 250 a call)."""
+        tags: dict[str, list[str]] = {}
+        subscribed: set[str] = set()
+        links: dict[str, list[Item]] = {}
+        for item in items:
+            if item.object_type == "contact_tag":
+                tags.setdefault(item.payload["email"], []).append(item.payload["tag"])
+            if item.object_type == "list_membership" and item.action != "skipped":
+                subscribed.add(item.payload["email"])
+            if item.object_type in ("contact_tag", "list_membership") and item.action not in ("unchanged", "skipped"):
+                links.setdefault(item.payload["email"], []).append(item)
+        for batch in p.chunks(contacts, p.BULK_IMPORT_MAX_CONTACTS):
+            entries = {item.natural_key: p.bulk_import_contact(
+                item.payload, tags.get(item.natural_key, []),
+                self.master_list_id if item.natural_key in subscribed else None) for item in batch}
+            info = self.bulk_import_batch(batch, entries)
+            failed = {str(email).strip().lower() for email in info.get("failure") or []}
+            for item in batch:
+                if item.natural_key in failed:
+                    self.reject(item, ApiError("bulk import failure", None, {"errors": [{
+                        "code": "bulk_import_failure", "detail": "import/info lists the contact as failed"}]}))
+                    continue
+                self.done(item, None, "created" if item.action == "create" else "updated")
+                for link in links.get(item.natural_key, []):
+                    self.done(link, None, "created" if link.action == "create" else "updated")
+
+    def bulk_import_batch(self, batch: list[Item], entries: dict[str, dict]) -> dict[str, Any]:
+        """Import one batch. A batch failing validation is not queued at all and names the bad entries by
+        index: those are rejected and removed from ``batch``, the rest is sent again."""
+        while batch:
+            try:
+                return self.client.bulk_import([entries[item.natural_key] for item in batch])
+            except ApiError as exc:
+                reasons = (exc.body or {}).get("failureReasons") if isinstance(exc.body, dict) else None
+                bad = {r["contact"]: r.get("failureReason") for r in reasons or []
+                       if isinstance(r, dict) and isinstance(r.get("contact"), int) and 0 <= r["contact"] < len(batch)}
+                if exc.status != 400 or not bad:
+                    raise
+                for index, reason in sorted(bad.items(), reverse=True):
+                    item = batch.pop(index)
+                    self.reject(item, ApiError(str(reason), 400, {"errors": [{"code": "bulk_import_validation",
+                                                                              "detail": reason}]}))
+        return {}
+
+    def resolve_tags(self, names: set[str]) -> None:
+        for name in sorted(names):
+            if ("tag", name) in self.crm_ids:
+                continue
+            tag_id = self.client.find_tag(name)
+            outcome = "unchanged"
+            if tag_id is None:
+                tag_id, outcome = self.client.create_tag(name), "created"
+            tag = Item("tag", name, None, {"tag": name})
+            self.done(tag, tag_id, outcome)
+
+    def contact_id(self, email: str) -> str:
+        crm_id = self.crm_ids.get(("contact", email))
+        if crm_id is None:
+            crm_id = self.client.find_contact(email)
+            if crm_id is None:
+                raise MissingDependency(f"contact {email} is not in the CRM (rejected or not pushed yet)")
+            self.crm_ids[("contact", email)] = crm_id
+        return crm_id
+
+    def push_contact_tag(self, item: Item) -> None:
+        contact_id = self.contact_id(item.payload["email"])
+        tag_id = self.crm_ids[("tag", item.payload["tag"])]
+        link_id = self.client.find_contact_tag(contact_id, tag_id) or self.client.add_contact_tag(contact_id, tag_id)
+        self.done(item, link_id, "created")
+
+    def push_list_membership(self, item: Item) -> None:
+        assert self.master_list_id is not None  # decide() skipped them otherwise
+        crm_id = self.client.subscribe(self.contact_id(item.payload["email"]), self.master_list_id)
+        self.done(item, crm_id, "created" if item.action == "create" else "updated")
+
+    def dependency(self, object_type: str, key: str | None, what: str) -> str:
+        crm_id = self.crm_ids.get((object_type, key)) if key else None
+        if crm_id is None:
+            raise MissingDependency(f"its {what} {key} has no CRM id (rejected, skipped or not pushed yet)")
+        return crm_id
+
+    def push_ecom_customer(self, item: Item) -> None:
+        connection = self.dependency("connection", item.connection_id, "connection")
+        wire = {k: v for k, v in item.payload.items() if k != "connection_id"} | {"connectionid": connection}
+        self.upsert(item, wire, lambda: self.client.find_ecom_customer(connection, wire["externalid"]),
+                    self.client.create_ecom_customer, self.client.update_ecom_customer)
+
+    def order_wire(self, item: Item) -> dict[str, Any]:
+        wire = {k: item.payload[k] for k in ORDER_WIRE_FIELDS if k in item.payload}
+        wire["connectionid"] = self.dependency("connection", item.connection_id, "connection")
+        wire["customerid"] = self.dependency("ecom_customer", item.payload["customer_key"], "customer")
+        wire["source"] = item.source
+        return wire
+
+    def push_order(self, item: Item) -> None:
+        wire = self.order_wire(item)
+        # A recovered cart: the same CRM record becomes the order (PUT with the order's externalid).
+        cart_key = ("abandoned_cart", item.natural_key)
+        cart_id = self.crm_ids.get(cart_key) if self.crm_id(item) is None else None
+
+        def look_up() -> str | None:
+            return self.client.find_ecom_order(wire["connectionid"], externalid=wire["externalid"]) or cart_id
+
+        self.upsert(item, wire, look_up, self.client.create_ecom_order, self.client.update_ecom_order)
+        if cart_id is not None and self.crm_id(item) == cart_id:
+            self.store.mark_status(*cart_key, "recovered", self.report.run_id)
+
+    def push_cart(self, item: Item) -> None:
+        wire = self.order_wire(item)
+        self.upsert(item, wire,
+                    lambda: self.client.find_ecom_order(wire["connectionid"],
+                                                        externalcheckoutid=wire["externalcheckoutid"]),
+                    self.client.create_ecom_order, self.client.update_ecom_order)
+
+    def warn(self, message: str) -> None:
+        if message not in self.report.warnings:
+            self.report.warnings.append(message)
+            log.warning("%s", message)
+
+
+def decide(item: Item, entry: LedgerEntry | None, rejection: Rejection | None, *, mode: str,
+           enabled_connections: set[str], master_list_found: bool, retry_rejected: bool) -> tuple[str, str]:
+    """(action, reason) for one object: create, update, unchanged or skipped."""
+    if item.connection_id is not None and item.connection_id not in enabled_connections:
+        return "skipped", "connection disabled"
+    if item.object_type == "list_membership" and not master_list_found:
+        return "skipped", "master list missing"
+    if rejection is not None and rejection.payload_hash == item.hash and not retry_rejected:
+        return "skipped", "rejected before, payload unchanged"
+    if entry is None or (entry.crm_id is None and entry.status != "synced"):
+        return "create", ""
+    if mode == "full_resync":
+        # Full resync ignores hashes; a tag link has nothing to update, it exists or not.
+        return ("unchanged", "") if item.object_type == "contact_tag" else ("update", "full resync")
+    if entry.payload_hash == item.hash and entry.status in ("synced", "recovered"):
+        return "unchanged", ""
+    return "update", ""
+
+
+class MissingDependency(Exception):
+    """An object's parent (connection, customer, contact) has no CRM id: the object waits for a later run."""
+
+
+def plan_summary(items: list[Item]) -> dict[str, Any]:
+    """Per object type: what a real run would create and update, with a few sample payloads."""
+    plan: dict[str, Any] = {}
+    for item in items:
+        entry = plan.setdefault(item.object_type, {"create": 0, "update": 0, "unchanged": 0, "skipped": 0,
+                                                   "samples": []})
+        entry[item.action] += 1
+        if item.action in ("create", "update") and len(entry["samples"]) < PLAN_SAMPLES:
+            sample = {"action": item.action, "key": item.natural_key, "payload": item.payload}
+            if item.source is not None:
+                sample["source"] = item.source
+            entry["samples"].append(sample)
+    return plan
