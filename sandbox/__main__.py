@@ -3,27 +3,49 @@
 Options: ``--seed``, the three ports, ``--fixtures DIR`` (a directory with
 ``bigcommerce/`` and ``square/`` sub-folders in the APIs' native shapes), and
 ``--rate-limits off`` for fast local loops. Stops on SIGTERM / Ctrl-C.
+
+``python -m sandbox crm-dump --url http://127.0.0.1:8103 [--duplicates] [--writes]``
+prints what a running ActiveCampaign sandbox holds, as JSON.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import threading
 from pathlib import Path
+from urllib.request import urlopen
 
-from sandbox import activecampaign, bigcommerce, square
 from sandbox.core import serve
 
 DEFAULT_PORTS = {"bigcommerce": 8101, "square": 8102, "activecampaign": 8103}
 
 
 def build_apps(seed: int, fixtures: Path | None, rate_limits: bool) -> dict:
+    from sandbox import activecampaign, bigcommerce, square  # here, so that crm-dump needs none of them
+
     return {
         "bigcommerce": bigcommerce.create_app(seed=seed, fixtures_dir=fixtures / "bigcommerce" if fixtures else None,
                                               enforce_rate_limit=rate_limits),
         "square": square.create_app(seed=seed, fixtures_dir=fixtures / "square" if fixtures else None),
         "activecampaign": activecampaign.create_app(enforce_rate_limit=rate_limits),
     }
+
+
+def crm_dump(url: str, duplicates: bool, writes: bool) -> dict:
+    """The CRM sandbox's stored objects, plus its duplicate counts and write log when asked."""
+    admin = f"{url.rstrip('/')}/__admin/activecampaign"
+    dump = {"state": _get_json(f"{admin}/state")}
+    if duplicates:
+        dump["duplicates"] = _get_json(f"{admin}/duplicates")
+    if writes:
+        dump["writes"] = _get_json(f"{admin}/writes")["writes"]
+    return dump
+
+
+def _get_json(url: str) -> dict:
+    with urlopen(url, timeout=30) as response:  # raises HTTPError on a non-2xx answer
+        return json.load(response)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -36,7 +58,14 @@ def main(argv: list[str] | None = None) -> None:
         serve_cmd.add_argument(f"--{api}-port", type=int, default=port)
     serve_cmd.add_argument("--fixtures", type=Path, default=None)
     serve_cmd.add_argument("--rate-limits", choices=["on", "off"], default="on")
+    dump_cmd = sub.add_parser("crm-dump", help="print the state of a running ActiveCampaign sandbox as JSON")
+    dump_cmd.add_argument("--url", default=f"http://127.0.0.1:{DEFAULT_PORTS['activecampaign']}")
+    dump_cmd.add_argument("--duplicates", action="store_true", help="add the duplicate counts")
+    dump_cmd.add_argument("--writes", action="store_true", help="add the write log")
     args = parser.parse_args(argv)
+    if args.command == "crm-dump":
+        print(json.dumps(crm_dump(args.url, args.duplicates, args.writes), indent=2, ensure_ascii=False))
+        return
 
     apps = build_apps(args.seed, args.fixtures, args.rate_limits == "on")
     servers = []

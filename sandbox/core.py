@@ -72,6 +72,9 @@ class ApiError(Exception):
         self.response = response
 
 
+FAULT_KINDS = ("5xx", "429", "timeout", "drop", "malformed", "lost_response")
+
+
 @dataclass
 class FaultPlan:
     """Deterministic (by seed) faults applied to a share of requests.
@@ -79,7 +82,14 @@ class FaultPlan:
     ``error_rate`` of requests get one of ``kinds``: ``"5xx"`` (500/502/503),
     ``"429"`` (the API's own rate-limit answer), ``"timeout"`` (answer after
     ``timeout_s``), ``"drop"`` (close the socket without an answer),
-    ``"malformed"`` (a 200 whose body is cut JSON). ``slow_ms`` delays every answer.
+    ``"malformed"`` (a 200 whose body is cut JSON), ``"lost_response"`` (the
+    request is handled and its effect kept, then the socket is closed without an
+    answer: what a client sees as a timeout after the server did the write).
+    ``slow_ms`` delays every matching answer.
+
+    Only requests matching ``methods`` (all when empty) and ``path_prefix`` are
+    faulted; ``after_n`` > 0 additionally faults exactly the N-th matching
+    request (kind drawn from ``kinds``), so a test can break one specific call.
     Admin paths are never faulted.
     """
 
@@ -88,8 +98,23 @@ class FaultPlan:
     kinds: list[str] = field(default_factory=lambda: ["5xx"])
     slow_ms: int = 0
     timeout_s: float = 35.0
-    # A burst: the next N requests fail with 5xx whatever the rate.
+    # A burst: the next N matching requests fail with 5xx whatever the rate.
     burst_5xx: int = 0
+    methods: list[str] = field(default_factory=list)
+    path_prefix: str = ""
+    after_n: int = 0
+
+    def __post_init__(self) -> None:
+        unknown = [kind for kind in self.kinds if kind not in FAULT_KINDS]
+        if unknown or not self.kinds:
+            raise ValueError(f"fault kinds must be a non-empty subset of {FAULT_KINDS}, got {self.kinds}")
+        if not 0.0 <= self.error_rate <= 1.0:
+            raise ValueError(f"error_rate must be within [0, 1], got {self.error_rate}")
+        self.methods = [method.upper() for method in self.methods]
+
+    def matches(self, request: Request) -> bool:
+        return ((not self.methods or request.method in self.methods)
+                and request.path.startswith(self.path_prefix))
 
 
 class FaultInjector:
@@ -101,12 +126,19 @@ class FaultInjector:
         with self.lock:
             self.plan = plan
             self.rng = random.Random(plan.seed)
+            self.matched = 0
 
-    def draw(self) -> str | None:
+    def draw(self, request: Request) -> str | None:
+        """The fault for this (non-admin) request, or None."""
         with self.lock:
+            if not self.plan.matches(request):
+                return None
+            self.matched += 1
             if self.plan.burst_5xx > 0:
                 self.plan.burst_5xx -= 1
                 return "5xx"
+            if self.plan.after_n and self.matched == self.plan.after_n:
+                return self.rng.choice(self.plan.kinds)
             if self.plan.error_rate and self.rng.random() < self.plan.error_rate:
                 return self.rng.choice(self.plan.kinds)
         return None
@@ -168,23 +200,29 @@ class SandboxApp:
         self.routes.append((method, re.compile(f"^{pattern}$"), handler))
 
     def dispatch(self, request: Request) -> tuple[Response, str | None]:
-        """Answer one request; returns the response and the injected fault kind, if any."""
+        """Answer one request; returns the response and the injected fault kind, if any.
+
+        With ``"lost_response"`` the returned response is the real one (its effect is
+        kept); the server then drops the connection instead of sending it.
+        """
         admin = request.path.startswith("/__admin/")
-        fault = None if admin else self.faults.draw()
+        fault = None if admin else self.faults.draw(request)
         if fault in ("drop", "timeout", "malformed"):
             return Response(200, b'{"data": [{"id": 1, "broken'), fault
         if fault in ("429", "5xx"):
             return self.fault_response(fault, request), fault
+        return self._answer(request, admin), fault
+
+    def _answer(self, request: Request, admin: bool) -> Response:
+        limit_headers: dict[str, str] = {}
         if not admin:
             denied = self.authenticate(request)
             if denied is not None:
-                return denied, None
+                return denied
             limited, limit_headers = self.rate_limit(request)
             if limited is not None:
                 limited.headers.update(limit_headers)
-                return limited, None
-        else:
-            limit_headers = {}
+                return limited
         for method, pattern, handler in self.routes:
             match = pattern.match(request.path)
             if match and method == request.method:
@@ -196,8 +234,8 @@ class SandboxApp:
                 except BadJson as exc:
                     response = self.bad_json_response(str(exc))
                 response.headers.update(limit_headers)
-                return response, None
-        return self.not_found_response(request), None
+                return response
+        return self.not_found_response(request)
 
     def record(self, request: Request, status: int, fault: str | None) -> None:
         if request.path.startswith("/__admin/"):
@@ -229,7 +267,11 @@ class SandboxApp:
         return Response(200, asdict(self.faults.plan))
 
     def _admin_put_faults(self, request: Request) -> Response:
-        self.faults.set_plan(FaultPlan(**(request.json() or {})))
+        try:
+            plan = FaultPlan(**(request.json() or {}))
+        except (TypeError, ValueError) as exc:
+            return Response(400, {"error": f"invalid fault plan: {exc}"})
+        self.faults.set_plan(plan)
         return Response(200, asdict(self.faults.plan))
 
 
@@ -249,11 +291,11 @@ class _Handler(BaseHTTPRequestHandler):
         response, fault = self.server.app.dispatch(request)  # type: ignore[attr-defined]
         self.server.app.record(request, 0 if fault in ("drop", "timeout") else response.status, fault)  # type: ignore[attr-defined]
         plan = self.server.app.faults.plan  # type: ignore[attr-defined]
-        if plan.slow_ms:
+        if plan.slow_ms and not request.path.startswith("/__admin/") and plan.matches(request):
             time.sleep(plan.slow_ms / 1000)
         if fault == "timeout":
             time.sleep(plan.timeout_s)
-        if fault in ("drop", "timeout"):
+        if fault in ("drop", "timeout", "lost_response"):
             self.close_connection = True
             try:
                 self.connection.shutdown(socket.SHUT_RDWR)
