@@ -3,3 +3,21 @@
 {% macro to_cents(expression) -%}
     (round(({{ expression }})::numeric * 100))::bigint
 {%- endmacro %}
+
+{#- The ISO 4217 currency codes in circulation: the CRM takes an order's currency as one of these. -#}
+{% macro iso_4217_currency_codes() -%}
+    {{ return((
+        "AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BOV BRL BSD BTN BWP BYN BZD "
+        "CAD CDF CHE CHF CHW CLF CLP CNY COP COU CRC CUC CUP CVE CZK DJF DKK DOP DZD EGP ERN ETB EUR FJD FKP GBP "
+        "GEL GHS GIP GMD GNF GTQ GYD HKD HNL HTG HUF IDR ILS INR IQD IRR ISK JMD JOD JPY KES KGS KHR KMF KPW KRW "
+        "KWD KYD KZT LAK LBP LKR LRD LSL LYD MAD MDL MGA MKD MMK MNT MOP MRU MUR MVR MWK MXN MXV MYR MZN NAD NGN "
+        "NIO NOK NPR NZD OMR PAB PEN PGK PHP PKR PLN PYG QAR RON RSD RUB RWF SAR SBD SCR SDG SEK SGD SHP SLE SLL "
+        "SOS SRD SSP STN SVC SYP SZL THB TJS TMT TND TOP TRY TTD TWD TZS UAH UGX USD USN UYI UYU UYW UZS VED VES "
+        "VND VUV WST XAF XCD XCG XOF XPF YER ZAR ZMW ZWG ZWL"
+    ).split()) }}
+{%- endmacro %}
+
+{#- True when an order's currency is a known ISO 4217 code (null = missing = not known). -#}
+{% macro is_known_currency(expression) -%}
+    coalesce({{ expression }} in ('{{ iso_4217_currency_codes() | join("', '") }}'), false)
+{%- endmacro %}

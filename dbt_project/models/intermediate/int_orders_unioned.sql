@@ -1,4 +1,5 @@
-{#- Every order of both sources in one shape, with the reason it will not sync (null = it syncs).
+{#- Every order of both sources in one shape, with the reason it will not sync (null = it syncs):
+    no customer account, no valid email, a currency the CRM cannot take, a missing or negative total.
     A Square "order" in the CRM is a payment (S12), joined to the Square order it paid for. -#}
 with
 
@@ -43,6 +44,8 @@ bigcommerce as (
             when orders.is_guest_checkout then 'guest_checkout'
             when customers.email_status = 'invalid' then 'invalid_email'
             when customers.email_status is distinct from 'valid' then 'missing_email'
+            when not {{ is_known_currency('orders.currency_code') }} then 'unknown_currency'
+            when orders.total_inc_tax_cents is null or orders.total_inc_tax_cents < 0 then 'invalid_total'
         end as exclusion_reason,
         orders.order_id as order_number,
         'https://store-' || split_part(orders.connection_id, ':', 2) || '.mybigcommerce.com/manage/orders/'
@@ -81,6 +84,8 @@ square as (
             when payments.customer_id is null then 'guest_checkout'
             when customers.email_status = 'invalid' then 'invalid_email'
             when customers.email_status is distinct from 'valid' then 'missing_email'
+            when not {{ is_known_currency('payments.currency') }} then 'unknown_currency'
+            when payments.amount_cents is null or payments.amount_cents < 0 then 'invalid_total'
         end as exclusion_reason,
         coalesce(payments.receipt_number, payments.order_id, payments.payment_id) as order_number,
         coalesce(

@@ -38,6 +38,10 @@ excluded_orders as (
         exclusion_reason as reason,
         case exclusion_reason
             when 'guest_checkout' then 'checkout without a customer account'
+            when 'unknown_currency' then 'currency ' || coalesce(quote_literal(currency), 'missing')
+                || ' is not an ISO 4217 code'
+            when 'invalid_total' then 'total ' || coalesce(total_price_cents::text || ' cents', 'missing')
+                || ' is not a valid order total'
             else 'customer ' || coalesce(customer_external_id, '?') || ' has no valid email'
         end
         || ' (' || coalesce(status, 'unknown status') || ', '
