@@ -1,0 +1,99 @@
+"""End to end: one scheduled incremental cycle (extract → dbt → load) with no changes, then with 1 %.
+
+On a copy of the historical warehouse (rows aged a week, a steady state), dbt builds
+the marts and a first load seeds the CRM sandbox with an open rate limit (that
+initial push is not what is measured). Then the CRM sandbox enforces its real
+5 requests/s and two cycles run through the plain task functions, each task in its
+own process, one after the other (Airflow would run the extract tasks side by side):
+first with nothing changed at the sources, then after 1 % of the BigCommerce
+orders changed status and 1 % of the Square payments were refunded.
+"""
+from __future__ import annotations
+
+import time
+
+import psycopg2
+import requests
+
+from bench.context import BenchContext, StageResult, extract_everything
+from bench.processes import run_task
+from bench.stages.dbt import age_raw_rows
+from ecomsync.config import load_config
+
+CHANGED_SHARE = 0.01
+SEED_RATE = 1000.0  # requests/s for the initial push only, against an unlimited CRM sandbox
+
+
+def crm_writes(ac_url: str) -> int:
+    return len(requests.get(f"{ac_url}/__admin/activecampaign/writes", timeout=120).json()["writes"])
+
+
+def change_sources(apis, url: str, share: float, seed: int) -> dict:
+    """1 % of orders get a new status, 1 % of unrefunded payments a full refund — through the sandboxes' admin."""
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute("select setseed(%s)", (seed / 1000,))
+        cur.execute("select split_part(connection_id, ':', 2), pk from raw.bigcommerce_orders "
+                    "where payload->>'status_id' not in ('0', '2') and random() < %s", (share,))
+        orders = cur.fetchall()
+        cur.execute("select pk from raw.square_payments where payload->'refunded_money' is null "
+                    "and payload->>'status' = 'COMPLETED' and random() < %s", (share,))
+        payments = [pk for (pk,) in cur.fetchall()]
+    bc, sq = apis.url("bigcommerce"), apis.url("square")
+    with requests.Session() as http:
+        for store_hash, order_id in orders:
+            http.put(f"{bc}/__admin/bigcommerce/{store_hash}/orders/{order_id}", json={"status_id": 2},
+                     timeout=60).raise_for_status()
+        for payment_id in payments:
+            http.post(f"{sq}/__admin/square/payments/{payment_id}/refund", json={}, timeout=60).raise_for_status()
+    return {"orders_changed": len(orders), "payments_refunded": len(payments)}
+
+
+def landed(url: str, run_id: str) -> int:
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute("select coalesce(sum(records_landed), 0) from state.sync_runs where run_id = %s", (run_id,))
+        return int(cur.fetchone()[0])
+
+
+def cycle(ctx: BenchContext, apis, url: str, label: str) -> dict:
+    ac = apis.url("activecampaign")
+    run_id = f"bench-e2e-{label}"
+    writes_before = crm_writes(ac)
+    started = time.monotonic()
+    extracts = extract_everything(apis, url, "incremental", run_id)
+    transform = ctx.transform(url, full_refresh=False, label=f"e2e-{label}")
+    load = run_task("load_crm", wh_url=url, ac_url=ac, run_id=run_id, mode="normal",
+                    requests_per_second=load_config().crm.requests_per_second)
+    wall = time.monotonic() - started
+    return {"wall_s": round(wall, 1), "extract_s": round(sum(t.wall_s for t in extracts), 1),
+            "extract_requests": sum(s["requests"] for t in extracts for s in t.result["streams"].values()),
+            "records_landed": landed(url, run_id), "transform_s": transform.wall_s, "load_s": load.wall_s,
+            "crm_requests": load.result.get("requests"), "crm_writes": crm_writes(ac) - writes_before,
+            "task_processes_s": round(sum(t.process_s for t in (*extracts, transform, load)), 1),
+            "load_report": load.result}
+
+
+def run(ctx: BenchContext, result: StageResult) -> None:
+    historical = ctx.historical()
+    apis = ctx.sources()
+    ac = apis.url("activecampaign")
+    _, url = ctx.new_database("e2e", template=historical.database)
+    age_raw_rows(url)
+    ctx.transform(url, full_refresh=True, label="e2e-seed")
+    seed = run_task("load_crm", wh_url=url, ac_url=ac, run_id="bench-e2e-seed", mode="normal",
+                    requests_per_second=SEED_RATE)
+    rate = load_config().crm.requests_per_second
+    requests.put(f"{ac}/__admin/activecampaign/rate-limit", json={"requests_per_second": int(rate), "enforce": True},
+                 timeout=30).raise_for_status()
+
+    unchanged = cycle(ctx, apis, url, "no-changes")
+    changes = change_sources(apis, url, CHANGED_SHARE, ctx.options.seed)
+    changed = cycle(ctx, apis, url, "one-percent")
+    crm_floor = (changed["crm_requests"] or 0) / rate
+    result.metrics.update({"crm_seed_wall_s": seed.wall_s, "crm_seed_report": seed.result,
+                           "no_changes": unchanged, "changes": changes, "one_percent": changed,
+                           "one_percent_crm_floor_s": round(crm_floor, 1)})
+    result.check("cycle with no changes", unchanged["wall_s"], "wall seconds (no target)", None, "s")
+    result.check("… rows landed / CRM writes", unchanged["records_landed"] + unchanged["crm_writes"], "0",
+                 unchanged["records_landed"] == 0 and unchanged["crm_writes"] == 0)
+    result.check("cycle with 1 % changed", changed["wall_s"],
+                 f"wall seconds (CRM floor alone {crm_floor:.0f} s at {rate:g}/s)", None, "s")

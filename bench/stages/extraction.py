@@ -1,0 +1,123 @@
+"""Extraction: requests made vs the fewest the APIs allow, pacing vs the quota floor, raw speed.
+
+1. The historical extract of every store and location (quota not enforced) gives the
+   unthrottled records per second and the requests made. The fewest requests that can
+   return the same records follow from the record counts and each endpoint's largest
+   page (plus one request per order that has a coupon: coupons have no list endpoint).
+2. A sample store, sized from the requests per order measured in (1) to span
+   ``--quota-windows`` windows, is extracted with the real quota enforced; its wall
+   time is compared with the quota floor requests ÷ quota × window. A full-scale
+   quota run would take hours (it is the same arithmetic), so only the sample is run.
+"""
+from __future__ import annotations
+
+import math
+
+import psycopg2
+import requests
+
+from bench.context import BenchContext, StageResult, bigcommerce_sandbox
+from bench.processes import run_task
+from bench.scale import STORES, Scale
+
+# Largest page each endpoint serves, and whether the end of the list costs an extra request
+# (a bare-array v2 list says "no more" only with a short page or a 204).
+PAGE_LIMITS = {
+    ("bigcommerce", "orders"): (250, True),
+    ("bigcommerce", "order_statuses"): (250, True),
+    ("bigcommerce", "customers"): (250, False),
+    ("bigcommerce", "subscribers"): (250, False),
+    ("bigcommerce", "products"): (250, False),
+    ("bigcommerce", "categories"): (250, False),
+    ("square", "locations"): (None, False),  # one unpaginated list
+    ("square", "catalog"): (1000, False),
+    ("square", "customers"): (100, False),
+    ("square", "orders"): (1000, False),
+    ("square", "payments"): (100, False),
+}
+SAMPLE_STORE = STORES[0]
+
+
+def fewest_requests(source: str, stream: str, records: int) -> int:
+    limit, short_page_ends = PAGE_LIMITS[(source, stream)]
+    if limit is None:
+        return 1
+    pages = max(1, math.ceil(records / limit))
+    return pages + (1 if short_page_ends and records and records % limit == 0 else 0)
+
+
+def orders_with_coupons(wh_url: str) -> int:
+    with psycopg2.connect(wh_url) as conn, conn.cursor() as cur:
+        # The same test as the orders stream's coupon child (a non-zero coupon_discount).
+        cur.execute("select count(*) from raw.bigcommerce_orders "
+                    "where coalesce(nullif(payload->>'coupon_discount', ''), '0')::numeric <> 0")
+        return cur.fetchone()[0]
+
+
+def run(ctx: BenchContext, result: StageResult) -> None:
+    historical = ctx.historical()
+    made = floor = fetched = 0
+    wall = 0.0
+    per_stream: dict[str, dict] = {}
+    bigcommerce_requests = bigcommerce_orders = 0
+    for task in historical.runs:
+        source = "bigcommerce" if task.task == "extract_store" else "square"
+        wall += task.wall_s
+        for stream, counts in task.result["streams"].items():
+            least = fewest_requests(source, stream, counts["fetched"])
+            entry = per_stream.setdefault(f"{source}.{stream}", {"records": 0, "requests": 0, "fewest": 0})
+            entry["records"] += counts["fetched"]
+            entry["requests"] += counts["requests"]
+            entry["fewest"] += least
+            made += counts["requests"]
+            floor += least
+            fetched += counts["fetched"]
+            if source == "bigcommerce":
+                bigcommerce_requests += counts["requests"]
+                bigcommerce_orders += counts["fetched"] if stream == "orders" else 0
+    coupons = orders_with_coupons(historical.url)
+    per_stream["bigcommerce.orders"]["fewest"] += coupons
+    floor += coupons
+    records_per_s = fetched / wall if wall else None
+    result.metrics.update({"records_fetched": fetched, "requests_made": made, "fewest_requests": floor,
+                           "coupon_requests_needed": coupons, "unthrottled_wall_s": round(wall, 1),
+                           "per_stream": per_stream,
+                           "tasks": [{"task": t.task, "wall_s": t.wall_s, "max_rss_mb": t.max_rss_mb,
+                                      "result": t.result} for t in historical.runs]})
+    result.check("requests made ÷ fewest possible", round(made / floor, 3) if floor else None,
+                 "1.0 = no wasted request", None)
+    result.check("unthrottled extraction", round(records_per_s, 1) if records_per_s else None,
+                 "no target (sandbox-bound)", None, "records/s")
+
+    requests_per_order = bigcommerce_requests / bigcommerce_orders if bigcommerce_orders else 1.0
+    _quota_sample(ctx, result, requests_per_order)
+
+
+def _quota_sample(ctx: BenchContext, result: StageResult, requests_per_order: float) -> None:
+    quota = ctx.options.quota
+    wanted_requests = quota.requests * ctx.options.quota_windows
+    orders = max(1, round(wanted_requests / requests_per_order))
+    scale = Scale(orders / Scale(1).orders_per_store)
+    spec = {"bigcommerce": bigcommerce_sandbox(scale, ctx.options.seed, quota=quota, stores=(SAMPLE_STORE,))}
+    _, url = ctx.new_database("quota_sample")
+    apis = ctx.start_sandboxes(spec)
+    task = run_task("extract_store", wh_url=url, bc_url=apis.url("bigcommerce"), store_hash=SAMPLE_STORE,
+                    mode="historical", run_id="bench-quota-sample")
+    made = sum(counts["requests"] for counts in task.result["streams"].values())
+    fetched = sum(counts["fetched"] for counts in task.result["streams"].values())
+    log = requests.get(f"{apis.url('bigcommerce')}/__admin/requests", timeout=60).json()["requests"]
+    refused = sum(1 for entry in log if entry["status"] == 429)
+    quota_floor = made / quota.requests * quota.window_s
+    attainment = quota_floor / task.wall_s if task.wall_s else None
+    result.metrics["quota_sample"] = {
+        "store": SAMPLE_STORE, "orders": scale.orders_per_store, "customers": scale.customers_per_store,
+        "records_fetched": fetched, "requests": made, "requests_seen_by_sandbox": len(log), "http_429": refused,
+        "quota": f"{quota.requests}/{quota.window_s:g}s", "wall_s": task.wall_s,
+        "quota_floor_s": round(quota_floor, 1)}
+    result.check("throttled wall vs quota floor (sample)", round(attainment, 3) if attainment else None,
+                 f">= 0.90 of floor ({made} requests / {quota.requests} per {quota.window_s:g}s)",
+                 attainment is not None and attainment >= 0.9)
+    result.check("HTTP 429 under the real quota (sample)", refused, "0 (pace, don't bounce)", refused == 0)
+    if made < quota.requests:
+        result.notes.append(f"the quota sample made {made} requests, fewer than one window's {quota.requests}: "
+                            "the quota never bound, so its attainment says little")

@@ -1,0 +1,85 @@
+"""Landing: rows per second of ``Warehouse.land`` vs a plain ``COPY`` of the same JSON lines.
+
+The orders of the historical extract are written out as JSON lines. Into a fresh
+database they are then (a) landed the way extraction lands them — pages of 250,
+each ``Warehouse.land`` + commit in its own transaction — and (b) copied with one
+plain ``COPY`` into a table with a single ``jsonb`` column: this machine's limit for
+getting that JSON into that Postgres. Only (a)'s land + commit calls are timed
+(parsing the lines into records is extraction's work), and all of (b).
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from bench.context import BenchContext, StageResult
+from ecomsync.sources import bigcommerce
+from ecomsync.warehouse import RawRecord, Warehouse
+
+PAGE = 250  # what the orders stream lands per transaction
+# CSV with a quote and a delimiter that JSON text never contains: each line is one field, verbatim.
+VERBATIM_LINES = "format csv, quote e'\\x01', delimiter e'\\x02'"
+
+
+def dump_orders(source_url: str, path: Path) -> int:
+    warehouse = Warehouse(source_url)
+    with warehouse.transaction() as conn, conn.cursor() as cur, path.open("w") as out:
+        cur.copy_expert(f"copy (select payload::text from raw.bigcommerce_orders order by connection_id, pk) "
+                        f"to stdout with ({VERBATIM_LINES})", out)
+    with path.open() as lines:
+        return sum(1 for _ in lines)
+
+
+def pages(path: Path):
+    stream = bigcommerce.ORDERS
+    with path.open() as lines:
+        page: list[RawRecord] = []
+        for line in lines:
+            order = json.loads(line)
+            page.append(RawRecord(stream.primary_key(order), order, stream.replication_key(order), stream.flag(order)))
+            if len(page) == PAGE:
+                yield page
+                page = []
+        if page:
+            yield page
+
+
+def time_land(url: str, path: Path) -> tuple[float, int]:
+    warehouse = Warehouse(url)
+    warehouse.ensure_schema()
+    elapsed, landed = 0.0, 0
+    for page in pages(path):
+        started = time.perf_counter()
+        with warehouse.transaction() as conn:
+            landed += warehouse.land(conn, "bigcommerce_orders", "bigcommerce:bench", page, "bench-landing",
+                                     "historical")
+        elapsed += time.perf_counter() - started
+    return elapsed, landed
+
+
+def time_plain_copy(url: str, path: Path) -> float:
+    warehouse = Warehouse(url)
+    with warehouse.transaction() as conn, conn.cursor() as cur:
+        cur.execute("create table public.plain_copy (payload jsonb not null)")
+    started = time.perf_counter()
+    with warehouse.transaction() as conn, conn.cursor() as cur, path.open() as lines:
+        cur.copy_expert(f"copy public.plain_copy (payload) from stdin with ({VERBATIM_LINES})", lines)
+    return time.perf_counter() - started
+
+
+def run(ctx: BenchContext, result: StageResult) -> None:
+    historical = ctx.historical()
+    path = ctx.work_dir / "orders.jsonl"
+    rows = dump_orders(historical.url, path)
+    _, url = ctx.new_database("landing")
+    land_s, landed = time_land(url, path)
+    copy_s = time_plain_copy(url, path)
+    land_rate, copy_rate = rows / land_s, rows / copy_s
+    result.metrics.update({"rows": rows, "rows_landed": landed, "json_bytes": path.stat().st_size,
+                           "land_s": round(land_s, 2), "plain_copy_s": round(copy_s, 2),
+                           "land_rows_per_s": round(land_rate, 1), "plain_copy_rows_per_s": round(copy_rate, 1),
+                           "page_size": PAGE})
+    result.check("Warehouse.land", round(land_rate, 1), "", None, "rows/s")
+    result.check("plain COPY (ceiling)", round(copy_rate, 1), "", None, "rows/s")
+    result.check("land ÷ plain COPY", round(land_rate / copy_rate, 3), ">= 0.5", land_rate / copy_rate >= 0.5)
