@@ -112,8 +112,8 @@ def present(payload: dict, field: str) -> bool:
     return payload.get(field) not in (None, "")
 
 
-def require(payload: dict, fields: Iterable[str]) -> None:
-    missing = [f for f in fields if not present(payload, f)]
+def require(payload: dict, fields: Iterable[str], may_be_empty: Iterable[str] = ()) -> None:
+    missing = [f for f in fields if not present(payload, f) and not (f in may_be_empty and payload.get(f) == "")]
     if missing:
         raise ApiError(Response(422, {"errors": [field_missing(f).response.body["errors"][0] for f in missing]}))
 
@@ -370,14 +370,16 @@ class ActiveCampaignApp(SandboxApp):
 
     def create_connection(self, request: Request) -> Response:
         payload = root_object(request, "connection")
-        require(payload, ("service", "externalid", "name", "logoUrl", "linkUrl"))
+        # The URLs must be sent, but a store without a logo sends an empty one.
+        require(payload, ("service", "externalid", "name", "logoUrl", "linkUrl"), may_be_empty=("logoUrl", "linkUrl"))
         fields = {f: as_text(payload[f], f) for f in ("service", "externalid", "name", "logoUrl", "linkUrl")}
         self._check_unique_connection(fields["service"], fields["externalid"])
         stamp = now_iso()
         record = self.account.insert("connections", {**fields, "listId": str(payload.get("listId", "")),
                                                      "status": 1, "syncStatus": 0, "cdate": stamp, "udate": stamp})
         self._record_write(request, "connection", record["id"])
-        return Response(201, {"connection": self._connection_view(record, numeric_internal=True)})
+        # The API reference documents 200 (not 201) for this create.
+        return Response(200, {"connection": self._connection_view(record, numeric_internal=True)})
 
     def list_connections(self, request: Request) -> Response:
         rows = self._filtered(request, self.account.rows("connections"),
@@ -958,7 +960,7 @@ class ActiveCampaignApp(SandboxApp):
 
     def _process_due_imports(self) -> None:
         for batch in self.account.imports.values():
-            if batch["status"] == "queued" and self.api_requests > batch["due_at_request"]:
+            if batch["status"] == "queued" and self.api_requests >= batch["due_at_request"]:
                 for contact in batch["contacts"]:
                     self._import_contact(batch, contact)
                 batch["status"] = "completed"
