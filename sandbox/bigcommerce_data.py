@@ -371,7 +371,7 @@ class GeneratedStore:
         t = self.customers_timeline
         who = person(self.seed, self._customer_person_index(customer_id))
         h = self._h(21, customer_id)
-        return {
+        customer = {
             "id": customer_id, "email": self.customer_email(customer_id), "first_name": who.first_name,
             "last_name": who.last_name, "company": "", "phone": who.phone if h % 3 else "",
             "registration_ip_address": f"203.0.113.{h % 250 + 1}", "notes": "", "tax_exempt_category": "",
@@ -380,6 +380,9 @@ class GeneratedStore:
             "authentication": {"force_password_reset": False},
             "accepts_product_review_abandoned_cart_emails": bool(h % 2), "origin_channel_id": 1, "channel_ids": [1],
         }
+        if not customer["email"]:
+            del customer["email"]  # the spec allows no empty email: an account imported without one has none
+        return customer
 
     # -- newsletter subscribers -------------------------------------------------------------
     def subscriber(self, subscriber_id: int) -> dict:
@@ -467,11 +470,12 @@ class GeneratedStore:
         for n in range(rng.randint(1, 4)):
             deleted = order_id % 40 == 1 and n == 0
             product = None if deleted else self.products[rng.randrange(len(self.products))]
+            gone = (order_id // 40) % len(DELETED_PRODUCT_IDS)
             lines.append(LineFacts(
                 line_id=order_id * 10 + n,
-                product_id=DELETED_PRODUCT_IDS[order_id % 2] if deleted else product["id"],
-                name=f"Discontinued item {order_id % 2 + 1}" if deleted else product["name"],
-                sku=f"OLD-{order_id % 2 + 1}" if deleted else product["sku"],
+                product_id=DELETED_PRODUCT_IDS[gone] if deleted else product["id"],
+                name=f"Discontinued item {gone + 1}" if deleted else product["name"],
+                sku=f"OLD-{gone + 1}" if deleted else product["sku"],
                 unit_cents=1999 if deleted else round(product["price"] * 100),
                 quantity=rng.randint(1, 3)))
         coupon = COUPONS[rng.randrange(len(COUPONS))] if rng.random() < 0.2 else None

@@ -1,0 +1,441 @@
+"""The BigCommerce sandbox answers like BigCommerce: shapes (validated against the official
+OpenAPI specs), paging, filters, errors, rate limits, determinism, time travel and scale."""
+from __future__ import annotations
+
+import json
+import resource
+import tracemalloc
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from email.utils import format_datetime, parsedate_to_datetime
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+from openapi_core import OpenAPI
+from openapi_core.contrib.requests import RequestsOpenAPIRequest, RequestsOpenAPIResponse
+
+from sandbox import bigcommerce
+from sandbox.bigcommerce_data import DELETED_PRODUCT_IDS
+from sandbox.core import FaultPlan, serve
+
+SPECS = Path("/work/shared/api-specs/bigcommerce")
+STORE, OTHER_STORE = bigcommerce.DEFAULT_STORES
+NOW = datetime(2026, 3, 14, 15, 9, 26, tzinfo=timezone.utc)
+WITH_LINES = {"include": "consignments.line_items", "consignment_structure": "object"}
+
+
+class Sandbox:
+    """A served app and a client for one store."""
+
+    def __init__(self, app: bigcommerce.BigCommerceApp):
+        self.app = app
+        self.server, _ = serve(app)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.http = requests.Session()
+
+    def get(self, path: str, store: str = STORE, token: str | None = None, **params) -> requests.Response:
+        headers = {"X-Auth-Token": token if token is not None else bigcommerce.token_for(store)}
+        return self.http.get(f"{self.url}/stores/{store}{path}", params=params, headers=headers, timeout=60)
+
+    def admin(self, method: str, path: str, **kwargs) -> requests.Response:
+        response = self.http.request(method, f"{self.url}/__admin/bigcommerce{path}", timeout=120, **kwargs)
+        assert response.status_code < 400, response.text
+        return response
+
+    def dump(self, name: str, store: str = STORE, **params) -> list[dict]:
+        return self.admin("GET", f"/{store}/{name}", params=params).json()[name]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    served = Sandbox(bigcommerce.create_app(seed=7, now=NOW))
+    yield served
+    served.close()
+
+
+@pytest.fixture
+def fresh():
+    """A sandbox of its own, for tests that change state."""
+    served = Sandbox(bigcommerce.create_app(seed=7, now=NOW, enforce_rate_limit=False))
+    yield served
+    served.close()
+
+
+# -- conformance with the official specs ---------------------------------------------------------------
+# The v2 orders spec declares ``consignments`` and ``line_items`` as oneOf(resource link, full object),
+# but the resource-link schemas accept any object, so every real answer is "valid under each of" them.
+# Closing those schemas to their declared fields makes oneOf decidable without loosening anything else.
+DISAMBIGUATE = {"orders.v2.oas2.yml": ("products_Resource", "orderConsignments_Resource", "orderConsignment_Get")}
+
+
+@pytest.fixture(scope="module")
+def specs(sandbox):
+    loaded = {}
+    for name, version in (("orders.v2.oas2.yml", "v2"), ("customers.v3.yml", "v3"), ("subscribers.v3.yml", "v3"),
+                          ("products_catalog.v3.yml", "v3"), ("category-trees_catalog.v3.yml", "v3"),
+                          ("carts.v3.yml", "v3")):
+        spec = yaml.safe_load((SPECS / name).read_text())
+        spec["servers"] = [{"url": f"{sandbox.url}/stores/{{store_hash}}/{version}",
+                            "variables": {"store_hash": {"default": STORE}}}]
+        for schema in DISAMBIGUATE.get(name, ()):
+            spec["components"]["schemas"][schema]["additionalProperties"] = False
+        loaded[name] = OpenAPI.from_dict(spec)
+    return loaded
+
+
+def _order_with(sandbox: Sandbox, predicate) -> dict:
+    return next(order for order in sandbox.dump("orders") if predicate(order))
+
+
+OPERATIONS = [
+    ("orders.v2.oas2.yml", lambda s: ("/v2/orders", {"limit": 50})),
+    ("orders.v2.oas2.yml", lambda s: ("/v2/orders", {"limit": 50, "sort": "date_modified:asc", **WITH_LINES})),
+    ("orders.v2.oas2.yml", lambda s: (f"/v2/orders/{_order_with(s, lambda o: True)['id']}", {})),
+    ("orders.v2.oas2.yml", lambda s: (f"/v2/orders/{_order_with(s, lambda o: True)['id']}/products", {})),
+    ("orders.v2.oas2.yml", lambda s: (f"/v2/orders/{_order_with(s, lambda o: True)['id']}/shipping_addresses", {})),
+    ("orders.v2.oas2.yml",
+     lambda s: (f"/v2/orders/{_order_with(s, lambda o: o['coupon_discount'] != '0.0000')['id']}/coupons", {})),
+    ("orders.v2.oas2.yml", lambda s: ("/v2/order_statuses", {})),
+    ("customers.v3.yml", lambda s: ("/v3/customers", {"limit": 250})),
+    ("subscribers.v3.yml", lambda s: ("/v3/customers/subscribers", {"limit": 250})),
+    ("products_catalog.v3.yml", lambda s: ("/v3/catalog/products", {"limit": 250, "include": "images"})),
+    ("category-trees_catalog.v3.yml", lambda s: ("/v3/catalog/trees/categories", {})),
+    ("category-trees_catalog.v3.yml", lambda s: ("/v3/catalog/trees/1/categories", {})),
+    ("carts.v3.yml", lambda s: (f"/v3/carts/{_order_with(s, lambda o: o['status_id'] == 0)['cart_id']}", {})),
+]
+
+
+@pytest.mark.parametrize("spec_name, operation", OPERATIONS,
+                         ids=[f"{spec}:{i}" for i, (spec, _) in enumerate(OPERATIONS)])
+def test_responses_validate_against_the_official_spec(sandbox, specs, spec_name, operation):
+    path, params = operation(sandbox)
+    response = sandbox.get(path, **params)
+    assert response.status_code == 200, response.text
+    assert response.content, "a 200 carries a body"
+    specs[spec_name].validate_response(RequestsOpenAPIRequest(response.request), RequestsOpenAPIResponse(response))
+
+
+def test_orders_carry_line_items_and_shipping_method_in_one_call(sandbox):
+    orders = sandbox.get("/v2/orders", limit=250, **WITH_LINES).json()
+    for order in orders:
+        shipping = order["consignments"]["shipping"]
+        assert shipping and shipping[0]["shipping_method"] and shipping[0]["line_items"], order["id"]
+        assert sum(item["quantity"] for item in shipping[0]["line_items"]) == order["items_total"]
+    plain = sandbox.get("/v2/orders", limit=1).json()[0]
+    assert set(plain["consignments"]) == {"url", "resource"}
+
+
+def test_dates_are_rfc2822_utc_and_money_four_decimal_strings(sandbox):
+    order = sandbox.get("/v2/orders", limit=1).json()[0]
+    assert order["date_created"].endswith("+0000")
+    assert parsedate_to_datetime(order["date_created"]).utcoffset() == timedelta(0)
+    for field in ("total_inc_tax", "total_ex_tax", "total_tax", "subtotal_ex_tax", "discount_amount", "coupon_discount"):
+        whole, _, decimals = order[field].partition(".")
+        assert whole.isdigit() and len(decimals) == 4, (field, order[field])
+    total = Decimal(order["total_ex_tax"]) + Decimal(order["total_tax"])
+    assert total == Decimal(order["total_inc_tax"])
+
+
+# -- errors -----------------------------------------------------------------------------------------------
+def test_a_wrong_or_missing_token_is_a_401_in_each_api_generations_shape(sandbox):
+    v2 = sandbox.get("/v2/orders", token="not-the-token")
+    assert v2.status_code == 401 and v2.json()[0]["status"] == 401 and v2.json()[0]["message"]
+    v3 = sandbox.http.get(f"{sandbox.url}/stores/{STORE}/v3/customers", timeout=30)
+    assert v3.status_code == 401
+    assert {"status", "title", "type"} <= set(v3.json()) and v3.json()["status"] == 401
+    other_stores_token = sandbox.get("/v2/orders", token=bigcommerce.token_for(OTHER_STORE))
+    assert other_stores_token.status_code == 401
+
+
+def test_an_unknown_store_or_order_is_a_404(sandbox):
+    assert sandbox.get("/v2/orders", store="nosuchstore", token="x").status_code == 404
+    missing = sandbox.get("/v2/orders/999999")
+    assert missing.status_code == 404 and missing.json()[0]["status"] == 404
+    assert sandbox.get("/v3/carts/00000000-0000-0000-0000-000000000001").status_code == 404
+
+
+def test_a_bad_date_filter_is_refused_with_the_fields_name(sandbox):
+    answer = sandbox.get("/v2/orders", min_date_modified="last tuesday")
+    assert answer.status_code == 400 and "min_date_modified" in answer.json()[0]["message"]
+    assert sandbox.get("/v3/customers", **{"date_modified:min": "soon"}).status_code == 422
+
+
+# -- paging and filters -------------------------------------------------------------------------------------
+def test_pages_past_the_last_one_and_empty_results_are_204_without_body(sandbox):
+    total = len(sandbox.dump("orders"))
+    last_page = -(-total // 50)
+    assert sandbox.get("/v2/orders", page=last_page, limit=50).status_code == 200
+    beyond = sandbox.get("/v2/orders", page=last_page + 1, limit=50)
+    assert beyond.status_code == 204 and beyond.content == b""
+    nothing = sandbox.get("/v2/orders", min_date_modified=format_datetime(NOW + timedelta(days=1)))
+    assert nothing.status_code == 204 and nothing.content == b""
+
+
+def test_v2_pages_cover_every_order_once_in_date_modified_order(sandbox):
+    seen, page = [], 1
+    while (answer := sandbox.get("/v2/orders", page=page, limit=7, sort="date_modified:asc")).status_code == 200:
+        seen.extend(answer.json())
+        page += 1
+    everything = sandbox.dump("orders")
+    assert sorted(o["id"] for o in seen) == sorted(o["id"] for o in everything)
+    assert len({o["id"] for o in seen}) == len(seen)
+    stamps = [parsedate_to_datetime(o["date_modified"]) for o in seen]
+    assert stamps == sorted(stamps)
+    descending = sandbox.get("/v2/orders", limit=250, sort="date_modified:desc").json()
+    assert [o["id"] for o in descending] == [o["id"] for o in reversed(seen)]
+    assert sandbox.get("/v2/orders", limit=500).headers and len(sandbox.get("/v2/orders", limit=500).json()) <= 250
+
+
+def test_date_filters_accept_rfc2822_and_iso_and_are_inclusive(sandbox):
+    orders = sandbox.dump("orders")
+    low, high = orders[10], orders[30]
+    as_rfc = sandbox.get("/v2/orders", limit=250, min_date_modified=low["date_modified"],
+                         max_date_modified=high["date_modified"]).json()
+    iso = lambda value: parsedate_to_datetime(value).strftime("%Y-%m-%dT%H:%M:%SZ")  # noqa: E731
+    as_iso = sandbox.get("/v2/orders", limit=250, min_date_modified=iso(low["date_modified"]),
+                         max_date_modified=iso(high["date_modified"])).json()
+    expected = [o["id"] for o in orders
+                if parsedate_to_datetime(low["date_modified"]) <= parsedate_to_datetime(o["date_modified"])
+                <= parsedate_to_datetime(high["date_modified"])]
+    assert [o["id"] for o in as_rfc] == [o["id"] for o in as_iso] == expected
+    assert low["id"] in expected and high["id"] in expected
+    created = sandbox.get("/v2/orders", limit=250, min_date_created=low["date_created"]).json()
+    assert {o["id"] for o in created} == {o["id"] for o in orders
+                                          if parsedate_to_datetime(o["date_created"])
+                                          >= parsedate_to_datetime(low["date_created"])}
+
+
+def test_customer_and_status_filters(sandbox):
+    orders = sandbox.dump("orders")
+    customer_id = Counter(o["customer_id"] for o in orders if o["customer_id"]).most_common(1)[0][0]
+    by_customer = sandbox.get("/v2/orders", limit=250, customer_id=customer_id).json()
+    assert [o["id"] for o in by_customer] == [o["id"] for o in orders if o["customer_id"] == customer_id]
+    incomplete = sandbox.get("/v2/orders", limit=250, status_id=0).json()
+    assert incomplete and [o["id"] for o in incomplete] == [o["id"] for o in orders if o["status_id"] == 0]
+
+
+def test_v3_customers_paginate_with_meta_and_filter(sandbox):
+    customers = sandbox.dump("customers")
+    first = sandbox.get("/v3/customers", limit=15, page=2, sort="date_modified:asc").json()
+    pagination = first["meta"]["pagination"]
+    assert pagination["total"] == len(customers) and pagination["per_page"] == 15
+    assert pagination["current_page"] == 2 and pagination["total_pages"] == -(-len(customers) // 15)
+    assert pagination["count"] == len(first["data"]) == 15
+    assert {"previous", "current", "next"} <= set(pagination["links"])
+    middle = customers[20]["date_modified"]
+    since = sandbox.get("/v3/customers", limit=250, **{"date_modified:min": middle}).json()["data"]
+    assert [c["id"] for c in since] == [c["id"] for c in customers if c["date_modified"] >= middle]
+    picked = sandbox.get("/v3/customers", **{"id:in": "3,5,8"}).json()["data"]
+    assert [c["id"] for c in picked] == [3, 5, 8]
+    email = next(c["email"] for c in customers if c.get("email") and "@" in c["email"])
+    by_email = sandbox.get("/v3/customers", **{"email:in": f" {email.upper()} "}).json()["data"]
+    assert [c["email"] for c in by_email] == [email]
+
+
+def test_products_filter_by_category_and_date_and_include_images(sandbox):
+    products = sandbox.dump("products")
+    category = products[0]["categories"][0]
+    in_category = sandbox.get("/v3/catalog/products", limit=250, categories=category).json()["data"]
+    assert [p["id"] for p in in_category] == [p["id"] for p in products if category in p["categories"]]
+    assert all("images" not in p for p in in_category)
+    with_images = sandbox.get("/v3/catalog/products", limit=250, include="images").json()["data"]
+    assert all(p["images"] and p["images"][0]["url_standard"].startswith("https://") for p in with_images)
+    recent = sandbox.get("/v3/catalog/products", **{"date_modified:min": products[-3]["date_modified"]}).json()
+    assert [p["id"] for p in recent["data"]] == [p["id"] for p in products[-3:]]
+
+
+def test_category_trees_flat_and_nested(sandbox):
+    flat = sandbox.get("/v3/catalog/trees/categories").json()["data"]
+    nested = sandbox.get("/v3/catalog/trees/1/categories").json()["data"]
+
+    def walk(nodes):
+        for node in nodes:
+            yield node
+            yield from walk(node["children"])
+
+    assert {(c["category_id"], c["parent_id"]) for c in flat} == {(n["id"], n["parent_id"]) for n in walk(nested)}
+    assert any(node["children"] and any(child["children"] for child in node["children"]) for node in nested)
+
+
+# -- the generated data ---------------------------------------------------------------------------------------
+def test_generated_data_is_realistic(sandbox):
+    orders = sandbox.dump("orders", **WITH_LINES)
+    customers = sandbox.dump("customers")
+    subscribers = sandbox.dump("subscribers")
+    product_ids = {p["id"] for p in sandbox.dump("products")}
+    assert 100 <= len(orders) and 30 <= len(customers)
+    assert {o["status_id"] for o in orders} == set(range(15)), "all 15 statuses"
+    assert any(o["customer_id"] == 0 for o in orders), "guest checkouts"
+    assert len({o["currency_code"] for o in orders}) >= 3
+    refunded = [o for o in orders if o["status_id"] == 4]
+    partially = [o for o in orders if o["status_id"] == 14]
+    assert refunded and all(o["refunded_amount"] == o["total_inc_tax"] for o in refunded)
+    assert partially and all(0 < Decimal(o["refunded_amount"]) < Decimal(o["total_inc_tax"]) for o in partially)
+    assert any(o["coupon_discount"] != "0.0000" for o in orders) and any(o["discount_amount"] != "0.0000" for o in orders)
+    assert {o["is_email_opt_in"] for o in orders} == {True, False}
+    names = [c["first_name"] + c["last_name"] for c in customers]
+    assert any(not name.isascii() for name in names), "non-ASCII names"
+    emails = [c.get("email") for c in customers]
+    assert None in emails, "a customer without email"
+    assert any(e and "@" not in e for e in emails), "an invalid email"
+    assert any(e and (e != e.strip() or e != e.lower()) for e in emails), "mixed case or spaces"
+    other = {c["email"].strip().lower() for c in sandbox.dump("customers", store=OTHER_STORE) if c.get("email")}
+    assert {e.strip().lower() for e in emails if e} & other, "the same email shops in both stores"
+    assert {tuple(s["consents"]) for s in subscribers} == {(), ("marketing_newsletter",)}
+    line_products = {item["product_id"] for o in orders for item in o["consignments"]["shipping"][0]["line_items"]}
+    assert line_products - product_ids == set(DELETED_PRODUCT_IDS)
+    created = [parsedate_to_datetime(o["date_created"]) for o in orders]
+    assert NOW - timedelta(days=731) < min(created) and max(created) < NOW - timedelta(hours=1)
+    incomplete = [o for o in orders if o["status_id"] == 0]
+    assert incomplete and all(parsedate_to_datetime(o["date_created"]) < NOW - timedelta(hours=1) for o in incomplete)
+    coupon_orders = [o for o in orders if o["coupon_discount"] != "0.0000"]
+    coupons = sandbox.dump("coupons")
+    assert {c["order_id"] for c in coupons} == {o["id"] for o in coupon_orders}
+
+
+def test_the_same_seed_gives_the_same_stores_and_another_seed_does_not():
+    twins = [Sandbox(bigcommerce.create_app(seed=seed, now=NOW)) for seed in (11, 11, 12)]
+    try:
+        dumps = [(s.dump("orders", **WITH_LINES), s.dump("customers"), s.dump("subscribers")) for s in twins]
+        assert dumps[0] == dumps[1]
+        assert dumps[0] != dumps[2]
+    finally:
+        for served in twins:
+            served.close()
+
+
+# -- rate limits ------------------------------------------------------------------------------------------------
+def test_every_answer_carries_the_rate_limit_headers_and_the_quota_is_enforced():
+    served = Sandbox(bigcommerce.create_app(seed=1, now=NOW, quota=5, window_ms=60_000))
+    try:
+        answers = [served.get("/v2/order_statuses") for _ in range(6)]
+        assert [a.status_code for a in answers] == [200] * 5 + [429]
+        assert [int(a.headers["X-Rate-Limit-Requests-Left"]) for a in answers] == [4, 3, 2, 1, 0, 0]
+        for answer in answers:
+            assert answer.headers["X-Rate-Limit-Requests-Quota"] == "5"
+            assert answer.headers["X-Rate-Limit-Time-Window-Ms"] == "60000"
+            assert 0 < int(answer.headers["X-Rate-Limit-Time-Reset-Ms"]) <= 60_000
+        assert "retry" in answers[-1].json()[0]["message"].lower()
+        # the quota is per store
+        assert served.get("/v2/order_statuses", store=OTHER_STORE).status_code == 200
+        served.admin("PUT", f"/{STORE}/quota", json={"quota": 2, "window_ms": 50})
+        assert served.get("/v3/customers").headers["X-Rate-Limit-Requests-Quota"] == "2"
+    finally:
+        served.close()
+
+
+def test_without_enforcement_the_headers_still_come_and_nothing_is_refused(fresh):
+    answers = [fresh.get("/v2/order_statuses") for _ in range(160)]  # beyond any real quota (150)
+    assert all(a.status_code == 200 and "X-Rate-Limit-Requests-Left" in a.headers for a in answers)
+
+
+def test_the_fault_plan_still_applies(fresh):
+    requests.put(f"{fresh.url}/__admin/faults", json={"burst_5xx": 1}, timeout=10)
+    failed = fresh.get("/v2/orders")
+    assert failed.status_code == 503 and failed.json()[0]["status"] == 503
+    assert fresh.get("/v2/orders").status_code == 200
+
+
+# -- admin: time travel and mutations ---------------------------------------------------------------------------------
+def test_time_travel_new_orders_status_changes_refunds_and_edits_appear_after_the_watermark(fresh):
+    before = fresh.dump("orders")
+    watermark = max(parsedate_to_datetime(o["date_modified"]) for o in before)
+    clock = fresh.admin("POST", "/clock", json={"advance_seconds": 3600}).json()["now"]
+    assert datetime.fromisoformat(clock.replace("Z", "+00:00")) >= NOW + timedelta(hours=1)
+    added = fresh.admin("POST", f"/{STORE}/orders", json={"count": 2, "customer_id": 3}).json()["orders"]
+    assert [o["id"] for o in added] == [before[-1]["id"] + 1, before[-1]["id"] + 2]
+    pending = next(o for o in before if o["status_id"] == 1)
+    fresh.admin("PUT", f"/{STORE}/orders/{pending['id']}", json={"status_id": 4})
+    completed = next(o for o in before if o["status_id"] == 10)
+    fresh.admin("POST", f"/{STORE}/orders/{completed['id']}/refunds", json={"amount": "1.2500"})
+    fresh.admin("PUT", f"/{STORE}/customers/5", json={"first_name": "Åsa"})
+    fresh.admin("PUT", f"/{STORE}/subscribers/1", json={"consents": []})
+
+    changed = fresh.get("/v2/orders", limit=250, sort="date_modified:asc",
+                        min_date_modified=format_datetime(watermark + timedelta(seconds=1))).json()
+    # changed in the same second: ties keep id order
+    assert [o["id"] for o in changed] == sorted([added[0]["id"], added[1]["id"], pending["id"], completed["id"]])
+    by_id = {o["id"]: o for o in changed}
+    assert by_id[pending["id"]]["status_id"] == 4 and by_id[pending["id"]]["refunded_amount"] == pending["total_inc_tax"]
+    assert by_id[completed["id"]]["status_id"] == 14 and by_id[completed["id"]]["refunded_amount"] == "1.2500"
+    assert by_id[pending["id"]]["date_created"] == pending["date_created"]
+    assert all(o["customer_id"] == 3 for o in added)
+    # the whole list still holds every order once, in date_modified order
+    everything = fresh.get("/v2/orders", limit=250, sort="date_modified:asc").json()
+    assert len(everything) == len(before) + 2 and everything[-4:] == changed
+    customers = fresh.get("/v3/customers", **{"date_modified:min": clock}).json()["data"]
+    assert [(c["id"], c["first_name"]) for c in customers] == [(5, "Åsa")]
+    subscribers = fresh.get("/v3/customers/subscribers", **{"date_modified:min": clock}).json()["data"]
+    assert [(s["id"], s["consents"]) for s in subscribers] == [(1, [])]
+
+
+def test_a_rotated_token_replaces_the_old_one_and_a_revoked_one_locks_everyone_out(fresh):
+    fresh.admin("PUT", f"/{STORE}/token", json={"token": "rotated"})
+    assert fresh.get("/v2/orders").status_code == 401
+    assert fresh.get("/v2/order_statuses", token="rotated").status_code == 200
+    fresh.admin("DELETE", f"/{STORE}/token")
+    assert fresh.get("/v2/order_statuses", token="rotated").status_code == 401
+
+
+def test_a_fixtures_folder_replaces_a_stores_data(tmp_path):
+    source = Sandbox(bigcommerce.create_app(seed=3, now=NOW, stores=("fixturestore",)))
+    try:
+        orders = source.dump("orders", store="fixturestore", **WITH_LINES)[:5]
+        folder = tmp_path / "fixturestore"
+        folder.mkdir()
+        (folder / "orders.json").write_text(json.dumps(orders))
+        (folder / "customers.json").write_text(json.dumps(source.dump("customers", store="fixturestore")[:3]))
+        (folder / "coupons.json").write_text(json.dumps(source.dump("coupons", store="fixturestore")))
+    finally:
+        source.close()
+    replayed = Sandbox(bigcommerce.create_app(fixtures_dir=tmp_path, now=NOW))
+    try:
+        assert replayed.get("/v2/orders", store="fixturestore", limit=250, **WITH_LINES).json() == orders
+        plain = replayed.get(f"/v2/orders/{orders[0]['id']}", store="fixturestore").json()
+        assert set(plain["consignments"]) == {"url", "resource"}
+        lines = replayed.get(f"/v2/orders/{orders[0]['id']}/products", store="fixturestore").json()
+        assert lines == orders[0]["consignments"]["shipping"][0]["line_items"]
+        assert len(replayed.get("/v3/customers", store="fixturestore").json()["data"]) == 3
+        assert replayed.get("/v3/catalog/products", store="fixturestore").json()["data"] == []
+        assert replayed.get("/v2/orders", store=STORE).status_code == 200, "the other stores stay generated"
+    finally:
+        replayed.close()
+
+
+# -- scale -----------------------------------------------------------------------------------------------------------
+def test_a_million_order_store_serves_a_late_page_without_building_its_orders():
+    tracemalloc.start()
+    try:
+        app = bigcommerce.create_app(seed=5, now=NOW, enforce_rate_limit=False, stores=(STORE,),
+                                     orders=1_000_000, customers=50_000)
+        served = Sandbox(app)
+        try:
+            late = served.get("/v2/orders", page=3990, limit=250, sort="date_modified:asc", **WITH_LINES)
+            assert late.status_code == 200
+            ids = [o["id"] for o in late.json()]
+            first_id = 100 + 3989 * 250
+            assert ids == list(range(first_id, first_id + 250))
+            assert served.get(f"/v2/orders/{ids[7]}", **WITH_LINES).json() == late.json()[7]
+            stamps = [parsedate_to_datetime(o["date_modified"]) for o in late.json()]
+            assert stamps == sorted(stamps)
+            since = served.get("/v2/orders", limit=250, min_date_modified=late.json()[-1]["date_modified"]).json()
+            assert since[0]["id"] == ids[-1] and len(since) == 250
+            last = served.get("/v2/orders", page=4000, limit=250)
+            assert last.json()[-1]["id"] == 100 + 1_000_000 - 1
+            assert served.get("/v2/orders", page=4001, limit=250).status_code == 204
+            customers = served.get("/v3/customers", page=200, limit=250).json()
+            assert customers["meta"]["pagination"]["total"] == 50_000 and customers["data"][-1]["id"] == 50_000
+        finally:
+            served.close()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 200 * 2**20, f"peak {peak / 2**20:.0f} MiB: orders must not be materialised"
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss < 2 * 2**20  # KiB on Linux: under 2 GiB
