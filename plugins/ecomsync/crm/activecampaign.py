@@ -89,7 +89,7 @@ class ActiveCampaignClient:
                 return create()
             except LostAnswer as exc:
                 log.warning("%s: %s — looking it up before trying again", what, exc)
-                self.sleep(min(8.0, 0.5 * 2 ** attempt))
+                self.sleep(min(8.0, 0.25 * 2 ** attempt))
                 found = look_up()
                 if found is not None:
                     return found
@@ -139,7 +139,9 @@ class ActiveCampaignClient:
                                  lambda c: (c.get("email") or "").strip().lower() == email))
 
     def find_tag(self, name: str) -> str | None:
-        return _id(self.find_one("/tags", "tags", {"search": name}, lambda t: t.get("tag") == name))
+        # Tag names are unique regardless of case in the CRM.
+        return _id(self.find_one("/tags", "tags", {"search": name},
+                                 lambda t: str(t.get("tag", "")).lower() == name.lower()))
 
     def create_tag(self, name: str) -> str:
         return self.create_once(
@@ -147,21 +149,13 @@ class ActiveCampaignClient:
                                                        "description": "added by the ecomsync load"}})["tag"]["id"],
             lambda: self.find_tag(name), f"tag {name!r}")
 
-    def find_contact_tag(self, contact_id: str, tag_id: str) -> str | None:
-        body = self.get(f"/contacts/{contact_id}/contactTags") or {}
-        for link in body.get("contactTags") or []:
-            if str(link.get("tag")) == str(tag_id):
-                return _id(link)
-        return None
-
     def add_contact_tag(self, contact_id: str, tag_id: str) -> str:
-        return self.create_once(
-            lambda: self.post_create("/contactTags", {"contactTag": {"contact": contact_id, "tag": tag_id}})
-            ["contactTag"]["id"],
-            lambda: self.find_contact_tag(contact_id, tag_id), f"tag {tag_id} on contact {contact_id}")
+        """Adding a tag the contact already has answers with the existing link: safe to repeat."""
+        body = self.post_upsert("/contactTags", {"contactTag": {"contact": contact_id, "tag": tag_id}})
+        return str(body["contactTag"]["id"])
 
     def find_list(self, name: str) -> str | None:
-        return _id(self.find_one("/lists", "lists", {}, lambda item: item.get("name") == name))
+        return _id(self.find_one("/lists", "lists", {"filters[name]": name}, lambda item: item.get("name") == name))
 
     def subscribe(self, contact_id: str, list_id: str) -> str | None:
         """``contactLists`` sets a status: subscribing twice leaves one subscription."""
@@ -169,14 +163,14 @@ class ActiveCampaignClient:
                                                                   "status": 1}}) or {}
         return _id(body.get("contactList"))
 
-    def bulk_import(self, contacts: list[dict[str, Any]], poll_interval: float = 1.0,
-                    max_wait: float = 600.0) -> dict[str, Any]:
+    def bulk_import(self, contacts: list[dict[str, Any]], max_wait: float = 600.0) -> dict[str, Any]:
         """Queue ≤ 250 contacts (an upsert by email, safe to repeat) and wait for ``import/info``."""
         body = self.post_upsert("/import/bulk_import", {"contacts": contacts}) or {}
         batch_id = body.get("batchId")
         if not batch_id:
             raise BulkImportFailed(f"import/bulk_import queued nothing: {body!r:.300}", None, body)
         deadline = time.monotonic() + max_wait
+        poll_interval = 0.25
         while True:
             info = self.get("/import/info", {"batchId": batch_id}) or {}
             if str(info.get("status", "")).lower() == "completed":
@@ -185,6 +179,7 @@ class ActiveCampaignClient:
                 raise BulkImportFailed(f"import batch {batch_id} not completed after {max_wait:.0f}s "
                                        f"(status {info.get('status')!r})")
             self.sleep(poll_interval)
+            poll_interval = min(5.0, poll_interval * 2)
 
     # -- e-commerce ----------------------------------------------------------------------
     def find_ecom_customer(self, connection_crm_id: str, externalid: str) -> str | None:

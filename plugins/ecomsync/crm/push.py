@@ -18,6 +18,7 @@ Nothing is ever deleted in the CRM: a disabled connection's records are skipped 
 from __future__ import annotations
 
 import logging
+import threading
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -138,6 +139,9 @@ class Push:
         self.rejected: dict[tuple[str, str], Rejection] = {}
         self.crm_ids: dict[tuple[str, str], str] = {}
         self.master_list_id: str | None = None
+        self.lock = threading.Lock()
+        # (object type, missing parent) → keys of the objects that wait for it
+        self.waiting: dict[tuple[str, str], list[str]] = {}
 
     # -- planning -----------------------------------------------------------------------------
     def run(self) -> None:
@@ -237,6 +241,9 @@ class Push:
         self.each(by_type["ecom_customer"], self.push_ecom_customer)
         self.each(by_type["ecom_order"], self.push_order)
         self.each(by_type["abandoned_cart"], self.push_cart)
+        for (object_type, what), keys in sorted(self.waiting.items()):
+            self.warn(f"{len(keys)} {object_type} record(s) skipped: their {what} has no CRM id (rejected, skipped "
+                      f"or not pushed yet), e.g. {', '.join(sorted(keys)[:3])}")
 
     def each(self, items: list[Item], push_one: Callable[[Item], None]) -> None:
         """Push one phase in parallel; the shared token bucket keeps the account at its rate."""
@@ -268,7 +275,9 @@ class Push:
                 raise
         except MissingDependency as exc:
             self.report.count(item.object_type, "skipped")
-            self.warn(f"{item.object_type} {item.natural_key} skipped: {exc}")
+            with self.lock:
+                examples = self.waiting.setdefault((item.object_type, exc.what), [])
+                examples.append(item.natural_key)
 
     def reject(self, item: Item, exc: ApiError) -> None:
         errors = (exc.body or {}).get("errors") if isinstance(exc.body, dict) else None
@@ -370,15 +379,14 @@ class Push:
         if crm_id is None:
             crm_id = self.client.find_contact(email)
             if crm_id is None:
-                raise MissingDependency(f"contact {email} is not in the CRM (rejected or not pushed yet)")
+                raise MissingDependency("contact")
             self.crm_ids[("contact", email)] = crm_id
         return crm_id
 
     def push_contact_tag(self, item: Item) -> None:
         contact_id = self.contact_id(item.payload["email"])
         tag_id = self.crm_ids[("tag", item.payload["tag"])]
-        link_id = self.client.find_contact_tag(contact_id, tag_id) or self.client.add_contact_tag(contact_id, tag_id)
-        self.done(item, link_id, "created")
+        self.done(item, self.client.add_contact_tag(contact_id, tag_id), "created")
 
     def push_list_membership(self, item: Item) -> None:
         assert self.master_list_id is not None  # decide() skipped them otherwise
@@ -388,7 +396,7 @@ class Push:
     def dependency(self, object_type: str, key: str | None, what: str) -> str:
         crm_id = self.crm_ids.get((object_type, key)) if key else None
         if crm_id is None:
-            raise MissingDependency(f"its {what} {key} has no CRM id (rejected, skipped or not pushed yet)")
+            raise MissingDependency(what)
         return crm_id
 
     def push_ecom_customer(self, item: Item) -> None:
@@ -451,6 +459,10 @@ def decide(item: Item, entry: LedgerEntry | None, rejection: Rejection | None, *
 
 class MissingDependency(Exception):
     """An object's parent (connection, customer, contact) has no CRM id: the object waits for a later run."""
+
+    def __init__(self, what: str):
+        super().__init__(f"its {what} has no CRM id")
+        self.what = what
 
 
 def plan_summary(items: list[Item]) -> dict[str, Any]:

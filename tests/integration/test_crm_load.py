@@ -1,0 +1,535 @@
+"""The CRM load against the ActiveCampaign sandbox and a real Postgres whose crm marts come from a real dbt run.
+
+The marts are built once per module from the hand-checked raw fixture (tests/integration/dbt); each test
+gets a copy of that database (``create database … template``) and its own sandbox on a loopback port.
+Tests that need other mart contents change the copy's crm tables the way a later dbt run would.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import psycopg2
+import pytest
+import requests
+from psycopg2 import sql
+from psycopg2.extras import RealDictCursor
+
+from ecomsync import tasks
+from ecomsync.config import CrmSettings, load_config
+from ecomsync.crm.activecampaign import ActiveCampaignClient
+from ecomsync.crm.ledger import LoadAlreadyRunning, SyncStore
+from ecomsync.crm.push import run_push
+from ecomsync.dbt import run_dbt
+from sandbox.activecampaign import create_app
+from sandbox.core import serve
+from tests.integration.dbt.raw_warehouse_fixture import (LOCATION, STORE_A, STORE_B, create_warehouse_tables,
+                                                         land_hand_checked_fixture)
+
+REPO = Path(__file__).resolve().parents[2]
+TOKEN = "sandbox-ac-token"
+NOW = datetime.now(timezone.utc)
+ALL = frozenset({STORE_A, STORE_B, LOCATION})
+SETTINGS = CrmSettings(conn_id="activecampaign_default", requests_per_second=5, account_created_on=date(2024, 3, 1),
+                       master_list_cutoff=date(2024, 1, 8), master_list_name="Master Contact List",
+                       bigcommerce_tag="bigcommerce-customer", square_tag="square-customer",
+                       bulk_import_threshold=100, realtime_window_hours=24)
+BC, SQ = "bigcommerce-customer", "square-customer"
+LIST = "Master Contact List"
+# What the first push of the hand-checked marts must leave in the CRM.
+EXPECTED = {
+    "connections": {STORE_A, STORE_B, LOCATION},
+    "contacts": {"ada@example.com", "dan@example.com", "eve@example.com"},
+    "contactTags": {("ada@example.com", BC), ("ada@example.com", SQ), ("dan@example.com", BC),
+                    ("eve@example.com", SQ)},
+    # B7: every contact opted in somewhere (ada in store A, dan as subscriber, eve in Square)
+    "contactLists": {("ada@example.com", LIST, "1"), ("dan@example.com", LIST, "1"), ("eve@example.com", LIST, "1")},
+    # B6: accepts marketing lives on the e-commerce customer
+    "ecomCustomers": {(STORE_A, "11", "ada@example.com", "1"), (STORE_A, "14", "dan@example.com", "1"),
+                      (STORE_B, "11", "ada@example.com", "0"), (LOCATION, "SQC1", "ada@example.com", "0"),
+                      (LOCATION, "SQC2", "eve@example.com", "1")},
+    # (connection, externalid, externalcheckoutid, source); order 2001 has no line items: the CRM refuses it
+    "ecomOrders": {(STORE_A, "1001", None, "1"), (STORE_A, "1005", None, "1"), (LOCATION, "PAY1", None, "1"),
+                   (LOCATION, "PAY3", None, "1"), (STORE_A, None, "1003", "1")},
+}
+NO_DUPLICATES = {"connections": 0, "ecomCustomers": 0, "ecomOrders": 0, "contacts": 0, "contactTags": 0,
+                 "contactLists": 0}
+FIRST_PUSH_WRITES = 3 + 3 + 2 + 4 + 3 + 5 + 4 + 1  # connections, contacts, tags, tag links, list, customers, orders, cart
+PHASE = {"connection": 0, "contact": 1, "tag": 2, "contactTag": 2, "contactList": 2, "ecomCustomer": 3,
+         "ecomOrder": 4}
+
+
+# -- fixtures ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def marts_template(local_pg, tmp_path_factory):
+    name = f"test_crm_tpl_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    url = local_pg.ensure_database(name)
+    create_warehouse_tables(url)
+    land_hand_checked_fixture(url, NOW)
+    # The extract registers every location with its dashboard link (tasks.extract_location); the CRM
+    # refuses a connection without a linkUrl.
+    execute(url, "update state.connections set link_url = %s where connection_id = %s",
+            ("https://app.squareup.com/dashboard/locations/LOC1", LOCATION))
+    # `run`, not `build`: the marts' own tests live in tests/integration/dbt.
+    run_dbt(["run", "--select", "+models/marts/crm"], url, target_path=tmp_path_factory.mktemp("dbt_target"))
+    yield name
+    local_pg.drop_database(name)
+
+
+@pytest.fixture
+def warehouse(local_pg, marts_template):
+    name = f"test_crm_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect(local_pg.url("postgres"))
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            cur.execute("select pg_terminate_backend(pid) from pg_stat_activity where datname = %s", (marts_template,))
+            cur.execute(sql.SQL("create database {} template {}").format(sql.Identifier(name),
+                                                                         sql.Identifier(marts_template)))
+    finally:
+        admin.close()
+    yield local_pg.url(name)
+    local_pg.drop_database(name)
+
+
+class Crm:
+    """One ActiveCampaign sandbox account on a loopback port, and its admin endpoints."""
+
+    def __init__(self, **options):
+        self.app = create_app(**options)
+        self.server, _ = serve(self.app)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def admin(self, method: str, path: str, body=None):
+        response = requests.request(method, f"{self.url}{path}", json=body, timeout=10)
+        response.raise_for_status()
+        return response.json() if response.content else None
+
+    def client(self, requests_per_second: float = 50) -> ActiveCampaignClient:
+        return ActiveCampaignClient(self.url, TOKEN, requests_per_second=requests_per_second)
+
+    def state(self) -> dict:
+        return self.admin("GET", "/__admin/activecampaign/state")
+
+    def writes(self, since: int = 0) -> list[dict]:
+        return self.admin("GET", f"/__admin/activecampaign/writes?since={since}")["writes"]
+
+    def duplicates(self) -> dict:
+        return self.admin("GET", "/__admin/activecampaign/duplicates")
+
+    def request_log(self) -> list[dict]:
+        return self.admin("GET", "/__admin/requests")["requests"]
+
+    def inventory(self) -> dict[str, set]:
+        """The account's objects by natural key (our connection ids instead of CRM ids)."""
+        state = self.state()
+        connections = {c["id"]: f"{c['service']}:{c['externalid']}" for c in state["connections"]}
+        contacts = {c["id"]: c["email"] for c in state["contacts"]}
+        tags = {t["id"]: t["tag"] for t in state["tags"]}
+        lists = {lst["id"]: lst["name"] for lst in state["lists"]}
+        return {
+            "connections": set(connections.values()),
+            "contacts": set(contacts.values()),
+            "contactTags": {(contacts[ct["contact"]], tags[ct["tag"]]) for ct in state["contactTags"]},
+            "contactLists": {(contacts[cl["contact"]], lists[cl["list"]], cl["status"])
+                             for cl in state["contactLists"]},
+            "ecomCustomers": {(connections[c["connectionid"]], c["externalid"], c["email"], c["acceptsMarketing"])
+                              for c in state["ecomCustomers"]},
+            "ecomOrders": {(connections[o["connectionid"]], o["externalid"], o["externalcheckoutid"], o["source"])
+                           for o in state["ecomOrders"]},
+        }
+
+
+@pytest.fixture
+def crm():
+    account = Crm(enforce_rate_limit=False)
+    yield account
+    account.close()
+
+
+# -- helpers -----------------------------------------------------------------------------------
+def execute(url: str, statement: str, params: tuple = ()) -> None:
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute(statement, params)
+    conn.close()
+
+
+def query(url: str, statement: str, params: tuple = ()) -> list[dict]:
+    with psycopg2.connect(url) as conn, conn.cursor(cursor_factory=RealDictCursor) as cur:
+        cur.execute(statement, params)
+        rows = [dict(row) for row in cur.fetchall()]
+    conn.close()
+    return rows
+
+
+def push(warehouse: str, crm: Crm, *, mode: str = "normal", enabled=ALL, settings: CrmSettings = SETTINGS,
+         retry_rejected: bool = False, requests_per_second: float = 50):
+    return run_push(warehouse, crm.client(requests_per_second), settings, run_id=f"run-{uuid.uuid4().hex[:8]}",
+                    mode=mode, enabled_connections=set(enabled), retry_rejected=retry_rejected)
+
+
+def orders_by_key(crm: Crm) -> dict[str, dict]:
+    state = crm.state()
+    connections = {c["id"]: f"{c['service']}:{c['externalid']}" for c in state["connections"]}
+    return {f"{connections[o['connectionid']]}|{o['externalid'] or o['externalcheckoutid']}": o
+            for o in state["ecomOrders"]}
+
+
+def assert_complete_and_unique(crm: Crm) -> None:
+    assert crm.inventory() == EXPECTED
+    assert crm.duplicates() == NO_DUPLICATES
+
+
+# -- tests -------------------------------------------------------------------------------------
+def test_first_push_creates_everything_in_dependency_order(warehouse, crm):  # B3 S10 B6 B7 B12 S7 P4
+    report = push(warehouse, crm)
+
+    assert_complete_and_unique(crm)
+    writes = crm.writes()
+    assert len(writes) == FIRST_PUSH_WRITES
+    phases = [PHASE[w["object_type"]] for w in writes]
+    assert phases == sorted(phases), [w["object_type"] for w in writes]
+    order = next(w["payload"]["ecomOrder"] for w in writes if w["object_type"] == "ecomOrder"
+                 and w["payload"]["ecomOrder"].get("externalid") == "1001")
+    assert (order["totalPrice"], order["shippingAmount"], order["taxAmount"], order["discountAmount"]) == (
+        33632, 1999, 10, 520)
+    assert order["externalCreatedDate"] == "2018-01-11T02:35:30Z" and order["source"] == 1
+    assert "sync_mode" not in order and "landed_at" not in order
+
+    counts = report.counts
+    assert counts["connection"]["created"] == 3 and counts["contact"]["created"] == 3
+    assert counts["contact_tag"]["created"] == 4 and counts["list_membership"]["created"] == 3
+    assert counts["ecom_customer"]["created"] == 5
+    assert (counts["ecom_order"]["created"], counts["ecom_order"]["rejected"]) == (4, 1)
+    assert counts["abandoned_cart"]["created"] == 1
+    # every object pushed has its CRM id in the ledger
+    ledger = query(warehouse, "select object_type, natural_key, crm_id, status from sync.ledger")
+    assert all(row["crm_id"] for row in ledger) and {row["status"] for row in ledger} == {"synced"}
+    assert len([r for r in ledger if r["object_type"] == "ecom_order"]) == 4
+    [rejection] = query(warehouse, "select * from sync.rejections")
+    assert (rejection["natural_key"], rejection["http_status"], rejection["error_code"]) == (
+        f"{STORE_B}|2001", 422, "field_missing")
+    [row] = query(warehouse, "select run_id, mode, status, counts, requests, warnings from sync.run_reports")
+    assert (row["run_id"], row["mode"], row["status"], row["counts"]) == (report.run_id, "normal", "success", counts)
+    assert row["requests"] == report.requests == len(crm.request_log())
+    assert json.loads(json.dumps(report.as_dict())) == report.as_dict()
+    assert TOKEN not in json.dumps(report.as_dict())
+
+
+def test_second_push_without_changes_makes_zero_writes(warehouse, crm):  # P4
+    push(warehouse, crm)
+    log_before, writes_before = len(crm.request_log()), len(crm.writes())
+
+    report = push(warehouse, crm)
+
+    assert len(crm.writes()) == writes_before
+    assert {r["method"] for r in crm.request_log()[log_before:]} == {"GET"}  # only the master-list look-up
+    assert report.writes == 0 and report.requests == 1
+    assert all(c["created"] == c["updated"] == 0 for c in report.counts.values())
+    assert report.counts["ecom_order"]["unchanged"] == 4
+    assert report.counts["ecom_order"]["skipped"] == 1  # 2001: rejected before, payload unchanged
+
+
+def test_changed_order_status_is_pushed_as_an_update(warehouse, crm):  # B4 P4
+    push(warehouse, crm)
+    order_id = orders_by_key(crm)[f"{STORE_A}|1001"]["id"]
+    since = len(crm.writes())
+    execute(warehouse, "update crm.ecom_orders set status = 'Refunded', external_updated_at = %s "
+                       "where order_key = %s", (NOW, f"{STORE_A}|1001"))
+
+    report = push(warehouse, crm)
+
+    [write] = crm.writes(since)
+    assert (write["method"], write["path"], write["object_type"]) == ("PUT", f"/api/3/ecomOrders/{order_id}",
+                                                                      "ecomOrder")
+    assert report.counts["ecom_order"] == {"created": 0, "updated": 1, "unchanged": 3, "rejected": 0, "skipped": 1}
+    assert crm.duplicates() == NO_DUPLICATES
+
+
+def test_historical_sync_sends_source_0_and_fires_nothing(warehouse, crm):  # B9
+    execute(warehouse, "update crm.ecom_orders set sync_mode = 'historical'")
+    execute(warehouse, "update crm.abandoned_carts set sync_mode = 'historical'")
+
+    push(warehouse, crm)
+
+    orders = crm.inventory()["ecomOrders"]
+    assert len(orders) == 5 and {source for *_, source in orders} == {"0"}
+    assert [w for w in crm.writes() if w["automation"]] == []
+    assert crm.duplicates() == NO_DUPLICATES
+
+
+def test_square_historical_restart_fires_only_recent_orders(warehouse, crm):  # S8 B9
+    execute(warehouse, "update crm.ecom_orders set sync_mode = 'historical'")
+    recent, old = NOW - timedelta(hours=2), NOW - timedelta(hours=30)
+    for key, placed in ((f"{LOCATION}|PAY1", recent), (f"{LOCATION}|PAY3", old), (f"{STORE_A}|1001", recent)):
+        execute(warehouse, "update crm.ecom_orders set external_created_at = %s where order_key = %s", (placed, key))
+
+    push(warehouse, crm)
+
+    orders = orders_by_key(crm)
+    assert orders[f"{LOCATION}|PAY1"]["source"] == "1"
+    assert orders[f"{LOCATION}|PAY3"]["source"] == "0"
+    assert orders[f"{STORE_A}|1001"]["source"] == "0"  # a BigCommerce historical sync never fires
+    fired = {w["payload"]["ecomOrder"].get("externalid") for w in crm.writes() if w["automation"] == "makes_a_purchase"}
+    assert fired == {"PAY1"}
+
+    wider = dataclasses.replace(SETTINGS, realtime_window_hours=48)
+    execute(warehouse, "update crm.ecom_orders set order_number = 'R-3b' where order_key = %s", (f"{LOCATION}|PAY3",))
+    push(warehouse, crm, settings=wider)
+    assert orders_by_key(crm)[f"{LOCATION}|PAY3"]["source"] == "1"
+
+
+def test_master_list_rule_and_missing_list(warehouse, crm):  # B7
+    before_cutoff = dataclasses.replace(SETTINGS, account_created_on=date(2023, 12, 1))
+    report = push(warehouse, crm, settings=before_cutoff)
+    assert crm.inventory()["contactLists"] == set()
+    assert "list_membership" not in report.counts and report.warnings == []
+
+    crm.admin("DELETE", "/__admin/activecampaign/master-list")
+    report = push(warehouse, crm)
+
+    assert crm.inventory()["contactLists"] == set()
+    assert report.counts["list_membership"]["skipped"] == 3
+    [warning] = [w for w in report.warnings if "master list" in w]
+    assert "'Master Contact List' not found" in warning and "no contact was subscribed" in warning
+    [stored] = query(warehouse, "select warnings from sync.run_reports where run_id = %s", (report.run_id,))
+    assert warning in stored["warnings"]
+
+    crm.admin("PUT", "/__admin/activecampaign/master-list", {"name": LIST})
+    report = push(warehouse, crm)
+    assert crm.inventory()["contactLists"] == EXPECTED["contactLists"]
+    assert report.counts["list_membership"]["created"] == 3
+    assert not [w for w in report.warnings if "master list" in w]
+
+
+def test_rejected_record_is_recorded_the_run_goes_on_and_it_is_retried(warehouse, crm):  # P4 B10
+    crm.admin("PUT", "/__admin/activecampaign/rejected-emails", {"emails": ["eve@example.com"]})
+
+    report = push(warehouse, crm)
+
+    rejections = {r["natural_key"]: r for r in query(warehouse, "select * from sync.rejections")}
+    eve = rejections["eve@example.com"]
+    assert (eve["object_type"], eve["http_status"], eve["error_code"]) == ("contact", 422, "email_invalid")
+    assert eve["error"]["errors"][0]["code"] == "email_invalid"
+    assert report.counts["contact"] == {"created": 2, "updated": 0, "unchanged": 0, "rejected": 1, "skipped": 0}
+    # the run went on: everyone else is in the CRM
+    inventory = crm.inventory()
+    assert inventory["contacts"] == {"ada@example.com", "dan@example.com"}
+    assert inventory["ecomOrders"] >= {(STORE_A, "1001", None, "1"), (LOCATION, "PAY3", None, "1")}
+    assert f"{LOCATION}|SQC2" in rejections  # eve's e-commerce customer carries the same email
+    assert any("ecom_order record(s) skipped: their customer has no CRM id" in w for w in report.warnings)
+
+    # unchanged payload: not sent again …
+    since = len(crm.request_log())
+    report = push(warehouse, crm)
+    assert not [r for r in crm.request_log()[since:] if r["method"] == "POST" and "eve" in json.dumps(r["body"])]
+    assert report.counts["contact"]["skipped"] == 1
+    # … unless asked
+    report = push(warehouse, crm, retry_rejected=True)
+    assert report.counts["contact"]["rejected"] == 1
+    assert query(warehouse, "select attempts from sync.rejections where natural_key = 'eve@example.com'") == [
+        {"attempts": 2}]
+
+    # a changed payload is retried; accepted, its rejection is cleared and the rest follows
+    crm.admin("PUT", "/__admin/activecampaign/rejected-emails", {"emails": []})
+    execute(warehouse, "update crm.contacts set first_name = 'Evelyn' where email = 'eve@example.com'")
+    report = push(warehouse, crm, retry_rejected=True)
+    assert report.counts["contact"]["created"] == 1
+    assert query(warehouse, "select natural_key from sync.rejections order by 1") == [
+        {"natural_key": f"{STORE_B}|2001"}]
+    assert_complete_and_unique(crm)
+
+
+def test_dry_run_writes_nothing_and_returns_the_plan(warehouse, crm):
+    report = push(warehouse, crm, mode="dry_run")
+
+    assert crm.writes() == []
+    assert {r["method"] for r in crm.request_log()} == {"GET"}
+    plan = report.as_dict()["plan"]
+    assert {t: (p["create"], p["update"]) for t, p in plan.items()} == {
+        "connection": (3, 0), "contact": (3, 0), "contact_tag": (4, 0), "list_membership": (3, 0),
+        "ecom_customer": (5, 0), "ecom_order": (5, 0), "abandoned_cart": (1, 0)}
+    sample = plan["ecom_order"]["samples"][0]
+    assert sample["action"] == "create" and sample["source"] == 1 and sample["payload"]["orderProducts"]
+    assert report.writes == 0
+    [stored] = query(warehouse, "select mode, plan, counts from sync.run_reports")
+    assert stored["mode"] == "dry_run" and stored["plan"] == json.loads(json.dumps(plan))
+    assert query(warehouse, "select count(*) as n from sync.ledger") == [{"n": 0}]
+
+    push(warehouse, crm)
+    execute(warehouse, "update crm.ecom_orders set status = 'Shipped' where order_key = %s", (f"{STORE_A}|1005",))
+    since = len(crm.writes())
+    report = push(warehouse, crm, mode="dry_run")
+    assert crm.writes(since) == []
+    assert (report.plan["ecom_order"]["update"], report.plan["ecom_order"]["unchanged"]) == (1, 3)
+    assert report.plan["ecom_order"]["samples"][0]["key"] == f"{STORE_A}|1005"
+
+
+def test_full_resync_reupserts_everything_without_duplicates(warehouse, crm):  # S6
+    push(warehouse, crm)
+    since = len(crm.writes())
+
+    report = push(warehouse, crm, mode="full_resync")
+
+    writes = crm.writes(since)
+    creates = [w for w in writes if w["method"] == "POST" and w["object_type"] in ("connection", "ecomCustomer",
+                                                                                   "ecomOrder", "tag")]
+    assert creates == []
+    assert sum(1 for w in writes if w["method"] == "PUT") == 3 + 5 + 5  # connections, customers, orders + cart
+    assert report.counts["ecom_order"]["updated"] == 4 and report.counts["contact"]["updated"] == 3
+    assert_complete_and_unique(crm)
+
+
+def test_disabled_connection_is_skipped_and_nothing_is_deleted(warehouse, crm):  # B11 S9
+    push(warehouse, crm)
+    execute(warehouse, "update crm.ecom_orders set status = 'Refunded' where connection_id = %s", (LOCATION,))
+    since, log_since = len(crm.writes()), len(crm.request_log())
+
+    report = push(warehouse, crm, enabled={STORE_A, STORE_B})
+
+    assert crm.writes(since) == []
+    assert all(r["method"] != "DELETE" for r in crm.request_log()[log_since:])
+    assert_complete_and_unique(crm)
+    assert report.counts["connection"]["skipped"] == 1
+    assert report.counts["ecom_customer"]["skipped"] == 2 and report.counts["ecom_order"]["skipped"] == 3
+    assert any(LOCATION in w and "nothing in the CRM was deleted" in w for w in report.warnings)
+
+
+def test_recovered_cart_becomes_the_order_in_the_same_record(warehouse, crm):
+    push(warehouse, crm)
+    cart_id = orders_by_key(crm)[f"{STORE_A}|1003"]["id"]
+    execute(warehouse, """
+        insert into crm.ecom_orders (order_key, connection_id, external_id, customer_external_id, email, order_number,
+            order_url, status, total_price_cents, shipping_amount_cents, tax_amount_cents, discount_amount_cents,
+            currency, shipping_method, external_created_at, external_updated_at, order_products, order_discounts,
+            sync_mode, landed_at)
+        select cart_key, connection_id, external_checkout_id, customer_external_id, email, external_checkout_id,
+            null, 'Awaiting Fulfillment', total_price_cents, 0, 0, 0, currency, 'Flat Rate', external_created_at,
+            now(), order_products, '[]'::jsonb, 'incremental', now()
+        from crm.abandoned_carts where cart_key = %s;
+        delete from crm.abandoned_carts where cart_key = %s""", (f"{STORE_A}|1003",) * 2)
+    since = len(crm.writes())
+
+    push(warehouse, crm)
+
+    [write] = crm.writes(since)
+    assert (write["method"], write["path"], write["automation"]) == ("PUT", f"/api/3/ecomOrders/{cart_id}",
+                                                                     "makes_a_purchase")
+    recovered = orders_by_key(crm)[f"{STORE_A}|1003"]
+    assert (recovered["id"], recovered["externalid"], recovered["externalcheckoutid"]) == (cart_id, "1003", "1003")
+    assert crm.duplicates() == NO_DUPLICATES
+    assert query(warehouse, "select status from sync.ledger where object_type = 'abandoned_cart'") == [
+        {"status": "recovered"}]
+
+
+@pytest.mark.parametrize("kill_after_writes", [2, 9, 17])
+def test_load_killed_mid_run_then_rerun_leaves_no_duplicates(warehouse, crm, kill_after_writes, tmp_path):  # S6 B10
+    settings_json = json.dumps(dataclasses.asdict(SETTINGS), default=str)
+    child_log = (tmp_path / "child.log").open("wb")
+    child = subprocess.Popen(
+        [sys.executable, str(REPO / "tests/integration/crm_load_child.py"), warehouse, crm.url, ",".join(sorted(ALL)),
+         settings_json], cwd=REPO, env={**os.environ, "PYTHONPATH": f"{REPO / 'plugins'}{os.pathsep}{REPO}"},
+        stdout=child_log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while len(crm.writes()) < kill_after_writes:
+            assert child.poll() is None, (tmp_path / "child.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "the child load made too few writes"
+            time.sleep(0.01)
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.wait(timeout=30)
+        child_log.close()
+    assert child.returncode == -signal.SIGKILL
+    assert len(crm.writes()) < FIRST_PUSH_WRITES, "the load was not stopped mid-run"
+
+    report = push(warehouse, crm)
+
+    assert report.status == "success"
+    assert_complete_and_unique(crm)
+    assert push(warehouse, crm).writes == 0
+
+
+def test_lost_answers_on_creates_are_looked_up_not_repeated(warehouse, crm):  # S6 B10
+    crm.admin("PUT", "/__admin/faults", {"kinds": ["lost_response"], "error_rate": 0.3, "methods": ["POST"],
+                                          "seed": 11})
+
+    push(warehouse, crm)
+
+    lost = [r for r in crm.request_log() if r["fault"] == "lost_response"]
+    assert any(r["path"] in ("/api/3/ecomOrders", "/api/3/ecomCustomers", "/api/3/connections") for r in lost)
+    assert_complete_and_unique(crm)
+    crm.admin("PUT", "/__admin/faults", {})
+    assert push(warehouse, crm).writes == 0
+
+
+def test_contacts_above_the_threshold_go_through_bulk_import(warehouse, crm):  # B3 B7 S10
+    execute(warehouse, """
+        insert into crm.contacts (email, first_name, last_name, phone, tags, accepts_marketing)
+        select 'bulk' || n || '@example.com', 'First' || n, 'Last', null, array['bigcommerce-customer'], mod(n, 2) = 0
+        from generate_series(1, 300) as n""")
+
+    report = push(warehouse, crm)
+
+    writes = crm.writes()
+    imports = [w for w in writes if w["object_type"] == "import"]
+    assert [len(w["payload"]["contacts"]) for w in imports] == [250, 53]
+    assert not [w for w in writes if w["object_type"] in ("contact", "contactTag", "contactList")]
+    inventory = crm.inventory()
+    assert len(inventory["contacts"]) == 303
+    assert ("bulk7@example.com", BC) in inventory["contactTags"] and len(inventory["contactTags"]) == 304
+    assert ("bulk8@example.com", LIST, "1") in inventory["contactLists"]
+    assert ("bulk7@example.com", LIST, "1") not in inventory["contactLists"]
+    assert len(inventory["contactLists"]) == 153
+    assert report.counts["contact"]["created"] == 303
+    assert crm.duplicates() == NO_DUPLICATES
+    assert push(warehouse, crm).writes == 0
+
+
+def test_the_real_entry_point_paces_at_the_account_limit(warehouse, local_pg):  # P4
+    crm = Crm(enforce_rate_limit=True)
+    try:
+        summary = tasks.load_crm(load_config(), tasks.Credentials(crm.url, TOKEN), warehouse, run_id="paced")
+        assert summary["status"] == "success"
+        assert not [r for r in crm.request_log() if r["status"] == 429]
+        assert_complete_and_unique(crm)
+    finally:
+        crm.close()
+
+
+def test_429_retry_after_is_honoured_and_nothing_is_lost(warehouse):  # B10
+    crm = Crm(enforce_rate_limit=True)
+    try:
+        client = crm.client(requests_per_second=10)  # deliberately faster than the account allows
+        run_push(warehouse, client, SETTINGS, run_id="too-fast", enabled_connections=set(ALL))
+        limited = [r for r in crm.request_log() if r["status"] == 429]
+        assert limited and client.session.stats.rate_limited == len(limited)
+        assert_complete_and_unique(crm)
+    finally:
+        crm.close()
+
+
+def test_a_second_concurrent_load_is_refused(warehouse, crm):
+    holder = SyncStore(warehouse)
+    holder.ensure_schema()
+    holder.acquire_account_lock(crm.url)
+    try:
+        with pytest.raises(LoadAlreadyRunning, match="another CRM load .* is running"):
+            push(warehouse, crm)
+        assert crm.request_log() == []
+    finally:
+        holder.close()
+    push(warehouse, crm)
+    assert_complete_and_unique(crm)
