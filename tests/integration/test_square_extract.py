@@ -1,0 +1,296 @@
+"""Square extraction against the Square sandbox and a real Postgres, through the DAG task functions."""
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from ecomsync.config import load_config
+from ecomsync.extract import ExtractRequest
+from ecomsync.http import AuthError
+from ecomsync.tasks import Credentials, extract_location, locations_to_sync
+from ecomsync.warehouse import Warehouse
+from sandbox import square
+from sandbox.core import serve
+from sandbox.square_data import parse_rfc3339
+
+STREAM_TABLES = {"locations": "square_locations", "catalog": "square_catalog_objects",
+                 "customers": "square_customers", "orders": "square_orders", "payments": "square_payments"}
+
+
+class SquareSandbox:
+    def __init__(self, **sizes):
+        self.app = square.create_app(seed=5, **sizes)
+        self.server, _ = serve(self.app)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.credentials = Credentials(self.url, square.TOKEN)
+
+    def admin(self, method: str, path: str, body: dict | None = None) -> dict:
+        answer = requests.request(method, f"{self.url}/__admin/square/{path}", json=body, timeout=30)
+        assert answer.status_code < 300, answer.text
+        return answer.json() if answer.content else {}
+
+    def dump(self) -> dict:
+        return self.admin("GET", "dump")
+
+    def request_log(self) -> list[dict]:
+        return requests.get(f"{self.url}/__admin/requests", timeout=10).json()["requests"]
+
+    def clear_request_log(self) -> None:
+        requests.delete(f"{self.url}/__admin/requests", timeout=10)
+
+
+@pytest.fixture
+def sandbox():
+    running = SquareSandbox()
+    yield running
+    running.server.shutdown()
+
+
+def write_config(tmp_path: Path, locations="all", disabled=()) -> object:
+    path = tmp_path / "pipeline.yml"
+    path.write_text(yaml.safe_dump({"square": {"locations": locations, "disabled_locations": list(disabled),
+                                               "lookback_hours": 72, "historical_start": "2000-01-01T00:00:00Z"}}))
+    return load_config(path)
+
+
+@pytest.fixture
+def config(tmp_path):
+    return write_config(tmp_path)
+
+
+def sync(config, sandbox: SquareSandbox, warehouse_url: str, mode: str = "incremental") -> dict[str, dict]:
+    results = {}
+    for location in locations_to_sync(config, sandbox.credentials):
+        request = ExtractRequest(mode=mode)
+        results[location["location_id"]] = extract_location(config, location, sandbox.credentials, request,
+                                                            warehouse_url)
+    return results
+
+
+def raw(warehouse_url: str, table: str, location_id: str) -> dict[str, dict]:
+    with Warehouse(warehouse_url).transaction() as conn, conn.cursor() as cur:
+        cur.execute(f"select pk, payload from raw.{table} where connection_id = %s", (f"square:{location_id}",))
+        return dict(cur.fetchall())
+
+
+def query(warehouse_url: str, statement: str, params: tuple = ()) -> list[tuple]:
+    with Warehouse(warehouse_url).transaction() as conn, conn.cursor() as cur:
+        cur.execute(statement, params)
+        return cur.fetchall()
+
+
+def expected_for(dump: dict, location_id: str) -> dict[str, dict[str, dict]]:
+    """What one location's connection must hold: its location, payments and orders; every customer
+    and catalog object (merchant-wide, deleted catalog objects included)."""
+    return {
+        "square_locations": {r["id"]: r for r in dump["locations"] if r["id"] == location_id},
+        "square_payments": {r["id"]: r for r in dump["payments"] if r["location_id"] == location_id},
+        "square_orders": {r["id"]: r for r in dump["orders"] if r["location_id"] == location_id},
+        "square_customers": {r["id"]: r for r in dump["customers"]},
+        "square_catalog_objects": {r["id"]: r for r in dump["catalog_objects"]},
+    }
+
+
+def assert_raw_equals_sandbox(warehouse_url: str, sandbox: SquareSandbox, location_ids: list[str]) -> None:
+    dump = sandbox.dump()
+    for location_id in location_ids:
+        for table, records in expected_for(dump, location_id).items():
+            landed = raw(warehouse_url, table, location_id)
+            assert set(landed) == set(records), (table, location_id)
+            assert landed == records, (table, location_id)  # every payload exactly as the API has it now
+
+
+def active_location_ids(sandbox: SquareSandbox) -> list[str]:
+    return [loc["id"] for loc in sandbox.dump()["locations"] if loc["status"] == "ACTIVE"]
+
+
+# -- first connect ------------------------------------------------------------------------------------------
+def test_first_connect_is_a_historical_sync_of_all_payments_and_customers(sandbox, config, warehouse_url):  # S3, S2, S7
+    results = sync(config, sandbox, warehouse_url)
+    locations = active_location_ids(sandbox)
+    assert sorted(results) == sorted(locations) and len(locations) == 3
+    assert {r["sync_mode"] for r in results.values()} == {"historical"}
+    assert_raw_equals_sandbox(warehouse_url, sandbox, locations)
+    dump = sandbox.dump()
+    main = dump["locations"][0]["id"]
+    landed_payments = {pk for location_id in locations for pk in raw(warehouse_url, "square_payments", location_id)}
+    # What the API's defaults would have hidden: payments older than a year, and every non-main location.
+    year_ago = parse_rfc3339(dump["now"]) - square.YEAR
+    older = {p["id"] for p in dump["payments"] if parse_rfc3339(p["created_at"]) < year_ago
+             and p["location_id"] in locations}
+    assert older and older <= landed_payments
+    assert any(p["location_id"] != main for p in dump["payments"] if p["id"] in landed_payments)
+    # Customers without any payment are there too (S3), keyed by the Square customer id (S7).
+    paying = {p.get("customer_id") for p in dump["payments"]}
+    never_paid = [c["id"] for c in dump["customers"] if c["id"] not in paying]
+    assert never_paid and set(never_paid) <= set(raw(warehouse_url, "square_customers", main))
+    assert all(pk == payload["id"] for pk, payload in raw(warehouse_url, "square_customers", main).items())
+    # Each location is its own connection, named after the location (S2).
+    names = dict(query(warehouse_url, "select external_id, name from state.connections where source = 'square'"))
+    assert names == {loc["id"]: loc["name"] for loc in dump["locations"] if loc["id"] in locations}
+
+
+# -- issue 5 acceptance --------------------------------------------------------------------------------------
+def test_three_time_travel_rounds_leave_raw_equal_to_the_sandbox(sandbox, config, warehouse_url):  # S4, P2
+    sync(config, sandbox, warehouse_url)
+    locations = active_location_ids(sandbox)
+    main, second = locations[0], locations[1]
+    dump = sandbox.dump()
+    late_payments = []
+    for round_number in range(3):
+        sandbox.admin("POST", "clock", {"minutes": 30})
+        added = sandbox.admin("POST", "payments", {"location_id": locations[round_number]})
+        unrefunded = next(p for p in dump["payments"] if p["location_id"] == second and not p.get("refund_ids")
+                          and p["id"] not in {x["id"] for x in late_payments})
+        refunded = sandbox.admin("POST", f"payments/{unrefunded['id']}/refund",
+                                 {"amount": 1} if round_number == 1 else {})["payment"]
+        edited = sandbox.admin("POST", f"customers/{dump['customers'][round_number]['id']}",
+                               {"family_name": f"Ærøskøbing {round_number}"})["customer"]
+        # Arrives now, but with timestamps two days old: only the 72-hour look-back finds it.
+        late = sandbox.admin("POST", "payments", {"location_id": main, "offline": True, "created_days_ago": 2,
+                                                  "updated_days_ago": 2})["payment"]
+        late_payments.append(late)
+        results = sync(config, sandbox, warehouse_url)
+        assert {r["sync_mode"] for r in results.values()} == {"incremental"}
+        owner = added["payment"]["location_id"]
+        assert raw(warehouse_url, "square_payments", owner)[added["payment"]["id"]] == added["payment"]
+        assert raw(warehouse_url, "square_orders", owner)[added["order"]["id"]] == added["order"]
+        assert raw(warehouse_url, "square_payments", second)[refunded["id"]]["refund_ids"] == refunded["refund_ids"]
+        assert raw(warehouse_url, "square_customers", main)[edited["id"]]["family_name"] == edited["family_name"]
+        assert raw(warehouse_url, "square_payments", main)[late["id"]] == late
+        dump = sandbox.dump()
+    assert_raw_equals_sandbox(warehouse_url, sandbox, locations)
+    duplicates = query(warehouse_url, "select payload ->> 'id', count(*) from raw.square_payments "
+                                      "group by 1 having count(*) > 1")
+    assert duplicates == []
+
+    # Nothing changed: at most 2 requests per stream per location.
+    sandbox.clear_request_log()
+    run = ExtractRequest(mode="incremental")
+    for location in locations_to_sync(config, sandbox.credentials):
+        extract_location(config, location, sandbox.credentials, run, warehouse_url)
+    per_stream = query(warehouse_url, "select connection_id, stream, requests, records_landed from state.sync_runs "
+                                      "where run_id = %s", (run.run_id,))
+    assert len(per_stream) == len(locations) * len(STREAM_TABLES)
+    assert all(requests_made <= 2 and landed == 0 for _, _, requests_made, landed in per_stream), per_stream
+    by_path = Counter(entry["path"] for entry in sandbox.request_log())
+    assert by_path["/v2/locations"] <= 1 + 2 * len(locations)  # discovery, then the locations stream
+    assert all(by_path[path] <= 2 * len(locations) for path in by_path if path != "/v2/locations"), by_path
+
+
+def test_two_locations_run_side_by_side(sandbox, config, warehouse_url):  # S2
+    locations = locations_to_sync(config, sandbox.credentials)[:2]
+    errors = []
+
+    def run(location):
+        try:
+            extract_location(config, location, sandbox.credentials, ExtractRequest(), warehouse_url)
+        except Exception as exc:  # surfaced by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(location,)) for location in locations]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert_raw_equals_sandbox(warehouse_url, sandbox, [loc["location_id"] for loc in locations])
+    payment_owners = query(warehouse_url, "select connection_id, count(*) from raw.square_payments group by 1")
+    assert sorted(c for c, _ in payment_owners) == sorted(f"square:{loc['location_id']}" for loc in locations)
+
+
+def test_a_stale_cursor_restarts_the_window_instead_of_failing(warehouse_url, config):
+    big = SquareSandbox(payments=700)  # several pages of payments per location
+    try:
+        big.admin("POST", "cursors/invalidate", {"refuse_next": 1})
+        main = active_location_ids(big)[0]
+        location = next(loc for loc in locations_to_sync(config, big.credentials) if loc["location_id"] == main)
+        result = extract_location(config, location, big.credentials, ExtractRequest(), warehouse_url)
+        refused = [r for r in big.request_log() if r["status"] == 400]
+        assert len(refused) == 1 and "cursor=" in refused[0]["query"]
+        assert result["streams"]["payments"]["fetched"] > 100
+        assert_raw_equals_sandbox(warehouse_url, big, [main])
+        assert query(warehouse_url, "select distinct status from state.sync_runs") == [("success",)]
+    finally:
+        big.server.shutdown()
+
+
+def test_customers_without_email_are_landed_flagged_and_counted(sandbox, config, warehouse_url):  # S1
+    results = sync(config, sandbox, warehouse_url)
+    without_email = {c["id"] for c in sandbox.dump()["customers"] if not (c.get("email_address") or "").strip()}
+    assert without_email
+    for location_id, result in results.items():
+        flagged = query(warehouse_url, "select pk from raw.square_customers where connection_id = %s "
+                                       "and flag = 'missing_email'", (f"square:{location_id}",))
+        assert {pk for (pk,) in flagged} == without_email
+        assert result["streams"]["customers"]["flagged"] == len(without_email)
+    logged = query(warehouse_url, "select records_flagged from state.sync_runs where stream = 'customers'")
+    assert {n for (n,) in logged} == {len(without_email)}
+
+
+def test_historical_restart_on_demand_rereads_everything_without_duplicates(sandbox, config, warehouse_url):  # S5
+    sync(config, sandbox, warehouse_url)
+    sync(config, sandbox, warehouse_url)
+    before = query(warehouse_url, "select count(*) from raw.square_payments")
+    restart = ExtractRequest(mode="historical")
+    main = active_location_ids(sandbox)[0]
+    location = next(loc for loc in locations_to_sync(config, sandbox.credentials) if loc["location_id"] == main)
+    result = extract_location(config, location, sandbox.credentials, restart, warehouse_url)
+    assert result["sync_mode"] == "historical"
+    payments_at_main = [p for p in sandbox.dump()["payments"] if p["location_id"] == main]
+    assert result["streams"]["payments"]["fetched"] == len(payments_at_main)
+    assert result["streams"]["payments"]["landed"] == 0  # nothing changed, nothing rewritten
+    windows = query(warehouse_url, "select stream, window_start from state.sync_runs where run_id = %s",
+                    (restart.run_id,))
+    assert all(start is None for _, start in windows)
+    assert query(warehouse_url, "select count(*) from raw.square_payments") == before
+
+
+def test_a_disabled_location_is_not_extracted_and_nothing_is_deleted(sandbox, tmp_path, warehouse_url):  # S9
+    locations = active_location_ids(sandbox)
+    sync(write_config(tmp_path), sandbox, warehouse_url)
+    stopped = locations[1]
+    kept_before = raw(warehouse_url, "square_payments", stopped)
+    config = write_config(tmp_path, locations=[{"location_id": stopped, "enabled": False},
+                                               {"location_id": locations[0]}, {"location_id": locations[2]}])
+    assert stopped not in {loc["location_id"] for loc in locations_to_sync(config, sandbox.credentials)}
+    added = sandbox.admin("POST", "payments", {"location_id": stopped})["payment"]
+    sync(config, sandbox, warehouse_url)
+    assert raw(warehouse_url, "square_payments", stopped) == kept_before
+    assert added["id"] not in raw(warehouse_url, "square_payments", stopped)
+    # A location closed in Square stops too, and keeps what was landed.
+    sandbox.admin("POST", f"locations/{locations[2]}/deactivate")
+    assert [loc["location_id"] for loc in locations_to_sync(config, sandbox.credentials)] == [locations[0]]
+    assert raw(warehouse_url, "square_payments", locations[2])
+
+
+def test_a_revoked_token_fails_clearly_and_advances_no_watermark(sandbox, config, warehouse_url):
+    sync(config, sandbox, warehouse_url)
+    location = locations_to_sync(config, sandbox.credentials)[0]
+    marks = query(warehouse_url, "select connection_id, stream, watermark from state.watermarks order by 1, 2")
+    sandbox.admin("POST", "clock", {"hours": 1})
+    sandbox.admin("POST", "payments", {"location_id": location["location_id"]})
+    sandbox.admin("DELETE", "token")
+    with pytest.raises(AuthError, match="401"):
+        extract_location(config, location, sandbox.credentials, ExtractRequest(), warehouse_url)
+    with pytest.raises(AuthError):
+        locations_to_sync(config, sandbox.credentials)
+    assert query(warehouse_url, "select connection_id, stream, watermark from state.watermarks order by 1, 2") == marks
+    failed = query(warehouse_url, "select error from state.sync_runs where status = 'failed'")
+    assert len(failed) == 1 and "credentials" in failed[0][0]
+
+
+def test_rate_limited_answers_are_retried_with_backoff(sandbox, config, warehouse_url):
+    requests.put(f"{sandbox.url}/__admin/faults", json={"seed": 3, "error_rate": 0.25, "kinds": ["429"]}, timeout=5)
+    main = active_location_ids(sandbox)[0]
+    location = next(loc for loc in locations_to_sync(config, sandbox.credentials) if loc["location_id"] == main)
+    sandbox.clear_request_log()
+    result = extract_location(config, location, sandbox.credentials, ExtractRequest(), warehouse_url)
+    rate_limited = [r for r in sandbox.request_log() if r["status"] == 429]
+    assert rate_limited and sum(s["retries"] for s in result["streams"].values()) == len(rate_limited)
+    assert_raw_equals_sandbox(warehouse_url, sandbox, [main])
