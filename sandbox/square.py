@@ -559,7 +559,7 @@ class SquareApp(SandboxApp):
             slots = self.store.location_slots({location_id})
             query = Query(sort_field.lower(), descending=order == "DESC", ranges=ranges,
                           index_filter=lambda i: self.store.data.location_slot(i) in slots,
-                          index_end=None if slots else 0,
+                          index_end=self.store.data.slots_index_end(slots),
                           record_filter=lambda r: r["location_id"] == location_id
                           and all(test(r) for test in record_filters))
             return self.store.payments, query, limit
@@ -613,7 +613,7 @@ class SquareApp(SandboxApp):
             slots = self.store.location_slots(wanted)
             query = Query(sort_field, descending=order == "DESC", ranges=ranges,
                           index_filter=lambda i: self.store.data.location_slot(i) in slots,
-                          index_end=None if slots else 0, record_filter=keep)
+                          index_end=self.store.data.slots_index_end(slots), record_filter=keep)
             return self.store.orders, query, limit
 
         records, body = self._paged(request, payload, cursor, "orders", build)

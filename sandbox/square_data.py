@@ -197,6 +197,12 @@ class SquareData:
             return 0
         return slot
 
+    def slots_index_end(self, slots: set[int]) -> int | None:
+        """No payment at or past this index is at one of ``slots`` (None: no such bound)."""
+        if not slots:
+            return 0
+        return self.inactive_cutoff if slots == {INACTIVE_LOCATION} else None
+
     # -- catalog ------------------------------------------------------------------------
     def _catalog(self) -> list[dict]:
         def stamp(kind: str, index: int) -> tuple[str, int]:

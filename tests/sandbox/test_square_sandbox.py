@@ -213,7 +213,6 @@ def test_an_invalidated_cursor_is_a_400(sandbox):
     sandbox.admin("POST", "cursors/invalidate")
     stale = sandbox.get("/v2/payments", begin_time=EVER, limit=5, cursor=first["cursor"])
     assert stale.status_code == 400 and stale.json()["errors"][0]["code"] == "INVALID_CURSOR"
-    fresh = sandbox.get("/v2/payments", begin_time=EVER, limit=5).json()
     sandbox.admin("POST", "cursors/invalidate", {"refuse_next": 1})
     fresh = sandbox.get("/v2/payments", begin_time=EVER, limit=5).json()
     assert sandbox.get("/v2/payments", begin_time=EVER, limit=5, cursor=fresh["cursor"]).status_code == 400
@@ -277,9 +276,9 @@ def test_line_items_resolve_to_item_category_and_image_through_the_catalog(sandb
     lines = [line for order in everything["orders"] for line in order["line_items"]]
     custom = [line for line in lines if "catalog_object_id" not in line]
     assert 1 <= len(custom) <= 5  # a few custom amounts
+    first_catalog_line = next(line for line in lines if "catalog_object_id" in line)
     resolved = sandbox.post("/v2/catalog/batch-retrieve", {
-        "object_ids": [lines[0]["catalog_object_id"] if "catalog_object_id" in lines[0] else lines[1]["catalog_object_id"]],
-        "include_related_objects": True}).json()
+        "object_ids": [first_catalog_line["catalog_object_id"]], "include_related_objects": True}).json()
     variation = resolved["objects"][0]
     item = next(o for o in resolved["related_objects"] if o["id"] == variation["item_variation_data"]["item_id"])
     assert item["type"] == "ITEM"
