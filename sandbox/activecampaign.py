@@ -193,6 +193,8 @@ class Account:
         self.next_ids = {name: 1 for name in self.TABLES}
         self.imports: dict[str, dict] = {}
         self.writes: list[dict] = []
+        # Contacts are unique by email and never deleted here, so an index stays exact.
+        self.contact_ids_by_email: dict[str, int] = {}
 
     def insert(self, table: str, record: dict) -> dict:
         record["id"] = self.next_ids[table]
@@ -415,8 +417,16 @@ class ActiveCampaignApp(SandboxApp):
         return Response(200, {})
 
     # -- e-commerce customers -----------------------------------------------------
-    def _customer_view(self, c: dict) -> dict:
-        orders = [o for o in self.account.rows("ecomOrders") if o["customerid"] == c["id"] and o["externalid"]]
+    def _orders_by_customer(self) -> dict[int, list[dict]]:
+        """Real orders (not carts) per e-commerce customer id: the CRM computes the customer's totals from them."""
+        index: dict[int, list[dict]] = collections.defaultdict(list)
+        for order in self.account.rows("ecomOrders"):
+            if order["externalid"]:
+                index[order["customerid"]].append(order)
+        return index
+
+    def _customer_view(self, c: dict, orders_by_customer: dict[int, list[dict]] | None = None) -> dict:
+        orders = (orders_by_customer if orders_by_customer is not None else self._orders_by_customer()).get(c["id"], [])
         products = [p for o in orders for p in o["products"]]
         revenue = sum(o["totalPrice"] for o in orders)
         categories = collections.Counter(p["category"] for p in products if p["category"])
@@ -455,7 +465,8 @@ class ActiveCampaignApp(SandboxApp):
             "connectionid": lambda c: c["connectionid"], "externalid": lambda c: c["externalid"],
             "email": lambda c: c["email"]})
         page, meta = self._page(request, rows)
-        return Response(200, {"ecomCustomers": [self._customer_view(c) for c in page], "meta": meta})
+        orders = self._orders_by_customer()
+        return Response(200, {"ecomCustomers": [self._customer_view(c, orders) for c in page], "meta": meta})
 
     def get_customer(self, request: Request) -> Response:
         record = self.account.get("ecomCustomers", request.params["id"], "EcomCustomer")
@@ -743,8 +754,8 @@ class ActiveCampaignApp(SandboxApp):
                 "scoreValues": [], "links": self._contact_links(cid), "id": cid, "organization": None}
 
     def _contact_by_email(self, email: str) -> dict | None:
-        wanted = email.strip().lower()
-        return next((c for c in self.account.rows("contacts") if c["email"].lower() == wanted), None)
+        contact_id = self.account.contact_ids_by_email.get(email.strip().lower())
+        return None if contact_id is None else self.account.tables["contacts"][contact_id]
 
     def _upsert_contact(self, email: str, names: dict[str, Any]) -> tuple[dict, bool]:
         """Create or update the contact with ``email``; only the given name/phone fields change."""
@@ -757,6 +768,7 @@ class ActiveCampaignApp(SandboxApp):
         contact = self.account.insert("contacts", {
             "email": email, "firstName": "", "lastName": "", "phone": "", **changes,
             "hash": uuid.uuid5(uuid.NAMESPACE_URL, email.lower()).hex, "cdate": stamp, "udate": stamp})
+        self.account.contact_ids_by_email[email.lower()] = contact["id"]
         return contact, True
 
     def sync_contact(self, request: Request) -> Response:
@@ -781,10 +793,12 @@ class ActiveCampaignApp(SandboxApp):
         return Response(201, {"fieldValues": [], "contact": self._contact_view(contact)})
 
     def list_contacts(self, request: Request) -> Response:
-        rows = self.account.rows("contacts")
         email = request.arg("email") or request.arg("filters[email]")
-        if email is not None:
-            rows = [c for c in rows if c["email"].lower() == email.strip().lower()]
+        if email is None:
+            rows = self.account.rows("contacts")
+        else:
+            contact = self._contact_by_email(email)
+            rows = [contact] if contact else []
         page, meta = self._page(request, rows)
         return Response(200, {"scoreValues": [], "contacts": [self._contact_row(c) for c in page], "meta": meta})
 
@@ -1001,6 +1015,7 @@ class ActiveCampaignApp(SandboxApp):
 
     # -- admin --------------------------------------------------------------------
     def admin_state(self, request: Request) -> Response:
+        orders_by_customer = self._orders_by_customer()
         orders = []
         for o in self.account.rows("ecomOrders"):
             view = self._order_view(o)
@@ -1009,7 +1024,7 @@ class ActiveCampaignApp(SandboxApp):
             orders.append(view)
         return Response(200, {
             "connections": [self._connection_view(c) for c in self.account.rows("connections")],
-            "ecomCustomers": [self._customer_view(c) for c in self.account.rows("ecomCustomers")],
+            "ecomCustomers": [self._customer_view(c, orders_by_customer) for c in self.account.rows("ecomCustomers")],
             "ecomOrders": orders,
             "contacts": [self._contact_row(c) for c in self.account.rows("contacts")],
             "tags": [self._tag_view(t) for t in self.account.rows("tags")],
@@ -1081,10 +1096,12 @@ class ActiveCampaignApp(SandboxApp):
 
     def admin_rate_limit(self, request: Request) -> Response:
         body = request.json() or {}
+        per_second, enforce = body.get("requests_per_second", self.limiter.per_second), body.get("enforce", True)
+        if not isinstance(per_second, int) or isinstance(per_second, bool) or not isinstance(enforce, bool):
+            return Response(400, {"error": "body must be {\"requests_per_second\": <int>, \"enforce\": <bool>}"})
         try:
-            self.limiter.configure(int(body.get("requests_per_second", self.limiter.per_second)),
-                                   bool(body.get("enforce", self.limiter.enforce)))
-        except (TypeError, ValueError) as exc:
+            self.limiter.configure(per_second, enforce)
+        except ValueError as exc:
             return Response(400, {"error": str(exc)})
         return Response(200, {"requests_per_second": self.limiter.per_second, "enforce": self.limiter.enforce})
 

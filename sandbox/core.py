@@ -277,6 +277,9 @@ class SandboxApp:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes; with Nagle on, a keep-alive client waits
+    # for a delayed ACK (~40 ms) on every request.
+    disable_nagle_algorithm = True
     app: SandboxApp  # set per server
 
     def log_message(self, *args: Any) -> None:  # the app keeps its own log

@@ -351,11 +351,11 @@ def test_a_burst_over_five_per_second_gets_429_with_retry_after(start):  # B10
 
 def test_a_client_pacing_at_five_per_second_is_never_refused(start):
     crm = start(enforce_rate_limit=True)
-    begin = time.monotonic()
     statuses = []
-    for n in range(12):
-        time.sleep(max(0.0, begin + n * 0.2 - time.monotonic()))
+    for _ in range(12):
+        # 0.2 s after each answer: any six consecutive requests arrive at least one second apart.
         statuses.append(crm.call("GET", "lists").status_code)
+        time.sleep(0.2)
     assert statuses == [200] * 12
 
 
