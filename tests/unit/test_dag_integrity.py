@@ -52,3 +52,15 @@ def test_extract_tasks_are_mapped_and_pooled(dagbag):
     load = dagbag.dags["load_crm"].get_task("push")
     assert (bc.pool, sq.pool, load.pool) == ("bigcommerce_api", "square_api", "activecampaign_api")
     assert type(bc).__name__.endswith("MappedOperator") and type(sq).__name__.endswith("MappedOperator")
+
+
+def test_airflow_plugin_loading_imports_none_of_the_pipeline_modules():  # P6
+    # Airflow imports every .py file of the plugins folder as a top-level module named after the
+    # file: plugins/ecomsync/http.py would replace the standard library's `http` for every task.
+    from airflow.sdk._shared.plugins_manager.plugins_manager import _load_plugins_from_plugin_directory
+
+    plugins, errors = _load_plugins_from_plugin_directory(str(ROOT / "plugins"))
+    assert (plugins, errors) == ([], {})
+    import http
+
+    assert hasattr(http, "HTTPStatus"), "the standard library's http module was shadowed"
