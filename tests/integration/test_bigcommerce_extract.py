@@ -2,6 +2,8 @@
 ``ecomsync.tasks.extract_store`` / ``ecomsync.extract.run_connection`` as the DAG calls them."""
 from __future__ import annotations
 
+import threading
+import time
 from collections import Counter
 from dataclasses import replace
 from email.utils import parsedate_to_datetime
@@ -227,6 +229,46 @@ def test_three_time_travels_leave_the_raw_tables_equal_to_the_sandbox(bc, config
     for _ in range(3):
         bc.travel()
         extract(bc, config(), warehouse_url)
+    assert_raw_equals_sandbox(bc, warehouse_url)
+
+
+def test_an_order_changed_while_the_orders_are_paged_is_neither_skipped_nor_doubled(config, warehouse_url):  # B2, B10
+    busy = Sandbox(orders=600, customers=60)  # three pages of orders
+    seen_when_changed: list[list[str]] = []
+
+    def change_an_early_order_once_page_one_is_served() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            pages = [e["query"] for e in busy.log() if e["path"].endswith("/v2/orders")]
+            if pages:
+                # the earliest orders sit on page one; changed now, one of them moves to the end
+                busy.admin("PUT", f"/bigcommerce/{STORE}/orders/105", json={"status_id": 5})
+                seen_when_changed.append(pages)
+                return
+            time.sleep(0.005)
+
+    changer = threading.Thread(target=change_an_early_order_once_page_one_is_served)
+    changer.start()
+    try:
+        extract(busy, config(), warehouse_url)
+        changer.join()
+        assert len(seen_when_changed) == 1 and len(seen_when_changed[0]) == 1, "changed between page 1 and page 2"
+        assert_raw_equals_sandbox(busy, warehouse_url)
+        assert raw(warehouse_url, "bigcommerce_orders")["105"]["status_id"] == 5
+        fetched = query(warehouse_url, "select records_fetched from state.sync_runs where stream = 'orders'")
+        assert fetched == [(601,)], "every order once, plus the changed one again"
+    finally:
+        changer.join()
+        busy.server.shutdown()
+        busy.server.server_close()
+
+
+def test_more_orders_in_one_second_than_fit_a_page_are_all_landed(bc, config, warehouse_url):  # B2
+    extract(bc, config(), warehouse_url)
+    burst = bc.admin("POST", f"/bigcommerce/{STORE}/orders", json={"count": 260}).json()["orders"]
+    assert len({o["date_modified"] for o in burst}) <= 2, "the sandbox creates them within a second or so"
+    result = extract(bc, config(), warehouse_url)
+    assert result["streams"]["orders"]["landed"] == 260
     assert_raw_equals_sandbox(bc, warehouse_url)
 
 
