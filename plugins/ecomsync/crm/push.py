@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 MODES = ("normal", "dry_run", "full_resync")
 OUTCOMES = ("created", "updated", "unchanged", "rejected", "skipped")
 PLAN_SAMPLES = 3
+_count_lock = threading.Lock()
 # Answers that are about the record itself, not the run: the record is rejected, the run goes on.
 RECORD_ERROR_STATUSES = frozenset({400, 409, 413, 422})
 # Wire fields ActiveCampaign defines for an order; the rest of the planned payload only feeds the hash.
@@ -79,8 +80,9 @@ class RunReport:
     error: str | None = None
 
     def count(self, object_type: str, outcome: str, n: int = 1) -> None:
-        per_type = self.counts.setdefault(object_type, dict.fromkeys(OUTCOMES, 0))
-        per_type[outcome] += n
+        with _count_lock:  # the push threads count concurrently
+            per_type = self.counts.setdefault(object_type, dict.fromkeys(OUTCOMES, 0))
+            per_type[outcome] += n
 
     @property
     def writes(self) -> int:
@@ -142,6 +144,7 @@ class Push:
         self.lock = threading.Lock()
         # (object type, missing parent) → keys of the objects that wait for it
         self.waiting: dict[tuple[str, str], list[str]] = {}
+        self.pool: ThreadPoolExecutor | None = None
 
     # -- planning -----------------------------------------------------------------------------
     def run(self) -> None:
@@ -226,9 +229,16 @@ class Push:
                 self.report.count(item.object_type, item.action)
             else:
                 by_type[item.object_type].append(item)
+        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="crm-push") as self.pool:
+            self.push_in_order(by_type, items)
+        for (object_type, what), keys in sorted(self.waiting.items()):
+            self.warn(f"{len(keys)} {object_type} record(s) skipped: their {what} has no CRM id (rejected, skipped "
+                      f"or not pushed yet), e.g. {', '.join(sorted(keys)[:3])}")
+
+    def push_in_order(self, by_type: dict[str, list[Item]], items: list[Item]) -> None:
+        """connection → contact → tags and lists → e-commerce customer → order → abandoned cart."""
         self.each(by_type["connection"], self.push_connection)
-        bulk = len(by_type["contact"]) > self.settings.bulk_import_threshold
-        if bulk:
+        if len(by_type["contact"]) > self.settings.bulk_import_threshold:
             self.bulk_import_contacts(by_type["contact"], items)
             done = {item.payload["email"] for item in by_type["contact"]}
             by_type["contact_tag"] = [i for i in by_type["contact_tag"] if i.payload["email"] not in done]
@@ -241,21 +251,16 @@ class Push:
         self.each(by_type["ecom_customer"], self.push_ecom_customer)
         self.each(by_type["ecom_order"], self.push_order)
         self.each(by_type["abandoned_cart"], self.push_cart)
-        for (object_type, what), keys in sorted(self.waiting.items()):
-            self.warn(f"{len(keys)} {object_type} record(s) skipped: their {what} has no CRM id (rejected, skipped "
-                      f"or not pushed yet), e.g. {', '.join(sorted(keys)[:3])}")
 
     def each(self, items: list[Item], push_one: Callable[[Item], None]) -> None:
         """Push one phase in parallel; the shared token bucket keeps the account at its rate."""
-        if not items:
-            return
-        with ThreadPoolExecutor(max_workers=min(self.workers, len(items))) as pool:
-            futures = [pool.submit(self.guarded, push_one, item) for item in items]
-            done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-            for future in pending:
-                future.cancel()
-            for future in done:
-                future.result()  # a CRM outage or expired token ends the run; the rerun catches up (B10)
+        futures = [self.pool.submit(self.guarded, push_one, item) for item in items]
+        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        for future in pending:
+            future.cancel()
+        wait([future for future in pending if not future.cancelled()])
+        for future in done:
+            future.result()  # a CRM outage or expired token ends the run; the rerun catches up (B10)
 
     def guarded(self, push_one: Callable[[Item], None], item: Item) -> None:
         try:
@@ -316,10 +321,14 @@ class Push:
 
     def push_contact(self, item: Item) -> None:
         # contact/sync upserts by email: no look-up needed, and repeating it is harmless.
-        self.done(item, self.client.sync_contact(item.payload), "created" if item.action == "create" else "updated")
+        self.done(item, self.client.sync_contact(item.payload), _outcome(item))
 
     def bulk_import_contacts(self, contacts: list[Item], items: list[Item]) -> None:
-        """Above the threshold: ``import/bulk_import`` with tags by name and the list subscription (≤ 250 a call)."""
+        """Above the threshold: ``import/bulk_import`` with tags by name and the list subscription (≤ 250 a call).
+
+        The import writes a contact's tags and list status too, so its tag and list items are done with it
+        (or skipped with it when the CRM refuses the contact).
+        """
         tags: dict[str, list[str]] = {}
         subscribed: set[str] = set()
         links: dict[str, list[Item]] = {}
@@ -328,40 +337,51 @@ class Push:
                 tags.setdefault(item.payload["email"], []).append(item.payload["tag"])
             if item.object_type == "list_membership" and item.action != "skipped":
                 subscribed.add(item.payload["email"])
-            if item.object_type in ("contact_tag", "list_membership") and item.action not in ("unchanged", "skipped"):
+            if item.object_type in ("contact_tag", "list_membership") and item.action in ("create", "update"):
                 links.setdefault(item.payload["email"], []).append(item)
         for batch in p.chunks(contacts, p.BULK_IMPORT_MAX_CONTACTS):
             entries = {item.natural_key: p.bulk_import_contact(
                 item.payload, tags.get(item.natural_key, []),
                 self.master_list_id if item.natural_key in subscribed else None) for item in batch}
-            info = self.bulk_import_batch(batch, entries)
-            failed = {str(email).strip().lower() for email in info.get("failure") or []}
+            imported = self.bulk_import_batch(batch, entries)
             for item in batch:
-                if item.natural_key in failed:
-                    self.reject(item, ApiError("bulk import failure", None, {"errors": [{
-                        "code": "bulk_import_failure", "detail": "import/info lists the contact as failed"}]}))
-                    continue
-                self.done(item, None, "created" if item.action == "create" else "updated")
+                accepted = item.natural_key in imported
+                if accepted:
+                    self.done(item, None, _outcome(item))
                 for link in links.get(item.natural_key, []):
-                    self.done(link, None, "created" if link.action == "create" else "updated")
+                    if accepted:
+                        self.done(link, None, _outcome(link))
+                    else:
+                        self.report.count(link.object_type, "skipped")
 
-    def bulk_import_batch(self, batch: list[Item], entries: dict[str, dict]) -> dict[str, Any]:
-        """Import one batch. A batch failing validation is not queued at all and names the bad entries by
-        index: those are rejected and removed from ``batch``, the rest is sent again."""
-        while batch:
+    def bulk_import_batch(self, batch: list[Item], entries: dict[str, dict]) -> set[str]:
+        """Import one batch; returns the emails the CRM imported, every other contact is rejected.
+
+        A batch failing validation is not queued at all and names its bad entries by index: those are
+        rejected, the rest is sent again. ``import/info`` lists the contacts that failed by email.
+        """
+        queued = list(batch)
+        while queued:
             try:
-                return self.client.bulk_import([entries[item.natural_key] for item in batch])
+                info = self.client.bulk_import([entries[item.natural_key] for item in queued])
+                break
             except ApiError as exc:
                 reasons = (exc.body or {}).get("failureReasons") if isinstance(exc.body, dict) else None
                 bad = {r["contact"]: r.get("failureReason") for r in reasons or []
-                       if isinstance(r, dict) and isinstance(r.get("contact"), int) and 0 <= r["contact"] < len(batch)}
+                       if isinstance(r, dict) and isinstance(r.get("contact"), int) and 0 <= r["contact"] < len(queued)}
                 if exc.status != 400 or not bad:
                     raise
                 for index, reason in sorted(bad.items(), reverse=True):
-                    item = batch.pop(index)
-                    self.reject(item, ApiError(str(reason), 400, {"errors": [{"code": "bulk_import_validation",
-                                                                              "detail": reason}]}))
-        return {}
+                    self.reject(queued.pop(index), ApiError(str(reason), 400, {"errors": [
+                        {"code": "bulk_import_validation", "detail": reason}]}))
+        else:
+            return set()
+        failed = {str(email).strip().lower() for email in info.get("failure") or []}
+        for item in queued:
+            if item.natural_key in failed:
+                self.reject(item, ApiError("bulk import failure", None, {"errors": [
+                    {"code": "bulk_import_failure", "detail": "import/info lists the contact as failed"}]}))
+        return {item.natural_key for item in queued} - failed
 
     def resolve_tags(self, names: set[str]) -> None:
         for name in sorted(names):
@@ -391,7 +411,7 @@ class Push:
     def push_list_membership(self, item: Item) -> None:
         assert self.master_list_id is not None  # decide() skipped them otherwise
         crm_id = self.client.subscribe(self.contact_id(item.payload["email"]), self.master_list_id)
-        self.done(item, crm_id, "created" if item.action == "create" else "updated")
+        self.done(item, crm_id, _outcome(item))
 
     def dependency(self, object_type: str, key: str | None, what: str) -> str:
         crm_id = self.crm_ids.get((object_type, key)) if key else None
@@ -463,6 +483,11 @@ class MissingDependency(Exception):
     def __init__(self, what: str):
         super().__init__(f"its {what} has no CRM id")
         self.what = what
+
+
+def _outcome(item: Item) -> str:
+    """For upserts that cannot tell (contact/sync, list status, bulk import): new to the ledger means created."""
+    return "created" if item.action == "create" else "updated"
 
 
 def plan_summary(items: list[Item]) -> dict[str, Any]:
