@@ -31,7 +31,7 @@ Data: generated lazily and deterministically by seed (``sandbox.bigcommerce_data
 ``orders``/``customers``/``products`` per store set by keyword. History spans the
 two years before the sandbox's clock started (the current UTC day, or ``now=``).
 
-Fixtures: ``fixtures_dir/<store_hash>/`` replaces that store's generated data with
+Fixtures: ``fixtures_dir/<store_hash>/`` (a missing ``fixtures_dir`` means none) replaces that store's generated data with
 JSON files in the API's own shapes, each optional (missing = empty):
 ``orders.json`` (orders as ``GET /v2/orders?include=consignments.line_items&consignment_structure=object``
 shows them; products and shipping addresses are read from their consignments),
@@ -218,16 +218,19 @@ class Store:
     def load_fixtures(self, folder: Path) -> None:
         def read(name: str) -> list[dict]:
             path = folder / name
-            return json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
+            records = json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
+            if not isinstance(records, list):
+                raise ValueError(f"{path}: expected a JSON array of records, got {type(records).__name__}")
+            return records
 
-        for order in read("orders.json"):
-            self.orders.put(_entry(order))
-        for customer in read("customers.json"):
-            self.customers.put(_entry(customer))
-        for subscriber in read("subscribers.json"):
-            self.subscribers.put(_entry(subscriber))
-        for product in read("products.json"):
-            self.products.put(_entry(product))
+        for name, collection in (("orders.json", self.orders), ("customers.json", self.customers),
+                                 ("subscribers.json", self.subscribers), ("products.json", self.products)):
+            for position, record in enumerate(read(name)):
+                try:
+                    collection.put(_entry(record))
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise ValueError(f"{folder / name}: record {position} needs an integer id and valid "
+                                     f"date_modified/date_created ({type(exc).__name__}: {exc})") from None
         self.categories = read("categories.json")
         for coupon in read("coupons.json"):
             self.fixture_coupons.setdefault(int(coupon["order_id"]), []).append(coupon)
@@ -660,7 +663,9 @@ def create_app(seed: int = 42, fixtures_dir: Path | None = None, enforce_rate_li
     started_at = math.floor((now or datetime.now(timezone.utc)).timestamp())
     # History ends an hour before the clock's day began, so a seed gives the same data all day long.
     history_end = started_at - started_at % 86400 - 3600
-    fixture_stores = sorted(p.name for p in Path(fixtures_dir).iterdir() if p.is_dir()) if fixtures_dir else []
+    # A missing fixtures folder means no fixtures (``python -m sandbox --fixtures`` may hold only other APIs').
+    fixture_stores = sorted(p.name for p in Path(fixtures_dir).iterdir() if p.is_dir()) \
+        if fixtures_dir and Path(fixtures_dir).is_dir() else []
     built: dict[str, Store] = {}
     for store_no, store_hash in enumerate(dict.fromkeys([*stores, *fixture_stores])):
         rate = RateWindow(quota, window_ms, enforce_rate_limit)

@@ -20,9 +20,10 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import format_datetime
+from functools import lru_cache
 from typing import Any, Callable
 
-from sandbox.people import person
+from sandbox.people import Person, person
 
 HISTORY_SECONDS = 730 * 86400  # two years of history before the sandbox's "now"
 FIRST_ORDER_ID = 100
@@ -81,11 +82,11 @@ def mix(*values: int) -> int:
     return state
 
 
+@lru_cache(maxsize=1 << 16)  # a page repeats the same few amounts (zeros, prices) hundreds of times
 def money(cents: int) -> str:
     """BigCommerce v2 money: a string with four decimals, from integer cents."""
-    sign = "-" if cents < 0 else ""
-    cents = abs(cents)
-    return f"{sign}{cents // 100}.{cents % 100:02d}00"
+    whole, part = divmod(abs(cents), 100)
+    return f"{'-' if cents < 0 else ''}{whole}.{part:02d}00"
 
 
 def number(cents: int) -> float:
@@ -340,6 +341,7 @@ class GeneratedStore:
     def __init__(self, seed: int, store_no: int, store_hash: str, orders: int, customers: int, products: int,
                  history_end: int):
         self.seed, self.store_no, self.store_hash = seed, store_no, store_hash
+        self._people: dict[int, Person] = {}
         self.n_customers = customers
         self.currency = ["USD", "EUR", "GBP", "CAD"][store_no % 4]
         self.history_end = history_end
@@ -353,13 +355,22 @@ class GeneratedStore:
     def _h(self, *values: int) -> int:
         return mix(self.seed, self.store_no, *values)
 
+    def _person(self, index: int) -> Person:
+        """``people.person``, remembered for the last few thousand people (a page asks for each several times)."""
+        cached = self._people.get(index)
+        if cached is None:
+            if len(self._people) >= 4096:
+                self._people.clear()
+            cached = self._people[index] = person(self.seed, index)
+        return cached
+
     # -- people ---------------------------------------------------------------------------
     def _customer_person_index(self, customer_id: int) -> int:
         # One customer in ten shops in every store under the same email.
         return customer_id if customer_id % 10 == 3 else (self.store_no + 1) * 10_000_000 + customer_id
 
     def customer_email(self, customer_id: int) -> str:
-        who = person(self.seed, self._customer_person_index(customer_id))
+        who = self._person(self._customer_person_index(customer_id))
         if customer_id % 50 == 7:
             return ""  # imported without an email
         if customer_id % 50 == 19:
@@ -369,7 +380,7 @@ class GeneratedStore:
     # -- customers ------------------------------------------------------------------------
     def customer(self, customer_id: int) -> dict:
         t = self.customers_timeline
-        who = person(self.seed, self._customer_person_index(customer_id))
+        who = self._person(self._customer_person_index(customer_id))
         h = self._h(21, customer_id)
         customer = {
             "id": customer_id, "email": self.customer_email(customer_id), "first_name": who.first_name,
@@ -390,10 +401,10 @@ class GeneratedStore:
         h = self._h(31, subscriber_id)
         linked_customer = 2 * subscriber_id if 2 * subscriber_id <= self.n_customers else None
         if linked_customer:
-            who = person(self.seed, self._customer_person_index(linked_customer))
+            who = self._person(self._customer_person_index(linked_customer))
             email, source = self.customer_email(linked_customer) or who.email, "storefront"
         else:  # signed up for the newsletter without an account
-            who = person(self.seed, (self.store_no + 1) * 30_000_000 + subscriber_id)
+            who = self._person((self.store_no + 1) * 30_000_000 + subscriber_id)
             email, source = who.email, "newsletter"
         return {
             "id": subscriber_id, "email": email.strip(), "first_name": who.first_name, "last_name": who.last_name,
@@ -491,10 +502,10 @@ class GeneratedStore:
     def order_person(self, facts: "OrderFacts") -> tuple[str, str, str, str]:
         """(first name, last name, email, phone) on the billing address."""
         if facts.customer_id:
-            who = person(self.seed, self._customer_person_index(facts.customer_id))
+            who = self._person(self._customer_person_index(facts.customer_id))
             email = self.customer_email(facts.customer_id) or who.email
         else:
-            who = person(self.seed, (self.store_no + 1) * 50_000_000 + facts.order_id)
+            who = self._person((self.store_no + 1) * 50_000_000 + facts.order_id)
             email = who.email
         return who.first_name, who.last_name, email, who.phone
 

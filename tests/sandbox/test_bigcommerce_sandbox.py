@@ -409,6 +409,13 @@ def test_a_fixtures_folder_replaces_a_stores_data(tmp_path):
         replayed.close()
 
 
+def test_a_fixture_record_without_dates_is_refused_with_its_file_and_position(tmp_path):
+    (tmp_path / "badstore").mkdir()
+    (tmp_path / "badstore" / "customers.json").write_text(json.dumps([{"id": 1, "email": "a@example.com"}]))
+    with pytest.raises(ValueError, match=r"customers\.json: record 0"):
+        bigcommerce.create_app(fixtures_dir=tmp_path)
+
+
 # -- scale -----------------------------------------------------------------------------------------------------------
 def test_a_million_order_store_serves_a_late_page_without_building_its_orders():
     tracemalloc.start()
