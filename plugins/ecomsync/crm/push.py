@@ -21,8 +21,8 @@ import logging
 import threading
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from functools import cached_property
 from datetime import datetime, timezone
+from functools import cached_property
 from typing import Any, Callable
 
 import psycopg2.errors
@@ -100,14 +100,15 @@ class RunReport:
 
 def run_push(wh_url: str, client: ActiveCampaignClient, crm_settings: CrmSettings, *, run_id: str,
              mode: str = "normal", enabled_connections: set[str], retry_rejected: bool = False,
-             workers: int = 4, now: datetime | None = None) -> RunReport:
+             workers: int = 4) -> RunReport:
+    """One load of the CRM account behind ``client``; ``workers`` threads share its token bucket."""
     if mode not in MODES:
         raise ValueError(f"mode {mode!r}: expected one of {', '.join(MODES)}")
     store = SyncStore(wh_url)
     try:
         store.ensure_schema()
         store.acquire_account_lock(client.account)
-        report = RunReport(run_id=run_id, mode=mode, started_at=now or datetime.now(timezone.utc))
+        report = RunReport(run_id=run_id, mode=mode, started_at=datetime.now(timezone.utc))
         store.start_report(run_id, mode, report.started_at)
         requests_before = client.requests_made
         try:
@@ -240,9 +241,10 @@ class Push:
         self.each(by_type["connection"], self.push_connection)
         if len(by_type["contact"]) > self.settings.bulk_import_threshold:
             self.bulk_import_contacts(by_type["contact"], items)
-            done = {item.payload["email"] for item in by_type["contact"]}
-            by_type["contact_tag"] = [i for i in by_type["contact_tag"] if i.payload["email"] not in done]
-            by_type["list_membership"] = [i for i in by_type["list_membership"] if i.payload["email"] not in done]
+            imported = {item.payload["email"] for item in by_type["contact"]}
+            by_type["contact_tag"] = [i for i in by_type["contact_tag"] if i.payload["email"] not in imported]
+            by_type["list_membership"] = [i for i in by_type["list_membership"]
+                                          if i.payload["email"] not in imported]
         else:
             self.each(by_type["contact"], self.push_contact)
         self.resolve_tags({item.payload["tag"] for item in by_type["contact_tag"]})
