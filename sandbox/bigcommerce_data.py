@@ -197,10 +197,6 @@ class Collection:
         base_end = self.timeline.first_id + self.timeline.count if self.timeline else 1
         return max([base_end - 1, *self.overlay]) + 1
 
-    def __len__(self) -> int:
-        base = self.timeline.count if self.timeline else 0
-        return base + sum(1 for record_id in self.overlay if not self.is_base(record_id))
-
     # -- querying --------------------------------------------------------------------------
     def query(self, query: Query, offset: int, limit: int) -> tuple[int, list[dict]]:
         """(total matching, the records at [offset, offset+limit) in the query's order)."""

@@ -19,7 +19,7 @@ from openapi_core.contrib.requests import RequestsOpenAPIRequest, RequestsOpenAP
 
 from sandbox import bigcommerce
 from sandbox.bigcommerce_data import DELETED_PRODUCT_IDS
-from sandbox.core import FaultPlan, serve
+from sandbox.core import serve
 
 SPECS = Path("/work/shared/api-specs/bigcommerce")
 STORE, OTHER_STORE = bigcommerce.DEFAULT_STORES
