@@ -220,9 +220,12 @@ class Warehouse:
             return bool(cur.fetchone()[0])
 
     def has_completed_historical(self, connection_id: str) -> bool:
+        """True once a historical run finished every stream of the connection. One stream's success is not
+        enough: after a crash part-way, the rest must still land as historical (B9, S8: no automations)."""
         with self.transaction() as conn, conn.cursor() as cur:
-            cur.execute("select 1 from state.sync_runs where connection_id = %s and sync_mode = 'historical' "
-                        "and status = 'success' limit 1", (connection_id,))
+            cur.execute("select 1 from state.connections where connection_id = %s and last_success_at is not null "
+                        "and exists (select 1 from state.sync_runs where connection_id = %s "
+                        "and sync_mode = 'historical' and status = 'success')", (connection_id, connection_id))
             return cur.fetchone() is not None
 
     def last_success_at(self, connection_id: str) -> datetime | None:

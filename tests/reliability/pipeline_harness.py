@@ -64,6 +64,9 @@ class Sandboxes:
     def set_faults(self, api: str, **plan: Any) -> None:
         self.admin(api, "PUT", "faults", plan)
 
+    def request_count(self, *apis: str) -> int:
+        return sum(len(self.admin(api, "GET", "requests")["requests"]) for api in apis)
+
     def faults_injected(self, api: str) -> dict[str, int]:
         counts: dict[str, int] = {}
         for logged in self.admin(api, "GET", "requests")["requests"]:
@@ -80,17 +83,18 @@ class PipelineSettings:
     crm: Credentials
 
 
-def settings_for(sandboxes: Sandboxes, folder: Path) -> PipelineSettings:
-    """The shipped configuration, with the CRM pacing raised to what the (unthrottled) CRM sandbox allows."""
+def settings_for(urls: dict[str, str], folder: Path) -> PipelineSettings:
+    """The shipped configuration, with the CRM pacing raised to what the (unthrottled) CRM sandbox allows;
+    ``urls`` are ``Sandboxes.urls``."""
     shipped = yaml.safe_load(Path(load_config.__globals__["DEFAULT_CONFIG"]).read_text())
     shipped["crm"]["requests_per_second"] = 200
     path = folder / "pipeline.yml"
     path.write_text(yaml.safe_dump(shipped))
     return PipelineSettings(
         config=load_config(path),
-        bigcommerce={h: Credentials(sandboxes.urls["bigcommerce"], bc_token(h)) for h in STORES},
-        square=Credentials(sandboxes.urls["square"], SQUARE_TOKEN),
-        crm=Credentials(sandboxes.urls["activecampaign"], AC_TOKEN),
+        bigcommerce={h: Credentials(urls["bigcommerce"], bc_token(h)) for h in STORES},
+        square=Credentials(urls["square"], SQUARE_TOKEN),
+        crm=Credentials(urls["activecampaign"], AC_TOKEN),
     )
 
 
@@ -182,3 +186,16 @@ def normalise_crm(state: dict[str, Any]) -> dict[str, Any]:
 
 def duplicates(sandboxes: Sandboxes) -> dict[str, Any]:
     return sandboxes.admin("activecampaign", "GET", "activecampaign/duplicates")
+
+
+def differences(actual: dict[str, Any], expected: dict[str, Any], shown: int = 3) -> dict[str, Any]:
+    """Per table or collection: a few rows only the actual state has, and a few only the expected has."""
+    found = {}
+    for key in sorted(set(actual) | set(expected)):
+        mine = [json.dumps(row, sort_keys=True, default=str) for row in actual.get(key, [])]
+        theirs = [json.dumps(row, sort_keys=True, default=str) for row in expected.get(key, [])]
+        if mine != theirs:
+            extra = [row[-200:] for row in mine if row not in theirs][:shown]
+            missing = [row[-200:] for row in theirs if row not in mine][:shown]
+            found[key] = {"unexpected": extra, "missing": missing, "rows": (len(mine), len(theirs))}
+    return found

@@ -71,7 +71,7 @@ def clean_run(local_pg, tmp_path_factory):
     sandboxes = Sandboxes()
     name, url = new_database(local_pg)
     try:
-        settings = settings_for(sandboxes, tmp_path_factory.mktemp("clean"))
+        settings = settings_for(sandboxes.urls, tmp_path_factory.mktemp("clean"))
         with everything_printed_or_logged() as (log_lines, printed):
             xcom = run_pipeline(settings, url, "clean")
         yield {"url": url, "xcom": xcom, "log": log_lines, "printed": printed.getvalue(),
@@ -88,7 +88,7 @@ def faulted_run(local_pg, tmp_path_factory):
     try:
         for api in sandboxes.apps:
             sandboxes.set_faults(api, seed=len(api), error_rate=0.1, kinds=FAULT_KINDS, timeout_s=1.0)
-        settings = settings_for(sandboxes, tmp_path_factory.mktemp("faulted"))
+        settings = settings_for(sandboxes.urls, tmp_path_factory.mktemp("faulted"))
         with everything_printed_or_logged() as (log_lines, printed):
             xcom, failures = run_until_finished(settings, url, "faulted")
         injected = {api: sandboxes.faults_injected(api) for api in sandboxes.apps}
