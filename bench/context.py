@@ -7,6 +7,7 @@ a copy of that warehouse (``CREATE DATABASE … TEMPLATE``), never on the origin
 """
 from __future__ import annotations
 
+import shutil
 import uuid
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -164,13 +165,17 @@ class BenchContext:
         return self._historical
 
     def transform(self, url: str, full_refresh: bool, label: str) -> TaskRun:
-        """``ecomsync.tasks.transform`` in its own process, artifacts in ``dbt_target(label)``."""
-        target = str(self.dbt_target(label))
-        return run_task("transform", env={"DBT_TARGET_PATH": target, "DBT_LOG_PATH": target},
-                        wh_url=url, full_refresh=full_refresh)
+        """``ecomsync.tasks.transform`` in its own process; its run_results.json is kept as ``dbt_results(label)``.
 
-    def dbt_target(self, label: str) -> Path:
-        return self.work_dir / f"dbt-target-{label}"
+        One target folder for the whole run, so dbt's partial parse is reused (a full parse costs seconds)."""
+        target = self.work_dir / "dbt-target"
+        run = run_task("transform", env={"DBT_TARGET_PATH": str(target), "DBT_LOG_PATH": str(target)},
+                       wh_url=url, full_refresh=full_refresh)
+        shutil.copyfile(target / "run_results.json", self.dbt_results(label))
+        return run
+
+    def dbt_results(self, label: str) -> Path:
+        return self.work_dir / f"dbt-run-results-{label}.json"
 
     def close(self) -> None:
         self._resources.close()

@@ -50,15 +50,15 @@ def change_orders(url: str, share: float, seed: int) -> int:
         return cur.rowcount
 
 
-def node_times(target_path: Path) -> dict[str, dict]:
-    results = json.loads((target_path / "run_results.json").read_text())["results"]
+def node_times(run_results: Path) -> dict[str, dict]:
+    results = json.loads(run_results.read_text())["results"]
     return {r["unique_id"]: {"seconds": round(r["execution_time"], 2), "status": r["status"],
                              "rows": (r.get("adapter_response") or {}).get("rows_affected")} for r in results}
 
 
 def transform(ctx: BenchContext, url: str, full_refresh: bool, label: str) -> tuple[TaskRun, dict]:
     run = ctx.transform(url, full_refresh, label)
-    return run, node_times(ctx.dbt_target(label))
+    return run, node_times(ctx.dbt_results(label))
 
 
 def seconds_by_kind(nodes: dict[str, dict]) -> dict[str, float]:
@@ -94,4 +94,4 @@ def run(ctx: BenchContext, result: StageResult) -> None:
     top = slowest(incremental_nodes, 3)
     result.check("incremental ÷ full refresh", round(ratio, 3), f"<= {TARGET_RATIO}", ratio <= TARGET_RATIO,
                  why_missed="slowest nodes of the incremental build: " + ", ".join(
-                     f"{n['node'].split('.')[-1]} {n['seconds']}s" for n in top))
+                     f"{n['node'].split('.')[2]} {n['seconds']}s" for n in top))

@@ -15,6 +15,7 @@ import time
 import psycopg2
 import requests
 
+from bench.changes import change_order_statuses, refund_payments
 from bench.context import BenchContext, StageResult, extract_everything
 from bench.processes import run_task
 from bench.stages.dbt import age_raw_rows
@@ -26,26 +27,6 @@ SEED_RATE = 1000.0  # requests/s for the initial push only, against an unlimited
 
 def crm_writes(ac_url: str) -> int:
     return len(requests.get(f"{ac_url}/__admin/activecampaign/writes", timeout=120).json()["writes"])
-
-
-def change_sources(apis, url: str, share: float, seed: int) -> dict:
-    """1 % of orders get a new status, 1 % of unrefunded payments a full refund — through the sandboxes' admin."""
-    with psycopg2.connect(url) as conn, conn.cursor() as cur:
-        cur.execute("select setseed(%s)", (seed / 1000,))
-        cur.execute("select split_part(connection_id, ':', 2), pk from raw.bigcommerce_orders "
-                    "where payload->>'status_id' not in ('0', '2') and random() < %s", (share,))
-        orders = cur.fetchall()
-        cur.execute("select pk from raw.square_payments where payload->'refunded_money' is null "
-                    "and payload->>'status' = 'COMPLETED' and random() < %s", (share,))
-        payments = [pk for (pk,) in cur.fetchall()]
-    bc, sq = apis.url("bigcommerce"), apis.url("square")
-    with requests.Session() as http:
-        for store_hash, order_id in orders:
-            http.put(f"{bc}/__admin/bigcommerce/{store_hash}/orders/{order_id}", json={"status_id": 2},
-                     timeout=60).raise_for_status()
-        for payment_id in payments:
-            http.post(f"{sq}/__admin/square/payments/{payment_id}/refund", json={}, timeout=60).raise_for_status()
-    return {"orders_changed": len(orders), "payments_refunded": len(payments)}
 
 
 def landed(url: str, run_id: str) -> int:
@@ -86,7 +67,8 @@ def run(ctx: BenchContext, result: StageResult) -> None:
                  timeout=30).raise_for_status()
 
     unchanged = cycle(ctx, apis, url, "no-changes")
-    changes = change_sources(apis, url, CHANGED_SHARE, ctx.options.seed)
+    changes = {"orders_changed": change_order_statuses(apis.url("bigcommerce"), url, CHANGED_SHARE, ctx.options.seed),
+               "payments_refunded": refund_payments(apis.url("square"), url, CHANGED_SHARE, ctx.options.seed)}
     changed = cycle(ctx, apis, url, "one-percent")
     crm_floor = (changed["crm_requests"] or 0) / rate
     result.metrics.update({"crm_seed_wall_s": seed.wall_s, "crm_seed_report": seed.result,
