@@ -18,6 +18,7 @@ import requests
 from bench.changes import change_order_statuses, refund_payments
 from bench.context import BenchContext, StageResult, extract_everything
 from bench.processes import run_task
+from bench.stages.crm import changed_objects, request_log, requests_by_group
 from bench.stages.dbt import age_raw_rows
 from ecomsync.config import load_config
 
@@ -39,18 +40,22 @@ def cycle(ctx: BenchContext, apis, url: str, label: str) -> dict:
     ac = apis.url("activecampaign")
     run_id = f"bench-e2e-{label}"
     writes_before = crm_writes(ac)
+    requests.delete(f"{ac}/__admin/requests", timeout=60).raise_for_status()  # this cycle's requests only
     started = time.monotonic()
     extracts = extract_everything(apis, url, "incremental", run_id)
     transform = ctx.transform(url, full_refresh=False, label=f"e2e-{label}")
     load = run_task("load_crm", wh_url=url, ac_url=ac, run_id=run_id, mode="normal",
                     requests_per_second=load_config().crm.requests_per_second)
     wall = time.monotonic() - started
+    load_log = request_log(ac)
     return {"wall_s": round(wall, 1), "extract_s": round(sum(t.wall_s for t in extracts), 1),
             "extract_requests": sum(s["requests"] for t in extracts for s in t.result["streams"].values()),
             "records_landed": landed(url, run_id), "transform_s": transform.wall_s, "load_s": load.wall_s,
             "crm_requests": load.result.get("requests"), "crm_writes": crm_writes(ac) - writes_before,
             "task_processes_s": round(sum(t.process_s for t in (*extracts, transform, load)), 1),
-            "load_report": load.result}
+            "crm_requests_by_group": requests_by_group(load_log),
+            "crm_changed_by_group": changed_objects(load.result),
+            "crm_429": sum(1 for entry in load_log if entry["status"] == 429), "load_report": load.result}
 
 
 def run(ctx: BenchContext, result: StageResult) -> None:
@@ -79,3 +84,9 @@ def run(ctx: BenchContext, result: StageResult) -> None:
                  unchanged["records_landed"] == 0 and unchanged["crm_writes"] == 0)
     result.check("cycle with 1 % changed", changed["wall_s"],
                  f"wall seconds (CRM floor alone {crm_floor:.0f} s at {rate:g}/s)", None, "s")
+    updated = changed["crm_changed_by_group"].get("orders", 0)
+    per_order = changed["crm_requests_by_group"].get("orders", 0) / updated if updated else None
+    result.check("CRM requests per updated order/cart", round(per_order, 3) if per_order else None, "<= 1",
+                 per_order is not None and per_order <= 1.0)
+    result.check("HTTP 429 from the CRM in the cycles", unchanged["crm_429"] + changed["crm_429"], "0",
+                 unchanged["crm_429"] + changed["crm_429"] == 0)
