@@ -193,7 +193,7 @@ class Account:
         self.next_ids = {name: 1 for name in self.TABLES}
         self.imports: dict[str, dict] = {}
         self.writes: list[dict] = []
-        # Contacts are unique by email and never deleted here, so an index stays exact.
+        # Contacts are unique by email (delete_contact drops a deleted one), so an index stays exact.
         self.contact_ids_by_email: dict[str, int] = {}
 
     def insert(self, table: str, record: dict) -> dict:
@@ -250,6 +250,7 @@ class ActiveCampaignApp(SandboxApp):
             ("POST", "/contacts", self.create_contact),
             ("GET", "/contacts", self.list_contacts),
             ("GET", r"/contacts/(?P<id>\d+)", self.get_contact),
+            ("DELETE", r"/contacts/(?P<id>\d+)", self.delete_contact),
             ("POST", "/tags", self.create_tag),
             ("GET", "/tags", self.list_tags),
             ("POST", "/contactTags", self.add_contact_tag),
@@ -821,6 +822,17 @@ class ActiveCampaignApp(SandboxApp):
         return Response(200, {"contactAutomations": [], "contactLists": [self._contact_list_row(cl) for cl in memberships],
                               "deals": [], "fieldValues": [], "geoAddresses": [], "geoIps": [],
                               "contact": self._contact_row(contact)})
+
+    def delete_contact(self, request: Request) -> Response:
+        # Like the real account, deleting a contact deletes its tags and list memberships with it.
+        contact = self.account.get("contacts", request.params["id"], "Contact")
+        for table in ("contactTags", "contactLists"):
+            for link in [row for row in self.account.rows(table) if row["contact"] == contact["id"]]:
+                del self.account.tables[table][link["id"]]
+        del self.account.tables["contacts"][contact["id"]]
+        del self.account.contact_ids_by_email[contact["email"].lower()]
+        self._record_write(request, "contact", contact["id"])
+        return Response(200, {})
 
     # -- tags and contact tags ----------------------------------------------------
     @staticmethod

@@ -139,14 +139,32 @@ class TokenBucketPacer(Pacer):
 
 @dataclass
 class RequestStats:
+    """Counters of one ApiSession; safe to update from the threads that share the session."""
+
     requests: int = 0
     retries: int = 0
     rate_limited: int = 0
     by_status: dict[int, int] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
+
+    def count_request(self) -> None:
+        with self.lock:
+            self.requests += 1
+
+    def count_answer(self, status: int) -> None:
+        with self.lock:
+            self.by_status[status] = self.by_status.get(status, 0) + 1
+            if status == 429:
+                self.rate_limited += 1
+
+    def count_retry(self) -> None:
+        with self.lock:
+            self.retries += 1
 
     def as_dict(self) -> dict[str, Any]:
-        return {"requests": self.requests, "retries": self.retries, "rate_limited": self.rate_limited,
-                "by_status": dict(self.by_status)}
+        with self.lock:
+            return {"requests": self.requests, "retries": self.retries, "rate_limited": self.rate_limited,
+                    "by_status": dict(self.by_status)}
 
 
 class ApiSession:
@@ -182,7 +200,7 @@ class ApiSession:
         last_problem = ""
         for attempt in range(1, self.max_attempts + 1):
             self.pacer.before_request()
-            self.stats.requests += 1
+            self.stats.count_request()
             response: requests.Response | None = None
             try:
                 response = self.session.request(method, url, params=params, json=json_body, timeout=self.timeout)
@@ -194,14 +212,12 @@ class ApiSession:
                 continue
             self.pacer.after_response(response)
             status = response.status_code
-            self.stats.by_status[status] = self.stats.by_status.get(status, 0) + 1
+            self.stats.count_answer(status)
             if status in (401, 403):
                 raise AuthError(f"{method} {path}: HTTP {status} — the API rejected the credentials "
                                 "(expired or revoked token?); update the Airflow connection.", status,
                                 _safe_body(response))
             if status in RETRYABLE_STATUSES:
-                if status == 429:
-                    self.stats.rate_limited += 1
                 last_problem = f"HTTP {status}"
                 if not retry_unsafe and status != 429:
                     raise ApiError(f"{method} {path}: HTTP {status}; not retried (unsafe to repeat)", status,
@@ -227,7 +243,7 @@ class ApiSession:
                            method: str, path: str) -> None:
         if attempt >= self.max_attempts:
             return
-        self.stats.retries += 1
+        self.stats.count_retry()
         delay = self.pacer.retry_delay(response, attempt)
         log.warning("%s %s: %s, retry %d in %.2fs", method, path, problem, attempt, delay)
         self.sleep(delay)

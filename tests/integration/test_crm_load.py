@@ -358,6 +358,8 @@ def test_dry_run_writes_nothing_and_returns_the_plan(warehouse, crm):
     assert crm.writes() == []
     assert {r["method"] for r in crm.request_log()} == {"GET"}
     plan = report.as_dict()["plan"]
+    assert "@example.com" in json.dumps(report.plan)
+    assert not [email for email in EXPECTED["contacts"] if email in json.dumps(report.as_dict())]
     assert {t: (p["create"], p["update"]) for t, p in plan.items()} == {
         "connection": (3, 0), "contact": (3, 0), "contact_tag": (4, 0), "list_membership": (3, 0),
         "ecom_customer": (5, 0), "ecom_order": (5, 0), "abandoned_cart": (1, 0)}
@@ -365,7 +367,7 @@ def test_dry_run_writes_nothing_and_returns_the_plan(warehouse, crm):
     assert sample["action"] == "create" and sample["source"] == 1 and sample["payload"]["orderProducts"]
     assert report.writes == 0
     [stored] = query(warehouse, "select mode, plan, counts from sync.run_reports")
-    assert stored["mode"] == "dry_run" and stored["plan"] == json.loads(json.dumps(plan))
+    assert stored["mode"] == "dry_run" and stored["plan"] == json.loads(json.dumps(report.plan))
     assert query(warehouse, "select count(*) as n from sync.ledger") == [{"n": 0}]
 
     push(warehouse, crm)
@@ -468,6 +470,9 @@ def test_load_killed_between_a_create_and_its_ledger_row_then_rerun_leaves_no_du
 
     assert report.status == "success"
     assert_complete_and_unique(crm)
+    [killed] = query(warehouse, "select status, error from sync.run_reports where run_id = 'killed-run'")
+    assert killed["status"] == "interrupted" and report.run_id in killed["error"]
+    assert any("killed-run" in w and "interrupted" in w for w in report.warnings)
     assert push(warehouse, crm).writes == 0
 
 
@@ -542,3 +547,116 @@ def test_a_second_concurrent_load_is_refused(warehouse, crm):
         holder.close()
     push(warehouse, crm)
     assert_complete_and_unique(crm)
+
+
+def test_malformed_mart_rows_are_rejected_with_their_reason_and_the_run_goes_on(warehouse, crm):  # P4
+    # What a faulty model change could hand the load: money as a fraction, a timestamp without zone, a new mode.
+    execute(warehouse, "alter table crm.ecom_orders alter column total_price_cents type numeric")
+    execute(warehouse, "update crm.ecom_orders set total_price_cents = 336.32 where order_key = %s",
+            (f"{STORE_A}|1001",))
+    execute(warehouse, "update crm.ecom_orders set sync_mode = 'backfill' where order_key = %s", (f"{STORE_A}|1005",))
+    execute(warehouse, "alter table crm.abandoned_carts alter column abandoned_at type timestamp")
+    malformed = {f"{STORE_A}|1001": "integer cents", f"{STORE_A}|1005": "unknown sync_mode 'backfill'",
+                 f"{STORE_A}|1003": "naive timestamp"}
+
+    dry = push(warehouse, crm, mode="dry_run")
+    assert dry.status == "success" and dry.counts["ecom_order"]["rejected"] == 2
+    assert query(warehouse, "select count(*) as n from sync.rejections") == [{"n": 0}]  # a dry run writes nothing
+
+    report = push(warehouse, crm)
+
+    assert report.status == "success"
+    rejections = {r["natural_key"]: r for r in query(warehouse, "select * from sync.rejections "
+                                                                "where error_code = 'invalid_mart_row'")}
+    assert set(rejections) == set(malformed)
+    for key, reason in malformed.items():
+        assert rejections[key]["http_status"] is None and reason in rejections[key]["error"]["errors"][0]["detail"]
+    assert rejections[f"{STORE_A}|1003"]["object_type"] == "abandoned_cart"
+    assert report.counts["ecom_order"]["created"] == 2 and report.counts["ecom_order"]["rejected"] == 3  # + 2001
+    assert report.counts["abandoned_cart"]["rejected"] == 1
+    assert any("2 crm.ecom_orders row(s) malformed" in w for w in report.warnings)
+    # the rest of the batch reached the CRM, the malformed rows did not
+    orders = crm.inventory()["ecomOrders"]
+    assert orders == {(LOCATION, "PAY1", None, "1"), (LOCATION, "PAY3", None, "1")}
+    assert crm.inventory()["ecomCustomers"] == EXPECTED["ecomCustomers"]
+
+
+def test_running_reports_left_by_dead_loads_of_the_account_are_marked_interrupted(warehouse, crm):
+    other_account = "http://127.0.0.1:1"
+    push(warehouse, crm)  # creates the sync schema
+    for run_id, account in (("dead", crm.url), ("elsewhere", other_account)):
+        execute(warehouse, "insert into sync.run_reports (run_id, account, mode, started_at, status) "
+                           "values (%s, %s, 'normal', now() - interval '1 hour', 'running')", (run_id, account))
+
+    report = push(warehouse, crm)
+
+    statuses = {r["run_id"]: r["status"] for r in query(warehouse, "select run_id, status from sync.run_reports")}
+    assert statuses.pop("dead") == "interrupted"
+    assert statuses.pop("elsewhere") == "running"  # another account's load may well be alive
+    assert set(statuses.values()) == {"success"} and len(statuses) == 2
+    assert any("dead" in w and "interrupted" in w for w in report.warnings)
+
+
+def delete_contact(crm: Crm, email: str) -> None:
+    """Someone deletes the contact in the CRM, through its API."""
+    [contact_id] = [c["id"] for c in crm.state()["contacts"] if c["email"] == email]
+    requests.delete(f"{crm.url}/api/3/contacts/{contact_id}", headers={"Api-Token": TOKEN},
+                    timeout=10).raise_for_status()
+
+
+def test_a_contact_deleted_in_the_crm_is_synced_again_before_linking_it(warehouse, crm):  # S10 B10
+    execute(warehouse, "update crm.contacts set accepts_marketing = false where email = 'ada@example.com'")
+    push(warehouse, crm)
+    ada_ledger = "select crm_id from sync.ledger where object_type = 'contact' and natural_key = 'ada@example.com'"
+    [stale] = query(warehouse, ada_ledger)
+
+    # a subscription for the deleted contact
+    delete_contact(crm, "ada@example.com")
+    execute(warehouse, "update crm.contacts set accepts_marketing = true where email = 'ada@example.com'")
+    report = push(warehouse, crm)
+
+    assert report.status == "success" and report.counts["list_membership"]["created"] == 1
+    assert ("ada@example.com", LIST, "1") in crm.inventory()["contactLists"]
+    [fresh] = query(warehouse, ada_ledger)
+    assert fresh["crm_id"] != stale["crm_id"]
+    assert any("1 contact(s) were gone from the CRM" in w for w in report.warnings)
+    # the next run restores the tags that went with the deleted contact
+    assert push(warehouse, crm).counts["contact_tag"]["created"] == 2
+    assert_complete_and_unique(crm)
+
+    # a new tag for the contact, deleted again
+    delete_contact(crm, "ada@example.com")
+    execute(warehouse, "update crm.contacts set tags = tags || array['vip'] where email = 'ada@example.com'")
+    report = push(warehouse, crm)
+
+    assert report.status == "success" and report.counts["contact_tag"]["created"] == 1
+    assert ("ada@example.com", "vip") in crm.inventory()["contactTags"]
+    [ada] = [c for c in crm.state()["contacts"] if c["email"] == "ada@example.com"]
+    assert ada["firstName"] and [fresh] != query(warehouse, ada_ledger) == [{"crm_id": ada["id"]}]
+
+    push(warehouse, crm)
+    inventory = crm.inventory()
+    assert inventory["contactTags"] == EXPECTED["contactTags"] | {("ada@example.com", "vip")}
+    assert inventory["contactLists"] == EXPECTED["contactLists"]
+    assert crm.duplicates() == NO_DUPLICATES
+    assert push(warehouse, crm).writes == 0
+
+
+def test_a_subscription_to_a_list_deleted_mid_run_is_rejected(warehouse, crm):  # B7
+    execute(warehouse, "update crm.contacts set accepts_marketing = false where email = 'ada@example.com'")
+    push(warehouse, crm)
+    execute(warehouse, "update crm.contacts set accepts_marketing = true where email = 'ada@example.com'")
+
+    class ListDeletedAfterTheLookUp(ActiveCampaignClient):
+        def subscribe(self, contact_id: str, list_id: str) -> str | None:
+            crm.admin("DELETE", "/__admin/activecampaign/master-list")
+            return super().subscribe(contact_id, list_id)
+
+    client = ListDeletedAfterTheLookUp(crm.url, TOKEN, requests_per_second=50)
+    report = run_push(warehouse, client, SETTINGS, run_id="list-gone", enabled_connections=set(ALL))
+
+    assert report.status == "success" and report.counts["list_membership"]["rejected"] == 1
+    [rejection] = query(warehouse, "select * from sync.rejections where object_type = 'list_membership'")
+    assert (rejection["natural_key"], rejection["http_status"]) == ("ada@example.com", 404)
+    assert not any("gone from the CRM" in w for w in report.warnings)  # ada was there all along
+    assert "ada@example.com" in crm.inventory()["contacts"]

@@ -7,7 +7,7 @@ import pytest
 
 from ecomsync.crm import payloads as p
 from ecomsync.crm.ledger import LedgerEntry, Rejection
-from ecomsync.crm.push import Item, decide, plan_summary
+from ecomsync.crm.push import Item, RunReport, decide, plan_summary
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
 STORE = "bigcommerce:k3x9q2m7a1"
@@ -152,3 +152,28 @@ def test_plan_summary_counts_and_samples_per_type():
     assert (summary["create"], summary["update"], summary["unchanged"], summary["skipped"]) == (3, 1, 1, 0)
     assert [s["key"] for s in summary["samples"]] == [f"{STORE}|0", f"{STORE}|1", f"{STORE}|2"]
     assert summary["samples"][0] == {"action": "create", "key": f"{STORE}|0", "payload": {"n": 0}, "source": 0}
+
+
+def test_plan_samples_sent_to_xcom_mask_emails_and_phones():
+    contact = Item("contact", "ada.lovelace@example.com", None, p.contact_payload(
+        {"email": "ada.lovelace@example.com", "first_name": "Ada", "last_name": "L", "phone": "+44 20 7946 0958"}))
+    link = Item("contact_tag", "ada.lovelace@example.com|bigcommerce-customer", None,
+                {"email": "ada.lovelace@example.com", "tag": "bigcommerce-customer"})
+    order = item(payload=p.order_payload(order_row()))
+    for it in (contact, link, order):
+        it.action = "create"
+    report = RunReport("r1", "dry_run", NOW, plan=plan_summary([contact, link, order]))
+
+    plan = report.as_dict()["plan"]
+
+    [contact_sample], [link_sample], [order_sample] = (plan[t]["samples"] for t in ("contact", "contact_tag",
+                                                                                      "ecom_order"))
+    assert contact_sample["key"] == "a***@example.com"
+    assert contact_sample["payload"] == {"email": "a***@example.com", "firstName": "Ada", "lastName": "L",
+                                         "phone": "***58"}
+    assert link_sample["key"] == "a***@example.com|bigcommerce-customer"
+    assert order_sample["payload"]["email"] == "a***@example.com"
+    assert order_sample["payload"]["totalPrice"] == 33632 and order_sample["payload"]["orderProducts"]
+    assert "lovelace" not in repr(plan) and "ada@example.com" not in repr(plan) and "7946" not in repr(plan)
+    # the report row in the warehouse keeps the plan as it is
+    assert report.plan["contact"]["samples"][0]["payload"]["email"] == "ada.lovelace@example.com"

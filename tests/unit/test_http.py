@@ -1,10 +1,12 @@
 """ApiSession against a real loopback server (sandbox.core): retries, auth, pacing."""
 from __future__ import annotations
 
+import sys
 import threading
 import time
 
 import pytest
+import requests
 
 from ecomsync.http import ApiError, ApiSession, AuthError, HeaderQuotaPacer, TokenBucketPacer
 from sandbox.core import FaultPlan, Request, Response, SandboxApp, serve
@@ -133,3 +135,29 @@ def test_token_bucket_is_shared_by_threads(served):
     stamps.sort()
     # 20 requests at 40/s: the bucket spaces them, whatever the thread count.
     assert stamps[-1] - stamps[0] >= 19 / 40 * 0.9
+
+
+def test_one_session_shared_by_threads_counts_every_request(monkeypatch):
+    session = ApiSession("http://127.0.0.1:9", {"X-Auth-Token": TOKEN}, sleep=no_sleep)
+    answer = requests.Response()
+    answer.status_code, answer._content = 200, b"[]"
+    # An instant transport, so the threads meet on the counters rather than on the network.
+    monkeypatch.setattr(session.session, "request", lambda *args, **kwargs: answer)
+    threads_n, requests_each = 8, 5000
+
+    def worker():
+        for _ in range(requests_each):
+            session.request_json("GET", "/items")
+
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: a lost update shows up at once
+    try:
+        threads = [threading.Thread(target=worker) for _ in range(threads_n)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(switch_interval)
+    assert session.stats.as_dict() == {"requests": threads_n * requests_each, "retries": 0, "rate_limited": 0,
+                                       "by_status": {200: threads_n * requests_each}}

@@ -48,41 +48,20 @@ class ActiveCampaignClient:
         self.account = base_url.rstrip("/")
         self.pacer = account_pacer(self.account, requests_per_second)
         self.sleep = sleep
-        self._new_session = lambda: ApiSession(f"{self.account}/api/3", {"Api-Token": token}, pacer=self.pacer,
-                                               timeout=timeout, sleep=sleep)
-        self._local = threading.local()
-        self._sessions: list[ApiSession] = []
-        self._sessions_lock = threading.Lock()
+        # One session for the push threads: its counters are thread-safe, its token bucket is the account's.
+        self.session = ApiSession(f"{self.account}/api/3", {"Api-Token": token}, pacer=self.pacer, timeout=timeout,
+                                  sleep=sleep)
 
     def __repr__(self) -> str:
         return f"ActiveCampaignClient({self.account!r})"
 
-    @property
-    def session(self) -> ApiSession:
-        """This thread's ApiSession: a requests.Session and its counters are not shared between threads;
-        the account's token bucket is."""
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = self._local.session = self._new_session()
-            with self._sessions_lock:
-                self._sessions.append(session)
-        return session
-
     def stats(self) -> RequestStats:
-        """Requests, retries and 429s of every thread so far."""
-        total = RequestStats()
-        with self._sessions_lock:
-            for stats in (session.stats for session in self._sessions):
-                total.requests += stats.requests
-                total.retries += stats.retries
-                total.rate_limited += stats.rate_limited
-                for status, n in stats.by_status.items():
-                    total.by_status[status] = total.by_status.get(status, 0) + n
-        return total
+        """Requests, retries and 429s so far."""
+        return self.session.stats
 
     @property
     def requests_made(self) -> int:
-        return self.stats().requests
+        return self.session.stats.requests
 
     # -- generic ------------------------------------------------------------------------
     def get(self, path: str, params: dict[str, Any] | None = None) -> Any:

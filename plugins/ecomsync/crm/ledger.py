@@ -55,8 +55,11 @@ create table if not exists sync.run_reports (
     warnings jsonb not null default '[]'::jsonb,
     plan jsonb,
     error text,
+    account text,
     primary key (run_id, started_at)
 );
+-- Warehouses from before the column get it here; their older reports keep no account.
+alter table sync.run_reports add column if not exists account text;
 """
 
 
@@ -154,6 +157,12 @@ class SyncStore:
             cur.execute("update sync.ledger set crm_id = null where object_type = %s and natural_key = %s",
                         (object_type, natural_key))
 
+    def forget_contact_links(self, email: str) -> None:
+        """The CRM lost the contact with its tags and list membership: the next push sends them again."""
+        with self.lock, self.conn.cursor() as cur:
+            cur.execute("delete from sync.ledger where (object_type = 'contact_tag' and starts_with(natural_key, %s)) "
+                        "or (object_type = 'list_membership' and natural_key = %s)", (f"{email}|", email))
+
     def record_rejection(self, object_type: str, natural_key: str, connection_id: str | None, payload_hash: str,
                          http_status: int | None, error_code: str | None, error: Any, run_id: str) -> None:
         with self.lock, self.conn.cursor() as cur:
@@ -167,10 +176,22 @@ class SyncStore:
                        last_rejected_at = now(), attempts = r.attempts + 1""",
                 (object_type, natural_key, connection_id, payload_hash, http_status, error_code, Json(error), run_id))
 
-    def start_report(self, run_id: str, mode: str, started_at: datetime) -> None:
+    def mark_interrupted_reports(self, account: str, found_by_run_id: str) -> list[str]:
+        """Reports of this account still ``running`` belong to loads that died without finishing them.
+
+        Call it holding the account lock: then no load of the account is running, so none of them is alive.
+        """
         with self.lock, self.conn.cursor() as cur:
-            cur.execute("insert into sync.run_reports (run_id, mode, started_at, status) values (%s, %s, %s, 'running')",
-                        (run_id, mode, started_at))
+            cur.execute("update sync.run_reports set status = 'interrupted', error = %s "
+                        "where account = %s and status = 'running' returning run_id",
+                        (f"interrupted: the load stopped before finishing its report (killed?); found by run "
+                         f"{found_by_run_id}", account))
+            return sorted(run_id for (run_id,) in cur.fetchall())
+
+    def start_report(self, run_id: str, account: str, mode: str, started_at: datetime) -> None:
+        with self.lock, self.conn.cursor() as cur:
+            cur.execute("insert into sync.run_reports (run_id, account, mode, started_at, status) "
+                        "values (%s, %s, %s, %s, 'running')", (run_id, account, mode, started_at))
 
     def finish_report(self, run_id: str, started_at: datetime, *, finished_at: datetime, status: str,
                       counts: dict, requests: int, warnings: list[str], plan: dict | None, error: str | None) -> None:

@@ -31,6 +31,12 @@ def payload_hash(payload: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def row_hash(row: dict[str, Any]) -> str:
+    """sha256 of a mart row as read, any value as text: names a malformed row that has no payload."""
+    canonical = json.dumps(row, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 def _json_value(value: Any) -> Any:
     if isinstance(value, datetime):
         return iso_utc(value)

@@ -12,12 +12,15 @@ One run:
 4. writes the run report: counts per object type, requests, warnings, and for a dry run the plan.
 
 A 422 (or another 4xx about the record) is recorded in ``sync.rejections`` and the run goes on;
-the record is retried when its payload changes or when the run asks to retry rejections.
+the record is retried when its payload changes or when the run asks to retry rejections. A mart
+row the load cannot turn into a payload (money not in integer cents, unknown ``sync_mode``,
+naive timestamp) is recorded there too (``invalid_mart_row``) and never sent.
 Nothing is ever deleted in the CRM: a disabled connection's records are skipped (B11, S9).
 """
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -38,6 +41,13 @@ log = logging.getLogger(__name__)
 MODES = ("normal", "dry_run", "full_resync")
 OUTCOMES = ("created", "updated", "unchanged", "rejected", "skipped")
 PLAN_SAMPLES = 3
+# crm mart → (object type, natural key column): what a malformed row of it is rejected as.
+MART_TABLES = {"connections": ("connection", "connection_id"), "contacts": ("contact", "email"),
+               "ecom_customers": ("ecom_customer", "ecom_customer_key"), "ecom_orders": ("ecom_order", "order_key"),
+               "abandoned_carts": ("abandoned_cart", "cart_key")}
+INVALID_MART_ROW = "invalid_mart_row"
+EMAIL_ADDRESS = re.compile(r"([^\s@|]+)@([^\s@|]+)")
+PHONE_FIELDS = frozenset({"phone"})
 _count_lock = threading.Lock()
 # Answers that are about the record itself, not the run: the record is rejected, the run goes on.
 RECORD_ERROR_STATUSES = frozenset({400, 409, 413, 422})
@@ -89,12 +99,16 @@ class RunReport:
         return sum(c["created"] + c["updated"] for c in self.counts.values())
 
     def as_dict(self) -> dict[str, Any]:
-        """Small and JSON-able for XCom: counts, warnings, rejected keys with the CRM's code, the plan's samples."""
+        """Small and JSON-able for XCom: counts, warnings, rejected keys with the CRM's code, the plan's samples.
+
+        XCom and task logs are no place for personal data: the samples' emails and phones are masked
+        (``sync.run_reports`` keeps the plan unmasked).
+        """
         return {"run_id": self.run_id, "mode": self.mode, "status": self.status,
                 "started_at": self.started_at.isoformat(),
                 "finished_at": self.finished_at.isoformat() if self.finished_at else None,
                 "counts": self.counts, "writes": self.writes, "requests": self.requests,
-                "warnings": list(self.warnings), "rejections": self.rejections[:20], "plan": self.plan,
+                "warnings": list(self.warnings), "rejections": self.rejections[:20], "plan": masked(self.plan),
                 "error": self.error}
 
 
@@ -109,7 +123,12 @@ def run_push(wh_url: str, client: ActiveCampaignClient, crm_settings: CrmSetting
         store.ensure_schema()
         store.acquire_account_lock(client.account)
         report = RunReport(run_id=run_id, mode=mode, started_at=datetime.now(timezone.utc))
-        store.start_report(run_id, mode, report.started_at)
+        interrupted = store.mark_interrupted_reports(client.account, run_id)
+        if interrupted:
+            report.warnings.append(f"{len(interrupted)} earlier load(s) of this account stopped without finishing "
+                                   f"(killed?); their run reports are now 'interrupted': {', '.join(interrupted)}")
+            log.warning("%s", report.warnings[-1])
+        store.start_report(run_id, client.account, mode, report.started_at)
         requests_before = client.requests_made
         try:
             Push(store, client, crm_settings, report, enabled_connections, retry_rejected, workers).run()
@@ -141,6 +160,8 @@ class Push:
         self.ledger: dict[tuple[str, str], LedgerEntry] = {}
         self.rejected: dict[tuple[str, str], Rejection] = {}
         self.crm_ids: dict[tuple[str, str], str] = {}
+        self.contacts: dict[str, Item] = {}  # by email: what to sync again when the CRM lost a contact
+        self.resynced_contacts: set[str] = set()
         self.master_list_id: str | None = None
         self.lock = threading.Lock()
         # (object type, missing parent) → keys of the objects that wait for it
@@ -168,7 +189,7 @@ class Push:
 
     def read_marts(self) -> dict[str, list[dict[str, Any]]]:
         marts = {}
-        for table in ("connections", "contacts", "ecom_customers", "ecom_orders", "abandoned_carts"):
+        for table in MART_TABLES:
             try:
                 marts[table] = self.store.query(f"select * from crm.{table}")
             except psycopg2.errors.UndefinedTable:
@@ -176,32 +197,49 @@ class Push:
         return marts
 
     def plan(self, marts: dict[str, list[dict[str, Any]]]) -> list[Item]:
-        now, window = self.report.started_at, self.settings.realtime_window_hours
         items: list[Item] = []
-        for row in marts["connections"]:
-            items.append(Item("connection", row["connection_id"], row["connection_id"], p.connection_payload(row)))
-        for row in marts["contacts"]:
-            items.append(Item("contact", row["email"], None, p.contact_payload(row)))
-        for row in marts["contacts"]:
-            for tag in sorted(row["tags"] or []):
-                items.append(Item("contact_tag", f"{row['email']}|{tag}", None, {"email": row["email"], "tag": tag}))
-            if self.settings.master_list_rule_applies and row["accepts_marketing"]:
-                items.append(Item("list_membership", row["email"], None,
-                                  {"email": row["email"], "list": self.settings.master_list_name}))
-        for row in marts["ecom_customers"]:
-            items.append(Item("ecom_customer", row["ecom_customer_key"], row["connection_id"],
-                              p.ecom_customer_payload(row)))
-        for row in marts["ecom_orders"]:
-            items.append(Item("ecom_order", row["order_key"], row["connection_id"], p.order_payload(row),
-                              p.order_source(row["sync_mode"], row["connection_id"], row["external_created_at"],
-                                             now, window)))
-        for row in marts["abandoned_carts"]:
-            items.append(Item("abandoned_cart", row["cart_key"], row["connection_id"], p.cart_payload(row),
-                              p.cart_source(row["sync_mode"])))
+        malformed: dict[str, int] = {}
+        for table, (object_type, key_column) in MART_TABLES.items():
+            for row in marts[table]:
+                try:
+                    items.extend(self.items_of_row(table, row))
+                except (ValueError, TypeError) as exc:
+                    # One bad row must not cost the rest of the batch: it is rejected with the reason.
+                    self.record_rejection(object_type, str(row.get(key_column)), row.get("connection_id"),
+                                          p.row_hash(row), None, INVALID_MART_ROW,
+                                          {"errors": [{"code": INVALID_MART_ROW, "detail": f"crm.{table}: {exc}"}]},
+                                          f"not sent, malformed crm.{table} row: {exc}")
+                    malformed[table] = malformed.get(table, 0) + 1
+        for table, n in malformed.items():
+            self.warn(f"{n} crm.{table} row(s) malformed and not sent: see sync.rejections "
+                      f"(error_code {INVALID_MART_ROW}) and fix the model")
         for item in items:
             self.decide(item)
         self.warn_about_skips(items)
         return items
+
+    def items_of_row(self, table: str, row: dict[str, Any]) -> list[Item]:
+        """The CRM objects one mart row asks for; ValueError or TypeError when the row is malformed."""
+        if table == "connections":
+            return [Item("connection", row["connection_id"], row["connection_id"], p.connection_payload(row))]
+        if table == "contacts":
+            email = row["email"]
+            contact = Item("contact", email, None, p.contact_payload(row))
+            items = [contact] + [Item("contact_tag", f"{email}|{tag}", None, {"email": email, "tag": tag})
+                                 for tag in sorted(row["tags"] or [])]
+            if self.settings.master_list_rule_applies and row["accepts_marketing"]:
+                items.append(Item("list_membership", email, None,
+                                  {"email": email, "list": self.settings.master_list_name}))
+            self.contacts[email] = contact
+            return items
+        if table == "ecom_customers":
+            return [Item("ecom_customer", row["ecom_customer_key"], row["connection_id"], p.ecom_customer_payload(row))]
+        if table == "ecom_orders":
+            return [Item("ecom_order", row["order_key"], row["connection_id"], p.order_payload(row),
+                         p.order_source(row["sync_mode"], row["connection_id"], row["external_created_at"],
+                                        self.report.started_at, self.settings.realtime_window_hours))]
+        return [Item("abandoned_cart", row["cart_key"], row["connection_id"], p.cart_payload(row),
+                     p.cart_source(row["sync_mode"]))]
 
     def decide(self, item: Item) -> None:
         key = (item.object_type, item.natural_key)
@@ -232,6 +270,9 @@ class Push:
                 by_type[item.object_type].append(item)
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="crm-push") as self.pool:
             self.push_in_order(by_type, items)
+        if self.resynced_contacts:
+            self.warn(f"{len(self.resynced_contacts)} contact(s) were gone from the CRM (deleted there?): synced "
+                      "again by email; their other tags and list memberships are sent again by the next run")
         for (object_type, what), keys in sorted(self.waiting.items()):
             self.warn(f"{len(keys)} {object_type} record(s) skipped: their {what} has no CRM id (rejected, skipped "
                       f"or not pushed yet), e.g. {', '.join(sorted(keys)[:3])}")
@@ -289,12 +330,19 @@ class Push:
     def reject(self, item: Item, exc: ApiError) -> None:
         errors = (exc.body or {}).get("errors") if isinstance(exc.body, dict) else None
         code = next((e.get("code") for e in errors or [] if isinstance(e, dict) and e.get("code")), None)
-        self.store.record_rejection(item.object_type, item.natural_key, item.connection_id, item.hash, exc.status,
-                                    code, exc.body if exc.body is not None else str(exc), self.report.run_id)
-        self.report.count(item.object_type, "rejected")
-        self.report.rejections.append({"object_type": item.object_type, "key": item.natural_key,
-                                       "status": exc.status, "code": code})
-        log.warning("%s %s rejected by the CRM: HTTP %s %s", item.object_type, item.natural_key, exc.status, code)
+        self.record_rejection(item.object_type, item.natural_key, item.connection_id, item.hash, exc.status, code,
+                              exc.body if exc.body is not None else str(exc),
+                              f"rejected by the CRM: HTTP {exc.status} {code}")
+
+    def record_rejection(self, object_type: str, natural_key: str, connection_id: str | None, payload_hash: str,
+                         http_status: int | None, code: str | None, error: Any, why: str) -> None:
+        if self.report.mode != "dry_run":  # a dry run writes nothing but its report
+            self.store.record_rejection(object_type, natural_key, connection_id, payload_hash, http_status, code,
+                                        error, self.report.run_id)
+        self.report.count(object_type, "rejected")
+        self.report.rejections.append({"object_type": object_type, "key": natural_key, "status": http_status,
+                                       "code": code})
+        log.warning("%s %s %s", object_type, natural_key, why)
 
     def done(self, item: Item, crm_id: str | None, outcome: str, status: str = "synced") -> None:
         self.store.record_pushed(item.object_type, item.natural_key, item.connection_id, crm_id, item.hash,
@@ -406,14 +454,45 @@ class Push:
         return crm_id
 
     def push_contact_tag(self, item: Item) -> None:
-        contact_id = self.contact_id(item.payload["email"])
         tag_id = self.crm_ids[("tag", item.payload["tag"])]
-        self.done(item, self.client.add_contact_tag(contact_id, tag_id), "created")
+        self.link_contact(item, lambda contact_id: self.client.add_contact_tag(contact_id, tag_id), "created")
 
     def push_list_membership(self, item: Item) -> None:
         assert self.master_list_id is not None  # decide() skipped them otherwise
-        crm_id = self.client.subscribe(self.contact_id(item.payload["email"]), self.master_list_id)
-        self.done(item, crm_id, _outcome(item))
+        list_id = self.master_list_id
+        self.link_contact(item, lambda contact_id: self.client.subscribe(contact_id, list_id), _outcome(item))
+
+    def link_contact(self, item: Item, link: Callable[[str], str | None], outcome: str) -> None:
+        """Tag or subscribe a contact by its CRM id.
+
+        A 404 means the id is stale — the contact was deleted in the CRM: sync the contact again by email
+        (``contact/sync`` answers its live id, creating it if need be) and try once more. A 404 for the live
+        id is about something else (the tag or the list): the link is rejected.
+        """
+        email = item.payload["email"]
+        known_id = self.contact_id(email)
+        crm_id, not_found = _unless_not_found(link, known_id)
+        if not_found is not None:
+            live_id = self.resync_contact(email, known_id)
+            if live_id != known_id:
+                crm_id, not_found = _unless_not_found(link, live_id)
+        if not_found is not None:
+            self.reject(item, not_found)
+        else:
+            self.done(item, crm_id, outcome)
+
+    def resync_contact(self, email: str, known_id: str) -> str:
+        """The contact's live CRM id. A new id means the CRM lost the contact, and with it its tags and list
+        membership: the ledger forgets those, so the next run sends them again."""
+        contact = self.contacts[email]
+        live_id = self.client.sync_contact(contact.payload)
+        self.store.record_pushed("contact", email, None, live_id, contact.hash, self.report.run_id)
+        self.crm_ids[("contact", email)] = live_id
+        if live_id != known_id:
+            self.store.forget_contact_links(email)
+            with self.lock:
+                self.resynced_contacts.add(email)
+        return live_id
 
     def dependency(self, object_type: str, key: str | None, what: str) -> str:
         crm_id = self.crm_ids.get((object_type, key)) if key else None
@@ -490,6 +569,29 @@ class MissingDependency(Exception):
 def _outcome(item: Item) -> str:
     """For upserts that cannot tell (contact/sync, list status, bulk import): new to the ledger means created."""
     return "created" if item.action == "create" else "updated"
+
+
+def _unless_not_found(call: Callable[[str], Any], crm_id: str) -> tuple[Any, ApiError | None]:
+    """``call(crm_id)``'s answer, or the 404 saying the CRM has no such object."""
+    try:
+        return call(crm_id), None
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+        return None, exc
+
+
+def masked(value: Any, field: str | None = None) -> Any:
+    """``value`` with every email address reduced to its first letter and domain, and phones to their end."""
+    if isinstance(value, dict):
+        return {key: masked(inner, key) for key, inner in value.items()}
+    if isinstance(value, list):
+        return [masked(inner) for inner in value]
+    if isinstance(value, str):
+        if field in PHONE_FIELDS and value:
+            return "***" + value[-2:]
+        return EMAIL_ADDRESS.sub(lambda match: f"{match[1][0]}***@{match[2]}", value)
+    return value
 
 
 def plan_summary(items: list[Item]) -> dict[str, Any]:
