@@ -136,7 +136,8 @@ class RateWindow:
             allowed = self.used < self.quota
             if allowed:
                 self.used += 1
-            reset_ms = max(1, math.ceil((self.started + self.window_ms / 1000 - now) * 1000))
+            # min(): float rounding must not announce a reset later than the window itself
+            reset_ms = min(self.window_ms, max(1, math.ceil((self.started + self.window_ms / 1000 - now) * 1000)))
             return allowed, {"X-Rate-Limit-Requests-Left": str(self.quota - self.used),
                              "X-Rate-Limit-Requests-Quota": str(self.quota),
                              "X-Rate-Limit-Time-Window-Ms": str(self.window_ms),

@@ -1,7 +1,22 @@
-{#- Decimal money (BigCommerce's "336.3200" strings, or JSON numbers) to integer cents.
-    Goes through numeric, never float, so "0.1000" + "0.2000" is exactly 30. -#}
-{% macro to_cents(expression) -%}
-    (round(({{ expression }})::numeric * 100))::bigint
+{#- Decimal money (BigCommerce's "336.3200" strings, or JSON numbers) to integer minor units of its
+    currency: cents for USD or EUR, yen for JPY (no minor unit), fils for KWD (three digits) — the unit
+    Square amounts and the CRM's money fields use. Goes through numeric, never float, so
+    "0.1000" + "0.2000" USD is exactly 30. Columns holding the result are named `*_cents`. -#}
+{% macro to_minor_units(expression, currency_expression) -%}
+    (round(({{ expression }})::numeric * power(10::numeric, {{ currency_exponent(currency_expression) }})))::bigint
+{%- endmacro %}
+
+{#- ISO 4217 minor-unit digits; every code not listed has two. -#}
+{% macro currency_exponent(currency_expression) -%}
+    case
+        when upper({{ currency_expression }}) in (
+            'BIF', 'CLP', 'DJF', 'GNF', 'ISK', 'JPY', 'KMF', 'KRW', 'PYG', 'RWF', 'UGX', 'UYI', 'VND', 'VUV',
+            'XAF', 'XOF', 'XPF'
+        ) then 0
+        when upper({{ currency_expression }}) in ('BHD', 'IQD', 'JOD', 'KWD', 'LYD', 'OMR', 'TND') then 3
+        when upper({{ currency_expression }}) in ('CLF', 'UYW') then 4
+        else 2
+    end
 {%- endmacro %}
 
 {#- The ISO 4217 currency codes in circulation: the CRM takes an order's currency as one of these. -#}

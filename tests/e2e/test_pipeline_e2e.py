@@ -86,26 +86,39 @@ def test_every_ordering_customer_becomes_a_tagged_contact(pipeline):  # B3, S10
     contacts = {c["email"].strip().lower(): c for c in state["contacts"]}
     tags = {t["id"]: t["tag"] for t in state["tags"]}
     tagged = {(ct["contact"], tags[ct["tag"]]) for ct in state["contactTags"]}
-    expected = set()
+    with psycopg2.connect(pipeline["warehouse_url"]) as conn, conn.cursor() as cur:
+        cur.execute("select connection_id, external_id from crm.excluded_records "
+                    "where record_type = 'customer' and reason = 'invalid_email'")
+        invalid = set(cur.fetchall())
+    expected, rejected = set(), set()
     for store_hash in store_hashes(pipeline):
         customers = {c["id"]: c for c in bigcommerce_customers(pipeline, store_hash)}
         for order in bigcommerce_orders(pipeline, store_hash):
             customer = customers.get(order["customer_id"])
             if order["customer_id"] and order["status_id"] != 0 and customer and customer.get("email"):
-                expected.add(customer["email"].strip().lower())
+                if (f"bigcommerce:{store_hash}", str(customer["id"])) in invalid:
+                    rejected.add(customer["email"])
+                else:
+                    expected.add(customer["email"].strip().lower())
     assert expected, "the sandbox should hold ordering customers"
+    assert rejected, "the sandbox should hold an ordering customer with an invalid email"
     missing = expected - set(contacts)
     assert not missing, f"{len(missing)} ordering customers have no contact"
     for email in expected:
         assert (contacts[email]["id"], "bigcommerce-customer") in tagged, email
+    # an invalid address is reported with its reason instead (B5-style accounting), never pushed
+    assert not {email.strip().lower() for email in rejected} & set(contacts)
 
 
 def test_guest_checkouts_are_not_synced_but_reported(pipeline):  # B5
-    guest_ids = {f"{h}:{o['id']}" for h in store_hashes(pipeline) for o in bigcommerce_orders(pipeline, h)
+    guest_ids = {(h, str(o["id"])) for h in store_hashes(pipeline) for o in bigcommerce_orders(pipeline, h)
                  if o["customer_id"] == 0}
     assert guest_ids, "the sandbox should hold guest checkouts"
-    synced = {o["externalid"] for o in crm_state(pipeline)["ecomOrders"] if o.get("externalid")}
-    assert not {g.split(":")[1] for g in guest_ids} & synced
+    state = crm_state(pipeline)
+    connections = {c["id"]: c["externalid"] for c in state["connections"]}
+    synced = {(connections[o["connectionid"]], o["externalid"]) for o in state["ecomOrders"] if o.get("externalid")}
+    assert synced, "orders should have been synced"
+    assert not guest_ids & synced
     with psycopg2.connect(pipeline["warehouse_url"]) as conn, conn.cursor() as cur:
         cur.execute("select count(*) from crm.excluded_records where reason = 'guest_checkout'")
         assert cur.fetchone()[0] >= len(guest_ids)

@@ -64,7 +64,7 @@ discounts as (
         orders.order_external_id,
         coupons.coupon_code as name,
         case when coupons.coupon_type in (3, 4) then 'shipping' else 'order' end as discount_type,
-        coupons.discount_cents,
+        {{ to_minor_units('coupons.discount_amount', 'orders.currency') }} as discount_cents,
         1 as kind_order,
         lpad(coupons.order_coupon_id, 12, '0') as sort_key
     from orders

@@ -14,6 +14,7 @@ consignment_kinds as (
     select
         source.connection_id,
         source.payload ->> 'id' as order_id,
+        source.payload ->> 'currency_code' as currency_code,
         kind.consignments
     from source
     cross join lateral jsonb_each(
@@ -29,6 +30,7 @@ line_items as (
     select
         consignment_kinds.connection_id,
         consignment_kinds.order_id,
+        consignment_kinds.currency_code,
         line_item
     from consignment_kinds
     cross join lateral jsonb_array_elements(consignment_kinds.consignments) as consignment
@@ -49,9 +51,9 @@ renamed as (
         line_item ->> 'variant_id' as variant_id,
         line_item ->> 'name' as name,
         nullif(line_item ->> 'sku', '') as sku,
-        {{ to_cents("line_item ->> 'price_inc_tax'") }} as unit_price_inc_tax_cents,
+        {{ to_minor_units("line_item ->> 'price_inc_tax'", "currency_code") }} as unit_price_inc_tax_cents,
         (line_item ->> 'quantity')::integer as quantity,
-        {{ to_cents("line_item ->> 'total_inc_tax'") }} as total_inc_tax_cents
+        {{ to_minor_units("line_item ->> 'total_inc_tax'", "currency_code") }} as total_inc_tax_cents
 
     from line_items
     order by connection_id, order_id, line_item ->> 'id'
