@@ -164,3 +164,21 @@ def test_a_second_cycle_without_source_changes_writes_nothing(pipeline):  # P4
     with psycopg2.connect(pipeline["warehouse_url"]) as conn, conn.cursor() as cur:
         cur.execute("select sum(records_landed) from state.sync_runs where sync_mode = 'incremental'")
         assert cur.fetchone()[0] == 0
+
+
+def test_no_token_in_any_airflow_log_or_the_metadata_db(pipeline):  # issue 9: security, B1
+    # Every task log, `dags test` output and the XCom table of the real Airflow runs above.
+    from devstack.airflow import ACTIVECAMPAIGN_TOKEN, SQUARE_TOKEN, bigcommerce_token
+
+    tokens = [ACTIVECAMPAIGN_TOKEN, SQUARE_TOKEN] + [bigcommerce_token(h) for h in store_hashes(pipeline)]
+    texts = {str(path): path.read_text(errors="replace") for path in pipeline["home"].rglob("*")
+             if path.is_file() and path.suffix in (".log", ".json", "")}
+    assert any("extract_store" in text for text in texts.values()), "the Airflow task logs should be there"
+    leaks = {(place, token) for place, text in texts.items() for token in tokens if token in text}
+    assert leaks == set()
+    airflow_db = pipeline["env"]["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].replace("+psycopg2", "")
+    with psycopg2.connect(airflow_db) as conn, conn.cursor() as cur:
+        cur.execute("select count(*), coalesce(string_agg(value::text, ' '), '') from xcom")
+        count, values = cur.fetchone()
+    assert count > 0, "the tasks return their summaries through XCom"
+    assert not [token for token in tokens if token in values]
