@@ -58,8 +58,6 @@ create table if not exists sync.run_reports (
     account text,
     primary key (run_id, started_at)
 );
--- Warehouses from before the column get it here; their older reports keep no account.
-alter table sync.run_reports add column if not exists account text;
 """
 
 
