@@ -4,7 +4,9 @@ from __future__ import annotations
 import os
 import uuid
 
+import psycopg2
 import pytest
+from psycopg2.extras import RealDictCursor
 
 from devstack.postgres import LocalPostgres
 
@@ -21,3 +23,10 @@ def warehouse_url(local_pg: LocalPostgres):
     url = local_pg.ensure_database(name)
     yield url
     local_pg.drop_database(name)
+
+
+def dict_rows(url: str, sql: str, params: tuple = ()) -> list[dict]:
+    """The rows of one query as dicts (for tests that read marts and tables by column name)."""
+    with psycopg2.connect(url) as conn, conn.cursor(cursor_factory=RealDictCursor) as cur:
+        cur.execute(sql, params)
+        return [dict(row) for row in cur.fetchall()]

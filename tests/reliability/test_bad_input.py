@@ -4,12 +4,12 @@ that it is in ``crm.excluded_records`` with its reason. One bad record must neve
 """
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timezone
 
-import psycopg2
 import pytest
-from psycopg2.extras import RealDictCursor
 
+from tests.conftest import dict_rows
 from ecomsync.dbt import DbtRunError, run_dbt
 from ecomsync.sources import bigcommerce, square
 from ecomsync.streams import Stream
@@ -196,13 +196,7 @@ def build(module_warehouse, dbt_target):
 @pytest.fixture(scope="module")
 def query(build):
     url, _ = build
-
-    def run(sql: str, params: tuple = ()) -> list[dict]:
-        with psycopg2.connect(url) as conn, conn.cursor(cursor_factory=RealDictCursor) as cur:
-            cur.execute(sql, params)
-            return [dict(row) for row in cur.fetchall()]
-
-    return run
+    return functools.partial(dict_rows, url)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ The second is refused with a clear message while the first finishes untouched; o
 from __future__ import annotations
 
 import os
-import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor

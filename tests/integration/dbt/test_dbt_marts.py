@@ -1,6 +1,7 @@
 """The dbt project built over a hand-checked set of real-shaped API payloads; marts asserted field by field."""
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -8,8 +9,8 @@ from datetime import datetime, timedelta, timezone
 import psycopg2
 import psycopg2.errors
 import pytest
-from psycopg2.extras import RealDictCursor
 
+from tests.conftest import dict_rows
 from ecomsync.dbt import run_dbt
 from raw_warehouse_fixture import LOCATION, STORE_A, STORE_B, land_hand_checked_fixture
 
@@ -26,13 +27,7 @@ def built(empty_warehouse, dbt_target):
 @pytest.fixture(scope="module")
 def query(built):
     url, _ = built
-
-    def run(sql: str, params: tuple = ()) -> list[dict]:
-        with psycopg2.connect(url) as conn, conn.cursor(cursor_factory=RealDictCursor) as cur:
-            cur.execute(sql, params)
-            return [dict(row) for row in cur.fetchall()]
-
-    return run
+    return functools.partial(dict_rows, url)
 
 
 def utc(text: str) -> datetime:
