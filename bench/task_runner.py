@@ -53,6 +53,15 @@ TASKS: dict[str, Callable[..., Any]] = {"extract_store": extract_store, "extract
 
 
 def peak_rss_mb() -> float:
+    """This process's peak RSS. ``ru_maxrss`` survives execve on Linux, so a child would report at least
+    its parent's RSS at fork time; VmHWM belongs to the new address space only."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)  # kB
+    except OSError:
+        pass
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux reports KiB
 
 
