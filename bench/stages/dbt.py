@@ -30,13 +30,15 @@ def age_raw_rows(url: str, days: int = 7) -> None:
 
 
 def change_orders(url: str, share: float, seed: int) -> int:
-    """A new status on ``share`` of the orders, landed now; returns how many changed."""
+    """A new status on ``share`` of the orders (at least one), landed now; returns how many changed."""
     with psycopg2.connect(url) as conn, conn.cursor() as cur:
         cur.execute("select setseed(%s)", (seed / 1000,))
+        cur.execute("select count(*) from raw.bigcommerce_orders where payload->>'status_id' <> '2'")
+        wanted = max(1, round(share * cur.fetchone()[0]))
         cur.execute("""
             with chosen as (
                 select connection_id, pk from raw.bigcommerce_orders
-                where payload->>'status_id' <> '2' and random() < %s
+                where payload->>'status_id' <> '2' order by random() limit %s
             )
             update raw.bigcommerce_orders o set
                 payload = o.payload || jsonb_build_object(
@@ -46,7 +48,7 @@ def change_orders(url: str, share: float, seed: int) -> int:
                 loaded_at = now(),
                 run_id = 'bench-dbt-change'
             from chosen where o.connection_id = chosen.connection_id and o.pk = chosen.pk
-        """, (share,))
+        """, (wanted,))
         return cur.rowcount
 
 

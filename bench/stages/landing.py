@@ -22,11 +22,22 @@ PAGE = 250  # what the orders stream lands per transaction
 VERBATIM_LINES = "format csv, quote e'\\x01', delimiter e'\\x02'"
 
 
-def dump_orders(source_url: str, path: Path) -> int:
+def dump_orders(source_url: str, work_dir: Path) -> dict[str, Path]:
+    """One JSON-lines file per store (order ids repeat across stores): {connection_id: path}."""
     warehouse = Warehouse(source_url)
-    with warehouse.transaction() as conn, conn.cursor() as cur, path.open("w") as out:
-        cur.copy_expert(f"copy (select payload::text from raw.bigcommerce_orders order by connection_id, pk) "
-                        f"to stdout with ({VERBATIM_LINES})", out)
+    files = {}
+    with warehouse.transaction() as conn, conn.cursor() as cur:
+        cur.execute("select distinct connection_id from raw.bigcommerce_orders order by 1")
+        for number, (connection_id,) in enumerate(cur.fetchall()):
+            files[connection_id] = path = work_dir / f"orders-{number}.jsonl"
+            with path.open("w") as out:
+                cur.copy_expert(cur.mogrify(
+                    f"copy (select payload::text from raw.bigcommerce_orders where connection_id = %s order by pk) "
+                    f"to stdout with ({VERBATIM_LINES})", (connection_id,)).decode(), out)
+    return files
+
+
+def count_lines(path: Path) -> int:
     with path.open() as lines:
         return sum(1 for _ in lines)
 
@@ -45,38 +56,41 @@ def pages(path: Path):
             yield page
 
 
-def time_land(url: str, path: Path) -> tuple[float, int]:
+def time_land(url: str, files: dict[str, Path]) -> tuple[float, int]:
     warehouse = Warehouse(url)
     warehouse.ensure_schema()
     elapsed, landed = 0.0, 0
-    for page in pages(path):
-        started = time.perf_counter()
-        with warehouse.transaction() as conn:
-            landed += warehouse.land(conn, "bigcommerce_orders", "bigcommerce:bench", page, "bench-landing",
-                                     "historical")
-        elapsed += time.perf_counter() - started
+    for connection_id, path in files.items():
+        for page in pages(path):
+            started = time.perf_counter()
+            with warehouse.transaction() as conn:
+                landed += warehouse.land(conn, "bigcommerce_orders", connection_id, page, "bench-landing",
+                                         "historical")
+            elapsed += time.perf_counter() - started
     return elapsed, landed
 
 
-def time_plain_copy(url: str, path: Path) -> float:
+def time_plain_copy(url: str, files: dict[str, Path]) -> float:
     warehouse = Warehouse(url)
     with warehouse.transaction() as conn, conn.cursor() as cur:
         cur.execute("create table public.plain_copy (payload jsonb not null)")
     started = time.perf_counter()
-    with warehouse.transaction() as conn, conn.cursor() as cur, path.open() as lines:
-        cur.copy_expert(f"copy public.plain_copy (payload) from stdin with ({VERBATIM_LINES})", lines)
+    with warehouse.transaction() as conn, conn.cursor() as cur:
+        for path in files.values():
+            with path.open() as lines:
+                cur.copy_expert(f"copy public.plain_copy (payload) from stdin with ({VERBATIM_LINES})", lines)
     return time.perf_counter() - started
 
 
 def run(ctx: BenchContext, result: StageResult) -> None:
     historical = ctx.historical()
-    path = ctx.work_dir / "orders.jsonl"
-    rows = dump_orders(historical.url, path)
+    files = dump_orders(historical.url, ctx.work_dir)
+    rows = sum(count_lines(path) for path in files.values())
     _, url = ctx.new_database("landing")
-    land_s, landed = time_land(url, path)
-    copy_s = time_plain_copy(url, path)
+    land_s, landed = time_land(url, files)
+    copy_s = time_plain_copy(url, files)
     land_rate, copy_rate = rows / land_s, rows / copy_s
-    result.metrics.update({"rows": rows, "rows_landed": landed, "json_bytes": path.stat().st_size,
+    result.metrics.update({"rows": rows, "rows_landed": landed, "json_bytes": sum(path.stat().st_size for path in files.values()),
                            "land_s": round(land_s, 2), "plain_copy_s": round(copy_s, 2),
                            "land_rows_per_s": round(land_rate, 1), "plain_copy_rows_per_s": round(copy_rate, 1),
                            "page_size": PAGE})
