@@ -224,8 +224,27 @@ def test_first_push_creates_everything_in_dependency_order(warehouse, crm):  # B
     [row] = query(warehouse, "select run_id, mode, status, counts, requests, warnings from sync.run_reports")
     assert (row["run_id"], row["mode"], row["status"], row["counts"]) == (report.run_id, "normal", "success", counts)
     assert row["requests"] == report.requests == len(crm.request_log())
+    # The connections are new in this run: nothing can belong to them yet, so no look-up precedes the
+    # creates of their customers, orders and carts — one request per created order.
+    assert [r for r in crm.request_log() if r["method"] == "GET"
+            and r["path"] in ("/api/3/ecomCustomers", "/api/3/ecomOrders")] == []
     assert json.loads(json.dumps(report.as_dict())) == report.as_dict()
     assert TOKEN not in json.dumps(report.as_dict())
+
+
+def test_objects_of_a_connection_already_in_the_crm_are_looked_up_before_any_create(warehouse, crm):  # S6 B11
+    push(warehouse, crm)
+    execute(warehouse, "delete from sync.ledger")  # e.g. a new warehouse pointed at the same CRM account
+    log_before = len(crm.request_log())
+
+    report = push(warehouse, crm)
+
+    for object_type in ("connection", "ecom_customer", "ecom_order", "abandoned_cart"):
+        assert report.counts[object_type]["created"] == 0, object_type
+    assert report.counts["ecom_order"]["updated"] == 4
+    looked_up = {r["path"] for r in crm.request_log()[log_before:] if r["method"] == "GET"}
+    assert {"/api/3/connections", "/api/3/ecomCustomers", "/api/3/ecomOrders"} <= looked_up
+    assert_complete_and_unique(crm)
 
 
 def test_second_push_without_changes_makes_zero_writes(warehouse, crm):  # P4

@@ -163,6 +163,10 @@ class Push:
         self.contacts: dict[str, Item] = {}  # by email: what to sync again when the CRM lost a contact
         self.resynced_contacts: set[str] = set()
         self.master_list_id: str | None = None
+        # Connections this run created in the CRM: nothing can belong to them yet, so their customers,
+        # orders and carts need no look-up before their create. A crash after the create leaves the
+        # connection in the ledger, so the rerun looks everything up again.
+        self.new_connections: set[str] = set()
         self.lock = threading.Lock()
         # (object type, missing parent) → keys of the objects that wait for it
         self.waiting: dict[tuple[str, str], list[str]] = {}
@@ -360,6 +364,9 @@ class Push:
         crm_id = self.crm_id(item) or look_up()
         if crm_id is None:
             self.done(item, create(wire), "created")
+            if item.object_type == "connection":
+                with self.lock:
+                    self.new_connections.add(item.connection_id)
         else:
             update(crm_id, wire)
             self.done(item, crm_id, "updated")
@@ -500,11 +507,14 @@ class Push:
             raise MissingDependency(what)
         return crm_id
 
+    def unless_new_connection(self, item: Item, look_up: Callable[[], str | None]) -> Callable[[], str | None]:
+        return (lambda: None) if item.connection_id in self.new_connections else look_up
+
     def push_ecom_customer(self, item: Item) -> None:
         connection = self.dependency("connection", item.connection_id, "connection")
         wire = {k: v for k, v in item.payload.items() if k != "connection_id"} | {"connectionid": connection}
-        self.upsert(item, wire, lambda: self.client.find_ecom_customer(connection, wire["externalid"]),
-                    self.client.create_ecom_customer, self.client.update_ecom_customer)
+        look_up = self.unless_new_connection(item, lambda: self.client.find_ecom_customer(connection, wire["externalid"]))
+        self.upsert(item, wire, look_up, self.client.create_ecom_customer, self.client.update_ecom_customer)
 
     def order_wire(self, item: Item) -> dict[str, Any]:
         wire = {k: item.payload[k] for k in ORDER_WIRE_FIELDS if k in item.payload}
@@ -519,19 +529,19 @@ class Push:
         cart_key = ("abandoned_cart", item.natural_key)
         cart_id = self.crm_ids.get(cart_key) if self.crm_id(item) is None else None
 
-        def look_up() -> str | None:
-            return self.client.find_ecom_order(wire["connectionid"], externalid=wire["externalid"]) or cart_id
-
-        self.upsert(item, wire, look_up, self.client.create_ecom_order, self.client.update_ecom_order)
+        find = self.unless_new_connection(
+            item, lambda: self.client.find_ecom_order(wire["connectionid"], externalid=wire["externalid"]))
+        self.upsert(item, wire, lambda: find() or cart_id, self.client.create_ecom_order,
+                    self.client.update_ecom_order)
         if cart_id is not None and self.crm_id(item) == cart_id:
             self.store.mark_status(*cart_key, "recovered", self.report.run_id)
 
     def push_cart(self, item: Item) -> None:
         wire = self.order_wire(item)
-        self.upsert(item, wire,
-                    lambda: self.client.find_ecom_order(wire["connectionid"],
-                                                        externalcheckoutid=wire["externalcheckoutid"]),
-                    self.client.create_ecom_order, self.client.update_ecom_order)
+        look_up = self.unless_new_connection(
+            item, lambda: self.client.find_ecom_order(wire["connectionid"],
+                                                      externalcheckoutid=wire["externalcheckoutid"]))
+        self.upsert(item, wire, look_up, self.client.create_ecom_order, self.client.update_ecom_order)
 
     def warn(self, message: str) -> None:
         if message not in self.report.warnings:
