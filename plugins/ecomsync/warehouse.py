@@ -7,8 +7,8 @@ one transaction (``Warehouse.transaction``).
 """
 from __future__ import annotations
 
-import csv
 import io
+import json
 import re
 import zlib
 from contextlib import contextmanager
@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Iterator
 
+import orjson
 import psycopg2
 from psycopg2 import sql
 from psycopg2.extensions import connection as PgConnection
 
-from ecomsync.http import dumps
 
 RAW_TABLES = (
     "bigcommerce_orders", "bigcommerce_order_coupons", "bigcommerce_customers", "bigcommerce_subscribers",
@@ -113,6 +113,26 @@ class StreamRun:
     error: str | None = None
 
 
+NULL_FIELD = "\\N"
+
+
+def _copy_text(value: str | None) -> str:
+    """One field of COPY's text format."""
+    if value is None:
+        return NULL_FIELD
+    return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def _payload_json(payload: dict) -> str:
+    """The record as JSON text: orjson (landing's hottest step), the standard library for what orjson
+    refuses (integers beyond 64 bits). Key order is irrelevant to jsonb; jsonb cannot hold NUL."""
+    try:
+        text = orjson.dumps(payload).decode()
+    except TypeError:
+        text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    return text.replace("\\u0000", "")
+
+
 class Warehouse:
     def __init__(self, url: str):
         self.url = url
@@ -151,20 +171,20 @@ class Warehouse:
             raise ValueError(f"unknown raw table {table!r}")
         if not records:
             return 0
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        for ordinal, record in enumerate(records):
-            writer.writerow([record.pk, dumps(record.payload).replace("\\u0000", ""),
-                             record.source_updated_at.isoformat() if record.source_updated_at else None,
-                             record.flag, ordinal])
-        buffer.seek(0)
+        # COPY's text format: JSON needs only its backslashes doubled, far cheaper than CSV-quoting
+        # its many double quotes.
+        buffer = io.StringIO("".join(
+            f"{_copy_text(record.pk)}\t"
+            f"{_copy_text(_payload_json(record.payload))}\t"
+            f"{record.source_updated_at.isoformat() if record.source_updated_at else NULL_FIELD}\t"
+            f"{_copy_text(record.flag)}\t{ordinal}\n"
+            for ordinal, record in enumerate(records)))
         with conn.cursor() as cur:
             cur.execute("create temporary table if not exists landing_batch "
                         "(pk text, payload jsonb, source_updated_at timestamptz, flag text, ordinal int) "
                         "on commit delete rows")
             cur.execute("truncate landing_batch")
-            cur.copy_expert("copy landing_batch (pk, payload, source_updated_at, flag, ordinal) "
-                            "from stdin with (format csv)", buffer)
+            cur.copy_expert("copy landing_batch (pk, payload, source_updated_at, flag, ordinal) from stdin", buffer)
             cur.execute(sql.SQL("""
                 insert into raw.{table} as target
                     (connection_id, pk, payload, source_updated_at, loaded_at, run_id, sync_mode, flag)

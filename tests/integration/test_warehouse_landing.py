@@ -58,6 +58,15 @@ def test_hostile_text_lands_unchanged(warehouse):
     assert stored == payload and flag == "guest_checkout"
 
 
+def test_keys_and_flags_with_tabs_and_backslashes_and_odd_json_values_land_intact(warehouse):  # P2
+    # COPY's text format escapes every field; an integer beyond 64 bits takes the standard-library path.
+    payload = {"id": 2**70, "note": "a\tb\\nc\r", "nested": {"k": [1.5, None, True]}, "nul": "x\u0000y"}
+    land(warehouse, [RawRecord("key\twith\\odd\nchars", payload, None, flag="flag\\x")])
+    [(pk, stored, _, _, flag, _)] = rows(warehouse)
+    assert (pk, flag) == ("key\twith\\odd\nchars", "flag\\x")
+    assert stored == {**payload, "nul": "xy"}  # jsonb cannot hold NUL: it is dropped, nothing else changes
+
+
 def test_watermark_moves_only_forward_and_commits_with_its_rows(warehouse):
     with warehouse.transaction() as conn:
         warehouse.land(conn, "bigcommerce_orders", "bigcommerce:s1", [RawRecord("1", {"id": 1}, T0)], "r1", "incremental")
