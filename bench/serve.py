@@ -10,12 +10,7 @@ import json
 import sys
 
 from sandbox import activecampaign, bigcommerce, square
-from sandbox.core import _Handler, serve
-
-# The handler writes the headers and the body in two sends; with Nagle's algorithm on, a small
-# answer then waits for the client's delayed ACK (~40 ms a request, measured: 43.5 ms vs 2.3 ms
-# for an order's coupons). A real API does not add that, so the benchmark's servers send at once.
-_Handler.disable_nagle_algorithm = True
+from sandbox.core import serve
 
 FACTORIES = {"bigcommerce": bigcommerce.create_app, "square": square.create_app,
              "activecampaign": activecampaign.create_app}
