@@ -436,7 +436,8 @@ class ActiveCampaignApp(SandboxApp):
                 "totalRevenue": str(revenue), "totalOrders": str(len(orders)),
                 "totalProducts": str(sum(p["quantity"] for p in products)),
                 "avgRevenuePerOrder": str(revenue // len(orders)) if orders else "0",
-                "avgProductCategory": categories.most_common(1)[0][0] if categories else "",
+                # the most bought category; a tie goes to the first name, not to whichever order arrived first
+                "avgProductCategory": min(categories.items(), key=lambda kv: (-kv[1], kv[0]))[0] if categories else "",
                 "tstamp": c["tstamp"], "acceptsMarketing": str(c["acceptsMarketing"]),
                 "links": {"connection": f"{API}/ecomCustomers/{cid}/connection",
                           "orders": f"{API}/ecomCustomers/{cid}/orders"},
