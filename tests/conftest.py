@@ -6,6 +6,7 @@ import uuid
 
 import psycopg2
 import pytest
+import requests
 from psycopg2.extras import RealDictCursor
 
 from devstack.postgres import LocalPostgres
@@ -30,3 +31,10 @@ def dict_rows(url: str, sql: str, params: tuple = ()) -> list[dict]:
     with psycopg2.connect(url) as conn, conn.cursor(cursor_factory=RealDictCursor) as cur:
         cur.execute(sql, params)
         return [dict(row) for row in cur.fetchall()]
+
+
+def sandbox_admin(base_url: str, api: str, method: str, path: str, body: dict | None = None) -> dict:
+    """Call a sandbox's admin endpoint ``/__admin/<api>/<path>``; anything but a success fails the test."""
+    answer = requests.request(method, f"{base_url}/__admin/{api}/{path}", json=body, timeout=30)
+    assert answer.status_code < 300, answer.text
+    return answer.json() if answer.content else {}

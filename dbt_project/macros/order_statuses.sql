@@ -33,6 +33,18 @@
     end
 {%- endmacro %}
 
+{#- A Square payment's status in the CRM's words; a refund outranks the payment's own state. -#}
+{% macro square_payment_status(payments) -%}
+    case
+        when {{ payments }}.refunded_cents > 0 and {{ payments }}.refunded_cents >= {{ payments }}.amount_cents then 'Refunded'
+        when {{ payments }}.refunded_cents > 0 then 'Partially Refunded'
+        when {{ payments }}.status = 'COMPLETED' then 'Completed'
+        when {{ payments }}.status in ('APPROVED', 'PENDING') then 'Pending'
+        when {{ payments }}.status = 'CANCELED' then 'Cancelled'
+        when {{ payments }}.status = 'FAILED' then 'Failed'
+    end
+{%- endmacro %}
+
 {% macro order_status_names() -%}
     {{ return(['Incomplete', 'Pending', 'Shipped', 'Partially Shipped', 'Refunded', 'Cancelled', 'Declined',
                'Awaiting Payment', 'Awaiting Pickup', 'Awaiting Shipment', 'Completed', 'Awaiting Fulfillment',

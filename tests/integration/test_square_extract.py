@@ -8,15 +8,16 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
-
 from ecomsync.config import load_config
 from ecomsync.extract import ExtractRequest
 from ecomsync.http import AuthError
 from ecomsync.tasks import Credentials, extract_location, locations_to_sync
 from ecomsync.warehouse import Warehouse
+
 from sandbox import square
 from sandbox.core import serve
 from sandbox.square_data import parse_rfc3339
+from tests.conftest import sandbox_admin
 
 STREAM_TABLES = {"locations": "square_locations", "catalog": "square_catalog_objects",
                  "customers": "square_customers", "orders": "square_orders", "payments": "square_payments"}
@@ -30,9 +31,7 @@ class SquareSandbox:
         self.credentials = Credentials(self.url, square.TOKEN)
 
     def admin(self, method: str, path: str, body: dict | None = None) -> dict:
-        answer = requests.request(method, f"{self.url}/__admin/square/{path}", json=body, timeout=30)
-        assert answer.status_code < 300, answer.text
-        return answer.json() if answer.content else {}
+        return sandbox_admin(self.url, "square", method, path, body)
 
     def dump(self) -> dict:
         return self.admin("GET", "dump")

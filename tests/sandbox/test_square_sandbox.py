@@ -14,6 +14,7 @@ from referencing.jsonschema import DRAFT4
 from sandbox import square
 from sandbox.core import serve
 from sandbox.square_data import parse_rfc3339, to_us
+from tests.conftest import sandbox_admin
 
 SPEC_PATH = Path("/work/shared/api-specs/square/api.json")
 HEADERS = {"Authorization": f"Bearer {square.TOKEN}", "Square-Version": "2025-08-20"}
@@ -38,9 +39,7 @@ class Sandbox:
         return requests.post(self.url + path, json=body, headers=HEADERS, timeout=10)
 
     def admin(self, method: str, path: str, body: dict | None = None) -> dict:
-        answer = requests.request(method, f"{self.url}/__admin/square/{path}", json=body, timeout=30)
-        assert answer.status_code < 300, answer.text
-        return answer.json() if answer.content else {}
+        return sandbox_admin(self.url, "square", method, path, body)
 
     def dump(self) -> dict:
         return self.admin("GET", "dump")

@@ -92,22 +92,9 @@ square as (
             payments.receipt_url,
             'https://squareup.com/dashboard/sales/transactions/' || coalesce(payments.order_id, payments.payment_id)
         ) as order_url,
-        case
-            when payments.refunded_cents > 0 and payments.refunded_cents >= payments.amount_cents then 'Refunded'
-            when payments.refunded_cents > 0 then 'Partially Refunded'
-            when payments.status = 'COMPLETED' then 'Completed'
-            when payments.status in ('APPROVED', 'PENDING') then 'Pending'
-            when payments.status = 'CANCELED' then 'Cancelled'
-            when payments.status = 'FAILED' then 'Failed'
-        end as status,
-        case
-            when payments.refunded_cents > 0 and payments.refunded_cents >= payments.amount_cents then 'refunded'
-            when payments.refunded_cents > 0 then 'partially_refunded'
-            when payments.status = 'COMPLETED' then 'completed'
-            when payments.status in ('APPROVED', 'PENDING') then 'pending'
-            when payments.status = 'CANCELED' then 'cancelled'
-            when payments.status = 'FAILED' then 'failed'
-        end as status_group,
+        {{ square_payment_status('payments') }} as status,
+        -- the family name of each Square status is its name in snake case ('Partially Refunded' → partially_refunded)
+        lower(replace({{ square_payment_status('payments') }}, ' ', '_')) as status_group,
         -- S12: the payment's amount is the order total; its time is the order date
         payments.amount_cents as total_price_cents,
         -- Square orders carry no shipping cost (delivery fees are service charges)
