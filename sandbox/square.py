@@ -62,8 +62,9 @@ from typing import Any, Callable, Iterator
 
 from sandbox.core import ApiError, FaultPlan, Request, Response, SandboxApp
 from sandbox.people import person
-from sandbox.square_data import (DAY, LOCATIONS, MERCHANT_ID, MS, SECOND, SquareData, bisect_index, build_sale,
-                                 make_id, money, parse_rfc3339, refund_record, rfc3339, to_us)
+from sandbox.square_data import (DAY, LOCATIONS, MERCHANT_ID, MS, PAYMENT_STATUSES, SECOND, SquareData,
+                                 bisect_index, build_sale, make_id, money, parse_rfc3339, refund_record, rfc3339,
+                                 tender_for, to_us)
 
 TOKEN = "sandbox-square-token"
 UPDATED_AT_SORT_SINCE = "2024-12-18"  # first Square-Version with sort_field=UPDATED_AT on ListPayments
@@ -93,7 +94,7 @@ class Collection:
     base_count: int = 0
     base_key: Callable[[str, int], int] = lambda field_name, index: 0
     base_id: Callable[[int], str] = str
-    base_record: Callable[[int], dict] = lambda index: {}
+    base_record: Callable[[int], dict | None] = lambda index: {}  # None: no record at this index
 
 
 @dataclass
@@ -152,7 +153,7 @@ def _generated_matches(collection: Collection, query: Query, after: Key | None) 
         if record_id in collection.explicit:
             continue
         record = collection.base_record(index)
-        if query.record_filter(record):
+        if record is not None and query.record_filter(record):
             yield (collection.base_key(query.sort_field, index), record_id), record
 
 
@@ -203,10 +204,7 @@ class SquareStore:
         return {"created_at": plan.created, "updated_at": plan.updated}[field_name]
 
     def _order_key(self, field_name: str, i: int) -> int:
-        if field_name == "created_at":
-            return self.data.order_created(i)
-        plan = self.data.payment_plan(i)
-        return {"closed_at": plan.created, "updated_at": plan.updated}[field_name]
+        return self.data.order_times(i)[field_name]
 
     # -- clock and look-ups ---------------------------------------------------------
     def now(self) -> int:
@@ -266,7 +264,21 @@ class SquareStore:
 
     def add_payment(self, location_id: str | None = None, customer_id: str | None = None,
                     customer_fields: dict | None = None, created_days_ago: float = 0,
-                    updated_days_ago: float | None = None, offline: bool = False) -> dict:
+                    updated_days_ago: float | None = None, offline: bool = False, status: str = "COMPLETED",
+                    amount: int | None = None, line_name: str | None = None, order_id: str | None = None) -> dict:
+        """A new payment with a new order; or, with ``order_id``, a further attempt to pay that OPEN order
+        (e.g. the COMPLETED retry after a FAILED, declined card: both payments carry the same ``order_id``,
+        as Square's CreatePayment does for an order)."""
+        existing = None
+        if order_id is not None:
+            existing = self.order(order_id)
+            if existing is None:
+                raise KeyError(f"no order {order_id!r}")
+            if existing["state"] != "OPEN":
+                raise ValueError(f"order {order_id} is {existing['state']}; only an OPEN order can be paid")
+            location_id = existing["location_id"]
+            customer_id = customer_id or existing.get("customer_id")
+            amount = existing["total_money"]["amount"]
         location = self.location(location_id or self.main_location_id or "")
         if location is None:
             raise KeyError(f"no location {location_id!r}")
@@ -285,22 +297,54 @@ class SquareStore:
         payment_id = make_id(self.seed, "x-payment", n, 29)
         payment, order = build_sale(
             rng=random.Random(f"{self.seed}:x-sale:{n}"), payment_id=payment_id,
-            order_id=make_id(self.seed, "x-order", n, 29), location=location,
+            order_id=existing["id"] if existing else make_id(self.seed, "x-order", n, 29), location=location,
             tax_basis_points=self.tax_basis_points.get(location["id"], 0), variations=self.data.variations,
             item_names=self.data.item_names, customer=customer, created=created,
             order_created=created - min(60 * SECOND, max(created - 1, 0)), updated=updated, refund=None,
-            custom_amount=False, offline=offline, receipt_number=payment_id[:4],
-            offline_client_created=created if offline else None)
+            custom_amount=line_name, offline=offline, receipt_number=payment_id[:4],
+            offline_client_created=created if offline else None, status=status, amount=amount)
+        if existing is not None:
+            order = existing
+            _settle_order(order, payment, updated)
         with self.lock:
             self.payments.explicit[payment["id"]] = payment
             self.orders.explicit[order["id"]] = order
         return {"payment": copy.deepcopy(payment), "order": copy.deepcopy(order), "customer": customer}
+
+    def set_payment_status(self, payment_id: str, status: str) -> dict:
+        """Move an APPROVED payment to COMPLETED (CompletePayment) or CANCELED (CancelPayment, or its
+        ``delay_action``), a PENDING one to COMPLETED or FAILED (the transfer cleared or bounced); the order
+        follows. ``updated_at`` of both is bumped, so an ``updated_at`` increment sees the change."""
+        allowed = {"APPROVED": ("COMPLETED", "CANCELED"), "PENDING": ("COMPLETED", "FAILED")}
+        with self.lock:
+            payment = self.payment(payment_id)
+            if payment is None:
+                raise KeyError(f"no payment {payment_id!r}")
+            if status not in allowed.get(payment["status"], ()):
+                raise ValueError(f"a {payment['status']} payment cannot become {status!r}; "
+                                 f"allowed: {allowed.get(payment['status'], ())}")
+            now = self.now()
+            payment.update(status=status, updated_at=rfc3339(now), version_token=f"v{now // MS}")
+            if status != "COMPLETED":
+                payment["approved_money"] = money(0, payment["amount_money"]["currency"])
+            else:
+                payment["capabilities"] = ["EDIT_AMOUNT_UP", "EDIT_AMOUNT_DOWN"]
+            if "card_details" in payment:
+                payment["card_details"]["status"] = {"COMPLETED": "CAPTURED", "CANCELED": "VOIDED"}.get(status, "FAILED")
+            self.payments.explicit[payment_id] = payment
+            order = self.order(payment["order_id"])
+            if order is not None and order["state"] == "OPEN":
+                _settle_order(order, payment, now)
+                self.orders.explicit[order["id"]] = order
+            return copy.deepcopy(payment)
 
     def refund(self, payment_id: str, amount: int | None = None) -> dict:
         with self.lock:
             payment = self.payment(payment_id)
             if payment is None:
                 raise KeyError(f"no payment {payment_id!r}")
+            if payment["status"] != "COMPLETED":
+                raise ValueError(f"payment {payment_id} is {payment['status']}: only a COMPLETED payment can be refunded")
             order = self.order(payment["order_id"])
             total = payment["amount_money"]["amount"]
             already = (payment.get("refunded_money") or {}).get("amount", 0)
@@ -366,6 +410,20 @@ class SquareStore:
         return {**copy.deepcopy(result), "now": rfc3339(self.now())}
 
 
+def _settle_order(order: dict, payment: dict, at: int) -> None:
+    """The order after a payment attempt (OrderState, api.json): a COMPLETED payment pays it (tender,
+    COMPLETED, closed); a CANCELED one cancels it; a FAILED, PENDING or APPROVED one leaves it OPEN."""
+    state = {"COMPLETED": "COMPLETED", "CANCELED": "CANCELED"}.get(payment["status"], "OPEN")
+    if state == "COMPLETED":
+        order["tenders"] = [*order.get("tenders", []), tender_for(payment)]
+        order["net_amount_due_money"] = money(0, order["total_money"]["currency"])
+    if state != "OPEN":
+        order["closed_at"] = rfc3339(at)
+        for fulfillment in order.get("fulfillments", []):
+            fulfillment["state"] = state
+    order.update(state=state, updated_at=rfc3339(at), version=order.get("version", 1) + 1)
+
+
 CUSTOMER_FIELDS = {"given_name", "family_name", "nickname", "company_name", "email_address", "phone_number",
                    "note", "reference_id", "birthday", "preferences", "address"}
 
@@ -410,6 +468,7 @@ class SquareApp(SandboxApp):
             ("POST", r"/__admin/square/clock", self.admin_advance_clock),
             ("POST", r"/__admin/square/payments", self.admin_add_payment),
             ("POST", r"/__admin/square/payments/(?P<payment_id>[^/]+)/refund", self.admin_refund),
+            ("POST", r"/__admin/square/payments/(?P<payment_id>[^/]+)/status", self.admin_payment_status),
             ("POST", r"/__admin/square/customers/(?P<customer_id>[^/]+)", self.admin_edit_customer),
             ("POST", r"/__admin/square/locations", self.admin_add_location),
             ("POST", r"/__admin/square/locations/(?P<location_id>[^/]+)/deactivate", self.admin_deactivate_location),
@@ -601,6 +660,9 @@ class SquareApp(SandboxApp):
         wanted = set(location_ids)
 
         def keep(order_record: dict) -> bool:
+            # An order that never reached a terminal state has no closed_at (Order.closed_at).
+            if sort_field == "closed_at" and not order_record.get("closed_at"):
+                return False
             return (order_record["location_id"] in wanted and (not states or order_record.get("state") in states)
                     and (not customer_ids or order_record.get("customer_id") in customer_ids))
 
@@ -708,7 +770,13 @@ class SquareApp(SandboxApp):
             location_id=body.get("location_id"), customer_id=body.get("customer_id"),
             customer_fields=body.get("customer"), created_days_ago=float(body.get("created_days_ago", 0)),
             updated_days_ago=None if body.get("updated_days_ago") is None else float(body["updated_days_ago"]),
-            offline=bool(body.get("offline", False))), status=201)
+            offline=bool(body.get("offline", False)), status=_admin_enum(body.get("status", "COMPLETED")),
+            amount=body.get("amount"), line_name=body.get("line_name"), order_id=body.get("order_id")), status=201)
+
+    def admin_payment_status(self, request: Request) -> Response:
+        body = request.json() or {}
+        return _admin(lambda: {"payment": self.store.set_payment_status(
+            request.params["payment_id"], _admin_enum(body.get("status")))})
 
     def admin_refund(self, request: Request) -> Response:
         body = request.json() or {}
@@ -745,6 +813,12 @@ class SquareApp(SandboxApp):
     def admin_revoke_token(self, request: Request) -> Response:
         self.token = None
         return Response(204)
+
+
+def _admin_enum(status: Any) -> str:
+    if status not in PAYMENT_STATUSES:
+        raise ValueError(f"status must be one of {PAYMENT_STATUSES}, not {status!r}")
+    return status
 
 
 def _admin(action: Callable[[], dict], status: int = 200) -> Response:

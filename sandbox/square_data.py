@@ -13,13 +13,21 @@ in ``sandbox/square.py`` merges both.
 
 What the data contains (all deterministic by seed): 3 active locations (the
 first is the main one, USD; then EUR and GBP) and 1 inactive location (CAD,
-closed after the first 40 % of the history); names with non-ASCII characters;
+closed after the first 60 % of the history, so it holds payments both older
+and younger than the API's one-year default); names with non-ASCII characters;
 payments over the last two years (so the API's one-year default loses some)
-at every location; ~12 % refunded, half of them partially; offline payments;
+at every location; payments in every ``Payment.status`` (api.json, Payment:
+"APPROVED, PENDING, COMPLETED, CANCELED, or FAILED"): a declined card
+(``FAILED``) followed by a ``COMPLETED`` retry on the same order and customer,
+lone declines whose order stays ``OPEN``, voided authorizations (``CANCELED``,
+their order ``CANCELED``), and at the end of the history one ``PENDING`` bank
+transfer and one ``APPROVED`` (authorized, not captured) card payment; ~12 % of
+the completed payments refunded, half of them partially; offline payments;
 customers without email (~15 %), with ``preferences.email_unsubscribed``, and
 customers who never buy; orders with ORDER- and LINE_ITEM-scoped discounts,
-taxes, tenders and a few custom-amount line items without a catalog object; a
-catalog of categories, images, items and variations (one item deleted).
+taxes, tenders and a few ``CUSTOM_AMOUNT`` line items without a catalog object,
+half of them without a ``name`` (OrderLineItem: only ``quantity`` is required);
+a catalog of categories, images, items and variations (one item deleted).
 """
 from __future__ import annotations
 
@@ -119,7 +127,16 @@ LOCATIONS = (
 # How often each location appears in the repeating pattern of payments (main location first).
 LOCATION_WEIGHTS = (5, 3, 2, 1)
 INACTIVE_LOCATION = 3  # closed after INACTIVE_AFTER of the history; its later slots go to the main location
-INACTIVE_AFTER = 0.4
+INACTIVE_AFTER = 0.6  # closed ~292 days ago: part of its history is older than a year, part younger
+
+# Payment.status values (api.json, Payment.status; CardPaymentDetails.status for the card's side).
+PAYMENT_STATUSES = ("APPROVED", "PENDING", "COMPLETED", "CANCELED", "FAILED")
+# Which generated payments are not plain completed sales (by index; see SquareData.payment_status).
+DECLINED_THEN_RETRIED = (23, 5)  # i % 23 == 5: a FAILED card, then payment i + 1 COMPLETES the same order
+VOIDED = (31, 17)  # i % 31 == 17: an authorization voided (CANCELED; its order CANCELED)
+DECLINED_ALONE = (41, 29)  # i % 41 == 29: a FAILED card never retried (its order stays OPEN)
+# Card-present authorizations are cancelled automatically after this (Payment.delay_duration default "PT36H").
+DELAY_DURATION = 36 * 3600 * 1000 * 1000
 
 CATEGORIES = ("Kaffee & Tee", "Pâtisserie", "Säfte & Limonaden", "Merch")
 ITEMS = (  # name, category, image or None, variations (name, price in cents)
@@ -144,6 +161,7 @@ class PaymentPlan:
     created: int
     updated: int
     refund: str | None  # None, "full" or "partial"
+    status: str = "COMPLETED"  # Payment.status
 
 
 class SquareData:
@@ -192,6 +210,8 @@ class SquareData:
         }
 
     def location_slot(self, payment_index: int) -> int:
+        if payment_index > 0 and self.declined_first(payment_index - 1):
+            payment_index -= 1  # a retry is paid where the declined card was
         slot = self.location_pattern[payment_index % len(self.location_pattern)]
         if slot == INACTIVE_LOCATION and payment_index >= self.inactive_cutoff:
             return 0
@@ -305,60 +325,129 @@ class SquareData:
 
     def order_index(self, order_id: str) -> int | None:
         i = id_index(self.seed, "order", order_id, 29)
-        return i if i is not None and i < self.payment_count else None
+        if i is None or i >= self.payment_count or (i > 0 and self.declined_first(i - 1)):
+            return None  # a retry's index holds no order of its own
+        return i
+
+    def declined_first(self, i: int) -> bool:
+        """Payment ``i`` is a declined card whose retry, payment ``i + 1``, completes the same order."""
+        modulus, rest = DECLINED_THEN_RETRIED
+        return (i % modulus == rest and i + 1 < self.payment_count - 2
+                and (i + 1 < self.inactive_cutoff) == (i < self.inactive_cutoff))
+
+    def payment_status(self, i: int) -> str:
+        """Payment.status of generated payment ``i`` (api.json, Payment.status)."""
+        if self.declined_first(i):
+            return "FAILED"
+        if i > 0 and self.declined_first(i - 1):
+            return "COMPLETED"  # the retry
+        if i == self.payment_count - 1 and i >= 2:
+            return "APPROVED"  # authorized a moment ago, not captured yet (delay_action CANCEL)
+        if i == self.payment_count - 2 and i >= 2:
+            return "PENDING"  # a bank transfer still clearing
+        if i % VOIDED[0] == VOIDED[1]:
+            return "CANCELED"
+        if i % DECLINED_ALONE[0] == DECLINED_ALONE[1]:
+            return "FAILED"
+        return "COMPLETED"
 
     def payment_plan(self, i: int) -> PaymentPlan:
         rng = self.rng("payment-time", i)
         step = self.payment_step
         created = self.t0 + int(i * step + rng.random() * step / 4) // MS * MS
         roll = rng.random()
-        refund = "full" if roll < 0.06 else "partial" if roll < 0.12 else None
-        # A refund comes up to half a step later; an untouched payment completes within seconds.
-        late = step / 2 if refund else min(step / 4, 5 * SECOND)
+        status = self.payment_status(i)
+        refund = ("full" if roll < 0.06 else "partial" if roll < 0.12 else None) if status == "COMPLETED" else None
+        # A refund or a voided authorization comes up to half a step later; otherwise seconds.
+        late = step / 2 if refund or status == "CANCELED" else min(step / 4, 5 * SECOND)
         updated = created + max(MS, int(rng.random() * late) // MS * MS)
-        return PaymentPlan(created, updated, refund)
+        return PaymentPlan(created, updated, refund, status)
 
     def order_created(self, i: int) -> int:
         """The order is opened shortly before its payment (a constant offset keeps the order)."""
         return self.payment_plan(i).created - min(60 * SECOND, self.payment_step // 8 // MS * MS)
 
-    def sale(self, i: int) -> tuple[dict, dict]:
-        """Payment ``i`` and its order."""
-        plan = self.payment_plan(i)
-        rng = self.rng("sale", i)
-        location = self.locations[self.location_slot(i)]
+    def order_times(self, i: int) -> dict[str, int]:
+        """``created_at``, ``updated_at`` and ``closed_at`` (the sort keys) of the order at index ``i``.
+
+        Each is non-decreasing in ``i`` and distinct, so ranges are index ranges. The order of a declined
+        card lives at the declined payment's index and closes with the retry; the retry's index holds no
+        order (``sale`` gives None) and keys just above the shared order's."""
+        if i > 0 and self.declined_first(i - 1):
+            retry = self.payment_plan(i)
+            return {"created_at": self.order_created(i), "updated_at": retry.updated + 1,
+                    "closed_at": retry.created + 1}
+        plan = self.payment_plan(i + 1) if self.declined_first(i) else self.payment_plan(i)
+        closed = plan.updated if plan.status == "CANCELED" else plan.created
+        return {"created_at": self.order_created(i), "updated_at": plan.updated, "closed_at": closed}
+
+    def sale(self, i: int) -> tuple[dict, dict | None]:
+        """Payment ``i`` and its order (None for the retry of a declined card: its order is at ``i - 1``)."""
+        if i > 0 and self.declined_first(i - 1):
+            return self._build(i - 1, i, self.payment_id(i))[0], None
+        if self.declined_first(i):
+            declined, _ = self._build(i, i, self.payment_id(i))
+            _, order = self._build(i, i + 1, self.payment_id(i + 1))
+            return declined, order
+        return self._build(i, i, self.payment_id(i))
+
+    def _build(self, sale_index: int, payment_index: int, payment_id: str) -> tuple[dict, dict]:
+        """The sale ``sale_index`` (lines, customer, location, order) paid by payment ``payment_index``."""
+        plan = self.payment_plan(payment_index)
+        rng = self.rng("sale", sale_index)
+        slot = self.location_slot(sale_index)
         customer_id = None
         if self.customer_count:
-            j = rng.randrange(0, min(self.customer_count - 1, i * self.customer_count // max(self.payment_count, 1)) + 1)
+            j = rng.randrange(0, min(self.customer_count - 1,
+                                     sale_index * self.customer_count // max(self.payment_count, 1)) + 1)
             customer_id = self.customer_id(j) if self.customer_buys(j) else None
         customer = self.customer(self.customer_index(customer_id)) if customer_id else None
+        custom = None
+        if sale_index % 61 == 7:
+            custom = "nameless" if (sale_index // 61) % 2 == 0 else "Custom Amount"
+        times = self.order_times(sale_index)
         return build_sale(
-            rng=rng, payment_id=self.payment_id(i), order_id=self.order_id(i), location=location,
-            tax_basis_points=LOCATIONS[self.location_slot(i)].tax_basis_points, variations=self.variations,
-            item_names=self.item_names,
-            customer=customer, created=plan.created, order_created=self.order_created(i), updated=plan.updated,
-            refund=plan.refund, custom_amount=i % 61 == 7, offline=rng.random() < 0.05,
-            receipt_number=self.payment_id(i)[:4])
+            rng=rng, payment_id=payment_id, order_id=self.order_id(sale_index), location=self.locations[slot],
+            tax_basis_points=LOCATIONS[slot].tax_basis_points, variations=self.variations,
+            item_names=self.item_names, customer=customer, created=plan.created, order_created=times["created_at"],
+            updated=plan.updated, refund=plan.refund, custom_amount=custom, offline=rng.random() < 0.05,
+            receipt_number=payment_id[:4], status=plan.status,
+            order_updated=times["updated_at"], order_closed=times["closed_at"])
 
 
 def build_sale(*, rng: random.Random, payment_id: str, order_id: str, location: dict, tax_basis_points: int,
                variations: list[dict], item_names: dict[str, str], customer: dict | None, created: int, order_created: int, updated: int,
-               refund: str | None, custom_amount: bool, offline: bool, receipt_number: str,
-               offline_client_created: int | None = None) -> tuple[dict, dict]:
-    """A payment and its order, with totals that add up in integer cents."""
+               refund: str | None, custom_amount: str | None, offline: bool, receipt_number: str,
+               offline_client_created: int | None = None, status: str = "COMPLETED",
+               order_updated: int | None = None, order_closed: int | None = None,
+               amount: int | None = None) -> tuple[dict, dict]:
+    """A payment and its order, with totals that add up in integer cents.
+
+    ``status`` is the payment's Payment.status; the order follows it (OrderState, api.json): COMPLETED
+    when paid, CANCELED when the payment was cancelled, otherwise OPEN (nothing taken yet, no tender).
+    ``custom_amount``: None, ``"nameless"`` (a CUSTOM_AMOUNT line without ``name``) or the line's name.
+    ``amount``: one CUSTOM_AMOUNT line of exactly this many minor units, untaxed and undiscounted."""
+    if status not in PAYMENT_STATUSES:
+        raise ValueError(f"status must be one of {PAYMENT_STATUSES}, not {status!r}")
     currency = location["currency"]
     location_id = location["id"]
     lines = []
-    for n in range(1 + rng.randrange(3)):
+    if amount is not None:
+        if not isinstance(amount, int) or amount <= 0:
+            raise ValueError("amount must be a positive integer (minor units)")
+        lines.append({"uid": "li-0", "name": custom_amount, "quantity": "1", "item_type": "CUSTOM_AMOUNT",
+                      "price": amount, "variation": None})
+        tax_basis_points = 0
+    for n in range(0 if amount is not None else 1 + rng.randrange(3)):
         quantity = 1 + rng.randrange(3)
         if (custom_amount and n == 0) or not variations:
-            lines.append({"uid": f"li-{n}", "name": "Custom Amount", "quantity": str(quantity),
+            lines.append({"uid": f"li-{n}", "name": custom_amount or "Custom Amount", "quantity": str(quantity),
                           "item_type": "CUSTOM_AMOUNT", "price": 100 * (1 + rng.randrange(30)), "variation": None})
             continue
         variation = rng.choice(variations)
         lines.append({"uid": f"li-{n}", "quantity": str(quantity), "item_type": "ITEM", "variation": variation,
                       "price": variation["item_variation_data"]["price_money"]["amount"]})
-    discount = DISCOUNTS[rng.randrange(len(DISCOUNTS))] if rng.random() < 0.3 else None
+    discount = DISCOUNTS[rng.randrange(len(DISCOUNTS))] if rng.random() < 0.3 and amount is None else None
     order_discounts = []
     line_items = []
     totals = {"gross": 0, "discount": 0, "tax": 0}
@@ -387,7 +476,7 @@ def build_sale(*, rng: random.Random, payment_id: str, order_id: str, location: 
             item["catalog_version"] = variation["version"]
             item["variation_name"] = variation["item_variation_data"]["name"]
             item["name"] = item_names[variation["id"]]
-        else:
+        elif line["name"] not in (None, "nameless"):
             item["name"] = line["name"]
         if applied:
             item["applied_discounts"] = applied
@@ -406,38 +495,55 @@ def build_sale(*, rng: random.Random, payment_id: str, order_id: str, location: 
             order_discount["amount_money"] = money(value, currency)
         order_discounts.append(order_discount)
     total = totals["gross"] - totals["discount"] + totals["tax"]
-    by_card = rng.random() < 0.8
-    tender_id = f"T{payment_id[1:]}"
+    # Only a COMPLETED payment took money; a bank transfer is PENDING while it clears; APPROVED, CANCELED
+    # and FAILED are card states (CardPaymentDetails.status AUTHORIZED, VOIDED, FAILED).
+    by_card = rng.random() < 0.8 or status in ("APPROVED", "CANCELED", "FAILED")
+    by_bank = status == "PENDING"
     refunded = total if refund == "full" else max(1, total * (10 + rng.randrange(60)) // 100) if refund else 0
     refund_id = f"{payment_id}_R{order_id[:20]}"
+    approved = total if status in ("APPROVED", "PENDING", "COMPLETED") else 0
 
     payment = {
         "id": payment_id, "created_at": rfc3339(created), "updated_at": rfc3339(updated),
         "amount_money": money(total, currency), "total_money": money(total, currency),
-        "approved_money": money(total, currency), "status": "COMPLETED",
-        "source_type": "CARD" if by_card else "CASH", "location_id": location_id, "order_id": order_id,
-        "capabilities": ["EDIT_AMOUNT_UP", "EDIT_AMOUNT_DOWN"] if not refund else [],
+        "approved_money": money(approved, currency), "status": status,
+        "source_type": "BANK_ACCOUNT" if by_bank else "CARD" if by_card else "CASH", "location_id": location_id,
+        "order_id": order_id,
+        "capabilities": ["EDIT_AMOUNT_UP", "EDIT_AMOUNT_DOWN"] if not refund and status == "COMPLETED" else [],
         "receipt_number": receipt_number, "receipt_url": f"https://squareup.com/receipt/preview/{payment_id}",
         "application_details": {"square_product": "SQUARE_POS", "application_id": "sq0idp-sandbox"},
         "version_token": f"v{updated // MS}",
     }
-    if by_card:
+    if by_bank:
+        payment["bank_account_details"] = {
+            "bank_name": "Sandbox Community Bank", "transfer_type": "ACH", "account_ownership_type": "INDIVIDUAL",
+            "fingerprint": f"sq-1-{payment_id[:20]}", "country": "US",
+            "statement_description": "SQ *CAFE GROESSENWAHN",
+            "ach_details": {"routing_number": "011000015", "account_number_suffix": f"{rng.randrange(1000):03d}",
+                            "account_type": "CHECKING"}}
+    elif by_card:
         brand = rng.choice(["VISA", "MASTERCARD", "AMERICAN_EXPRESS"])
         last_4 = f"{rng.randrange(10000):04d}"
-        payment["card_details"] = {"status": "CAPTURED", "entry_method": rng.choice(["CONTACTLESS", "EMV"]),
+        card_status = {"APPROVED": "AUTHORIZED", "CANCELED": "VOIDED", "FAILED": "FAILED"}.get(status, "CAPTURED")
+        payment["card_details"] = {"status": card_status, "entry_method": rng.choice(["CONTACTLESS", "EMV"]),
                                    "card": {"card_brand": brand, "last_4": last_4, "card_type": "CREDIT",
                                             "exp_month": 1 + rng.randrange(12), "exp_year": 2027 + rng.randrange(4)},
                                    "cvv_status": "CVV_NOT_CHECKED", "avs_status": "AVS_NOT_CHECKED"}
-        payment["processing_fee"] = [{"effective_at": rfc3339(created), "type": "INITIAL",
-                                      "amount_money": money(total * 26 // 1000 + 10, currency)}]
-        tender_details = {"type": "CARD", "card_details": {"status": "CAPTURED", "entry_method": payment["card_details"]["entry_method"],
-                                                           "card": {"card_brand": brand, "last_4": last_4}}}
+        if status == "FAILED":
+            payment["card_details"]["errors"] = [{"category": "PAYMENT_METHOD_ERROR", "code": "GENERIC_DECLINE",
+                                                  "detail": "Authorization error: 'GENERIC_DECLINE'"}]
+        if status in ("APPROVED", "CANCELED"):
+            # Payment.delay_duration / delay_action / delayed_until: an authorization not captured in time
+            # is cancelled by Square (card-present default PT36H).
+            payment.update(delay_duration="PT36H", delay_action="CANCEL",
+                           delayed_until=rfc3339(created + DELAY_DURATION))
+        if status == "COMPLETED":
+            payment["processing_fee"] = [{"effective_at": rfc3339(created), "type": "INITIAL",
+                                          "amount_money": money(total * 26 // 1000 + 10, currency)}]
     else:
         tendered = -(-total // 500) * 500
         payment["cash_details"] = {"buyer_supplied_money": money(tendered, currency),
                                    "change_back_money": money(tendered - total, currency)}
-        tender_details = {"type": "CASH", "cash_details": {"buyer_tendered_money": money(tendered, currency),
-                                                           "change_back_money": money(tendered - total, currency)}}
     if customer is not None:
         payment["customer_id"] = customer["id"]
         if by_card and customer.get("email_address"):
@@ -450,29 +556,55 @@ def build_sale(*, rng: random.Random, payment_id: str, order_id: str, location: 
         payment["offline_payment_details"] = {"client_created_at": rfc3339(
             offline_client_created if offline_client_created is not None else created)}
 
-    tender = {"id": tender_id, "location_id": location_id, "transaction_id": order_id,
-              "created_at": rfc3339(created), "amount_money": money(total, currency), "payment_id": payment_id,
-              **tender_details}
-    if customer is not None:
-        tender["customer_id"] = customer["id"]
+    tender = tender_for(payment)
+    # OrderState: COMPLETED = fully paid, CANCELED = not paid (terminal, closed_at set), OPEN = not paid yet.
+    state = {"COMPLETED": "COMPLETED", "CANCELED": "CANCELED"}.get(status, "OPEN")
     order = {
         "id": order_id, "location_id": location_id, "source": {"name": "Square Point of Sale"},
-        "line_items": line_items, "tenders": [tender],
-        "created_at": rfc3339(order_created), "updated_at": rfc3339(updated), "closed_at": rfc3339(created),
-        "state": "COMPLETED", "version": 3 if refund else 2,
+        "line_items": line_items,
+        "created_at": rfc3339(order_created), "updated_at": rfc3339(updated if order_updated is None else order_updated),
+        "state": state, "version": 3 if refund or state == "CANCELED" else 2 if state == "COMPLETED" else 1,
         "total_money": money(total, currency), "total_tax_money": money(totals["tax"], currency),
         "total_discount_money": money(totals["discount"], currency), "total_tip_money": money(0, currency),
-        "total_service_charge_money": money(0, currency), "net_amount_due_money": money(0, currency),
+        "total_service_charge_money": money(0, currency),
+        "net_amount_due_money": money(0 if state == "COMPLETED" else total, currency),
     }
+    if state == "COMPLETED":
+        order["tenders"] = [tender]
+    if state != "OPEN":
+        closed = order_closed if order_closed is not None else created if state == "COMPLETED" else updated
+        order["closed_at"] = rfc3339(closed)
     if order_discounts:
         order["discounts"] = order_discounts
     if customer is not None:
         order["customer_id"] = customer["id"]
     if rng.random() < 0.2:
-        order["fulfillments"] = [{"uid": "ful-0", "type": "PICKUP", "state": "COMPLETED"}]
+        order["fulfillments"] = [{"uid": "ful-0", "type": "PICKUP",
+                                  "state": {"OPEN": "PROPOSED"}.get(state, state)}]
     if refund:
-        order["refunds"] = [refund_record(refund_id, location_id, order_id, tender_id, updated, refunded, currency)]
+        order["refunds"] = [refund_record(refund_id, location_id, order_id, tender["id"], updated, refunded, currency)]
     return payment, order
+
+
+def tender_for(payment: dict) -> dict:
+    """The order's Tender for a completed payment (api.json, Tender: type, card_details / cash_details)."""
+    tender = {"id": f"T{payment['id'][1:]}", "location_id": payment["location_id"],
+              "transaction_id": payment["order_id"], "created_at": payment["created_at"],
+              "amount_money": dict(payment["amount_money"]), "payment_id": payment["id"]}
+    if "card_details" in payment:
+        card = payment["card_details"]
+        tender.update(type="CARD", card_details={"status": "CAPTURED", "entry_method": card["entry_method"],
+                                                 "card": {"card_brand": card["card"]["card_brand"],
+                                                          "last_4": card["card"]["last_4"]}})
+    elif "cash_details" in payment:
+        cash = payment["cash_details"]
+        tender.update(type="CASH", cash_details={"buyer_tendered_money": dict(cash["buyer_supplied_money"]),
+                                                 "change_back_money": dict(cash["change_back_money"])})
+    else:
+        tender["type"] = "BANK_ACCOUNT"
+    if payment.get("customer_id"):
+        tender["customer_id"] = payment["customer_id"]
+    return tender
 
 
 def refund_record(refund_id: str, location_id: str, order_id: str, tender_id: str, at: int, amount: int,
