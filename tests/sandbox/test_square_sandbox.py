@@ -8,6 +8,8 @@ from pathlib import Path
 import openapi_schema_validator
 import pytest
 import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4
 
@@ -444,3 +446,160 @@ def test_the_official_sdk_reads_everything(sandbox):
             break
     assert sorted(o.id for o in orders) == sorted(o["id"] for o in everything["orders"])
     assert all(line.quantity.isdigit() for o in orders for line in o.line_items)
+
+
+# -- issue 13: status, refunds, cancelled orders, nameless lines, inactive locations ----------------------------
+# Sources: api.json Payment.status ("APPROVED, PENDING, COMPLETED, CANCELED, or FAILED"), CardPaymentDetails.status
+# (AUTHORIZED, CAPTURED, VOIDED, FAILED), Payment.refunded_money / refund_ids, OrderState (OPEN, COMPLETED,
+# CANCELED), OrderLineItem (only `quantity` required), Location.status (ACTIVE, INACTIVE).
+CARD_STATUS = {"APPROVED": "AUTHORIZED", "COMPLETED": "CAPTURED", "CANCELED": "VOIDED", "FAILED": "FAILED"}
+
+
+def test_generated_payments_cover_every_status_and_their_orders_follow(sandbox, spec):  # S11, S12, G1
+    everything = sandbox.dump()
+    payments, orders = everything["payments"], {o["id"]: o for o in everything["orders"]}
+    assert {p["status"] for p in payments} == set(square.PAYMENT_STATUSES)
+    for payment in payments:
+        order = orders[payment["order_id"]]  # every payment's order exists
+        if "card_details" in payment:
+            assert payment["card_details"]["status"] == CARD_STATUS[payment["status"]]
+        if payment["status"] != "COMPLETED":
+            assert "refunded_money" not in payment and "refund_ids" not in payment
+            assert payment["id"] not in {t["payment_id"] for t in order.get("tenders", [])}
+        if payment["status"] == "CANCELED":
+            assert order["state"] == "CANCELED" and "closed_at" in order and "tenders" not in order
+        if payment["status"] in ("APPROVED", "PENDING"):
+            assert order["state"] == "OPEN" and "closed_at" not in order
+    assert next(p for p in payments if p["status"] == "PENDING")["source_type"] == "BANK_ACCOUNT"
+    for order in orders.values():
+        paid_by = [p for p in payments if p["order_id"] == order["id"]]
+        completed = [p for p in paid_by if p["status"] == "COMPLETED"]
+        assert order["state"] == ("COMPLETED" if completed else "CANCELED" if any(
+            p["status"] == "CANCELED" for p in paid_by) else "OPEN")
+        assert [t["payment_id"] for t in order.get("tenders", [])] == [p["id"] for p in completed]
+    # A declined card, then a completed retry on the same order for the same customer.
+    retried = [(a, b) for a in payments for b in payments if a["order_id"] == b["order_id"]
+               and a["status"] == "FAILED" and b["status"] == "COMPLETED"]
+    assert retried
+    for declined, retry in retried:
+        assert declined["created_at"] < retry["created_at"]
+        assert declined.get("customer_id") == retry.get("customer_id")
+        assert declined["location_id"] == retry["location_id"]
+        assert declined["amount_money"] == retry["amount_money"] == orders[retry["order_id"]]["total_money"]
+        assert declined["card_details"]["errors"][0]["code"] == "GENERIC_DECLINE"
+    assert any(p["status"] == "FAILED" and orders[p["order_id"]]["state"] == "OPEN" for p in payments)
+    # Refunds, full and partial, only of completed payments.
+    refunded = [p for p in payments if p.get("refunded_money")]
+    assert {p["status"] for p in refunded} == {"COMPLETED"}
+    assert any(p["refunded_money"] == p["amount_money"] for p in refunded)
+    assert any(0 < p["refunded_money"]["amount"] < p["amount_money"]["amount"] for p in refunded)
+
+
+def test_generated_custom_amount_lines_may_have_no_name(sandbox):  # S12
+    lines = [line for order in sandbox.dump()["orders"] for line in order["line_items"]]
+    custom = [line for line in lines if line["item_type"] == "CUSTOM_AMOUNT"]
+    assert all("catalog_object_id" not in line for line in custom)
+    assert any("name" not in line for line in custom) and any("name" in line for line in custom)
+    assert all("name" in line for line in lines if line["item_type"] == "ITEM")
+
+
+def test_the_inactive_location_holds_history_on_both_sides_of_the_one_year_default(sandbox):  # S3
+    everything = sandbox.dump()
+    [inactive] = [loc["id"] for loc in everything["locations"] if loc["status"] == "INACTIVE"]
+    year_ago = parse_rfc3339(everything["now"]) - square.YEAR
+    created = [parse_rfc3339(p["created_at"]) for p in everything["payments"] if p["location_id"] == inactive]
+    assert min(created) < year_ago < max(created)
+    listed = sandbox.all_pages("/v2/payments", "payments", location_id=inactive, begin_time=EVER)
+    assert len(listed) == len(created)
+    assert sandbox.all_pages("/v2/payments", "payments") and not any(
+        p["location_id"] == inactive for p in sandbox.all_pages("/v2/payments", "payments"))
+
+
+def test_admin_makes_payments_in_every_status_retries_transitions_and_refunds(sandbox, spec):  # S11, S12, G1
+    main = main_location(sandbox)
+    made = {status: sandbox.admin("POST", "payments", {"status": status, "amount": 48000})
+            for status in square.PAYMENT_STATUSES}
+    for status, sale in made.items():
+        assert sale["payment"]["status"] == status and sale["payment"]["amount_money"]["amount"] == 48000
+        assert sale["order"]["state"] == {"COMPLETED": "COMPLETED", "CANCELED": "CANCELED"}.get(status, "OPEN")
+        assert_conforms(spec, "Payment", sale["payment"])
+        assert_conforms(spec, "Order", sale["order"])
+    # The declined card, then a completed retry on the same order (same customer, same location).
+    declined = made["FAILED"]
+    retry = sandbox.admin("POST", "payments", {"order_id": declined["order"]["id"]})
+    assert retry["payment"]["order_id"] == declined["payment"]["order_id"]
+    assert retry["payment"]["customer_id"] == declined["payment"]["customer_id"]
+    assert retry["order"]["state"] == "COMPLETED"
+    assert [t["payment_id"] for t in retry["order"]["tenders"]] == [retry["payment"]["id"]]
+    paid_twice = requests.post(f"{sandbox.url}/__admin/square/payments", json={"order_id": retry["order"]["id"]},
+                               timeout=10)
+    assert paid_twice.status_code == 400
+    # Status transitions move updated_at, so an updated_at increment catches them.
+    sandbox.admin("POST", "clock", {"minutes": 5})
+    captured = sandbox.admin("POST", f"payments/{made['APPROVED']['payment']['id']}/status",
+                             {"status": "COMPLETED"})["payment"]
+    assert captured["status"] == "COMPLETED" and captured["card_details"]["status"] == "CAPTURED"
+    assert captured["updated_at"] > made["APPROVED"]["payment"]["updated_at"]
+    bounced = sandbox.admin("POST", f"payments/{made['PENDING']['payment']['id']}/status", {"status": "FAILED"})
+    assert bounced["payment"]["approved_money"]["amount"] == 0
+    wrong = requests.post(f"{sandbox.url}/__admin/square/payments/{made['COMPLETED']['payment']['id']}/status",
+                          json={"status": "CANCELED"}, timeout=10)
+    assert wrong.status_code == 400
+    orders = {o["id"]: o for o in sandbox.dump()["orders"]}
+    assert orders[captured["order_id"]]["state"] == "COMPLETED"
+    assert orders[bounced["payment"]["order_id"]]["state"] == "OPEN"
+    # Only money taken can be given back.
+    not_taken = requests.post(f"{sandbox.url}/__admin/square/payments/{made['FAILED']['payment']['id']}/refund",
+                              json={}, timeout=10)
+    assert not_taken.status_code == 400
+    partial = sandbox.admin("POST", f"payments/{made['COMPLETED']['payment']['id']}/refund", {"amount": 700})
+    assert partial["payment"]["refunded_money"] == {"amount": 700, "currency": "USD"}
+    changed = sandbox.all_pages("/v2/payments", "payments", location_id=main, begin_time=EVER,
+                                sort_field="UPDATED_AT", sort_order="ASC",
+                                updated_at_begin_time=captured["updated_at"])
+    assert {captured["id"], bounced["payment"]["id"], partial["payment"]["id"]} <= {p["id"] for p in changed}
+    bad = requests.post(f"{sandbox.url}/__admin/square/payments", json={"status": "DECLINED"}, timeout=10)
+    assert bad.status_code == 400
+
+
+def test_admin_custom_amount_without_name_and_an_old_payment_at_an_inactive_location(sandbox, spec):  # S3, S12
+    sale = sandbox.admin("POST", "payments", {"amount": 5000})
+    [line] = sale["order"]["line_items"]
+    assert line["item_type"] == "CUSTOM_AMOUNT" and line["quantity"] == "1"
+    assert "name" not in line and "catalog_object_id" not in line
+    assert sale["payment"]["amount_money"]["amount"] == sale["order"]["total_money"]["amount"] == 5000
+    named = sandbox.admin("POST", "payments", {"amount": 1250, "line_name": "Trinkgeldkasse"})
+    assert named["order"]["line_items"][0]["name"] == "Trinkgeldkasse"
+    [inactive] = [loc["id"] for loc in sandbox.dump()["locations"] if loc["status"] == "INACTIVE"]
+    old = sandbox.admin("POST", "payments", {"location_id": inactive, "amount": 2500, "created_days_ago": 300,
+                                             "updated_days_ago": 300})["payment"]
+    assert old["amount_money"] == {"amount": 2500, "currency": "CAD"}
+    assert old["id"] in {p["id"] for p in sandbox.all_pages("/v2/payments", "payments", location_id=inactive)}
+    for record in (sale["payment"], old):
+        assert_conforms(spec, "Payment", record)
+    assert_conforms(spec, "Order", sale["order"])
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), payments=st.integers(0, 400), customers=st.integers(0, 40))
+def test_generated_sort_keys_are_the_records_times_and_strictly_increase(seed, payments, customers):
+    """Any size: each generated record's times are the keys its index is found by (bisection and keyset
+    paging rely on it), the keys strictly increase, and a payment's order always exists."""
+    data = square.SquareData(seed, datetime(2026, 3, 1, tzinfo=timezone.utc), payments, customers)
+    previous: dict[str, int] = {}
+    for i in range(payments):
+        payment, order = data.sale(i)
+        plan = data.payment_plan(i)
+        assert (parse_rfc3339(payment["created_at"]), parse_rfc3339(payment["updated_at"])) == (plan.created,
+                                                                                                plan.updated)
+        assert payment["status"] == plan.status == data.payment_status(i)
+        owner = i if order is not None else i - 1
+        assert payment["order_id"] == data.order_id(owner) and data.order_index(payment["order_id"]) == owner
+        keys = data.order_times(i)
+        if order is not None:
+            for name in ("created_at", "updated_at", "closed_at"):
+                if name in order:
+                    assert parse_rfc3339(order[name]) == keys[name], (i, name)
+        for name, key in keys.items():
+            assert key > previous.get(name, -1), (i, name)
+            previous[name] = key
