@@ -40,6 +40,8 @@ class SquareSettings:
     locations: list[dict[str, Any]] | None  # None = discover all active locations
     disabled_locations: frozenset[str]
     schedule: str
+    # Location.status INACTIVE: "history" (sync once, then skip), "include" (every run) or "skip" (never, reported).
+    inactive_locations: str = "history"
 
     def location_conn_id(self, location_id: str) -> str:
         for entry in self.locations or []:
@@ -139,7 +141,11 @@ def load_config(path: str | Path | None = None) -> PipelineConfig:
         locations=None if locations == "all" else [dict(x) for x in locations],
         disabled_locations=frozenset(sq.get("disabled_locations") or []),
         schedule=str(sq.get("schedule", "*/30 * * * *")),
+        inactive_locations=str(sq.get("inactive_locations", "history")),
     )
+    if square.inactive_locations not in ("history", "include", "skip"):
+        raise ConfigError(f"{path}: square.inactive_locations must be history, include or skip, "
+                          f"not {square.inactive_locations!r}")
     crm = raw.get("crm") or {}
     crm_settings = CrmSettings(
         conn_id=str(crm.get("conn_id", "activecampaign_default")),

@@ -6,6 +6,7 @@ never a token, never a payload.
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -15,6 +16,8 @@ from ecomsync.extract import ExtractRequest, run_connection
 from ecomsync.sources import bigcommerce, square
 from ecomsync.streams import Stream, parse_iso
 from ecomsync.warehouse import Warehouse
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -69,16 +72,18 @@ def _with_lookback(stream: Stream, minutes: int) -> Stream:
 
 
 def locations_to_sync(config: PipelineConfig, credentials: Credentials, selected: str = "all") -> list[dict]:
-    """Active locations that are enabled (S2, S9), each as {location_id, name}."""
+    """Enabled locations (S2, S9), each as {location_id, name, status}. INACTIVE ones are listed too:
+    ``extract_location`` syncs or skips them by ``square.inactive_locations`` and says which (S3)."""
     session = square.session_for(credentials.base_url, credentials.token)
     found = []
     for location in square.list_locations(session):
         location_id = location["id"]
-        if location.get("status", "ACTIVE") != "ACTIVE" or not config.square.is_enabled(location_id):
+        if not config.square.is_enabled(location_id):
             continue
         if selected not in ("", "all", None) and location_id != selected:
             continue
-        found.append({"location_id": location_id, "name": location.get("name") or location_id})
+        found.append({"location_id": location_id, "name": location.get("name") or location_id,
+                      "status": location.get("status", "ACTIVE")})
     return found
 
 
@@ -88,12 +93,39 @@ def extract_location(config: PipelineConfig, location: dict, credentials: Creden
     warehouse.ensure_schema()
     location_id = location["location_id"]
     connection_id = f"square:{location_id}"
+    status = location.get("status", "ACTIVE")
+    if status != "ACTIVE":
+        skipped = _skip_inactive(config, warehouse, connection_id, location_id, status, request)
+        if skipped is not None:
+            return skipped
     # The CRM connection is named after the location (S2).
     warehouse.register_connection(connection_id, square.SOURCE, location_id, location["name"],
                                   f"https://app.squareup.com/dashboard/locations/{location_id}", True)
     session = square.session_for(credentials.base_url, credentials.token)
     streams = square.streams_for(location_id, config.square.historical_start, config.square.lookback_hours)
     return run_connection(warehouse, session, connection_id, streams, request).as_dict()
+
+
+def _skip_inactive(config: PipelineConfig, warehouse: Warehouse, connection_id: str, location_id: str, status: str,
+                   request: ExtractRequest) -> dict | None:
+    """The report of an INACTIVE location this run does not extract, or None to extract it (S3)."""
+    landed = {}
+    with warehouse.transaction() as conn, conn.cursor() as cur:
+        cur.execute("select payload ->> 'status' from raw.square_locations where connection_id = %s and pk = %s",
+                    (connection_id, location_id))
+        row = cur.fetchone()
+        for stream, table in (("payments", "square_payments"), ("orders", "square_orders")):
+            cur.execute(f"select count(*) from raw.{table} where connection_id = %s", (connection_id,))
+            landed[stream] = cur.fetchone()[0]
+    history_complete = (row is not None and row[0] == status) and warehouse.has_completed_historical(connection_id)
+    reason = square.inactive_location_skip(config.square.inactive_locations, history_complete=history_complete,
+                                           mode=request.mode, is_backfill=request.is_backfill)
+    if reason is None:
+        return None
+    log.warning("%s (%s) not extracted: %s; the warehouse holds %s", connection_id, status, reason,
+                ", ".join(f"{n} {stream}" for stream, n in landed.items()))
+    return {"connection_id": connection_id, "sync_mode": "skipped", "location_status": status, "skipped": reason,
+            "landed": landed, "streams": {}}
 
 
 def transform(config: PipelineConfig, wh_url: str, full_refresh: bool = False) -> dict:

@@ -1,6 +1,7 @@
 """Square extraction against the Square sandbox and a real Postgres, through the DAG task functions."""
 from __future__ import annotations
 
+import json
 import threading
 from collections import Counter
 from pathlib import Path
@@ -8,9 +9,10 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
-from ecomsync.config import load_config
+from ecomsync.config import ConfigError, load_config
 from ecomsync.extract import ExtractRequest
 from ecomsync.http import AuthError
+from ecomsync.sources import square as square_source
 from ecomsync.tasks import Credentials, extract_location, locations_to_sync
 from ecomsync.warehouse import Warehouse
 
@@ -109,10 +111,14 @@ def active_location_ids(sandbox: SquareSandbox) -> list[str]:
 
 
 # -- first connect ------------------------------------------------------------------------------------------
+def all_location_ids(sandbox: SquareSandbox) -> list[str]:
+    return [loc["id"] for loc in sandbox.dump()["locations"]]
+
+
 def test_first_connect_is_a_historical_sync_of_all_payments_and_customers(sandbox, config, warehouse_url):  # S3, S2, S7
     results = sync(config, sandbox, warehouse_url)
-    locations = active_location_ids(sandbox)
-    assert sorted(results) == sorted(locations) and len(locations) == 3
+    locations = all_location_ids(sandbox)  # the inactive one too: its payments are history (S3)
+    assert sorted(results) == sorted(locations) and len(locations) == 4
     assert {r["sync_mode"] for r in results.values()} == {"historical"}
     assert_raw_equals_sandbox(warehouse_url, sandbox, locations)
     dump = sandbox.dump()
@@ -155,7 +161,7 @@ def test_three_time_travel_rounds_leave_raw_equal_to_the_sandbox(sandbox, config
                                                   "updated_days_ago": 2})["payment"]
         late_payments.append(late)
         results = sync(config, sandbox, warehouse_url)
-        assert {r["sync_mode"] for r in results.values()} == {"incremental"}
+        assert {results[location_id]["sync_mode"] for location_id in locations} == {"incremental"}
         owner = added["payment"]["location_id"]
         assert raw(warehouse_url, "square_payments", owner)[added["payment"]["id"]] == added["payment"]
         assert raw(warehouse_url, "square_orders", owner)[added["order"]["id"]] == added["order"]
@@ -262,10 +268,20 @@ def test_a_disabled_location_is_not_extracted_and_nothing_is_deleted(sandbox, tm
     sync(config, sandbox, warehouse_url)
     assert raw(warehouse_url, "square_payments", stopped) == kept_before
     assert added["id"] not in raw(warehouse_url, "square_payments", stopped)
-    # A location closed in Square stops too, and keeps what was landed.
+    # A location closed in Square gets one last run (nothing paid before it closed is lost), then it stops;
+    # what was landed stays.
+    last_sale = sandbox.admin("POST", "payments", {"location_id": locations[2]})["payment"]
     sandbox.admin("POST", f"locations/{locations[2]}/deactivate")
-    assert [loc["location_id"] for loc in locations_to_sync(config, sandbox.credentials)] == [locations[0]]
-    assert raw(warehouse_url, "square_payments", locations[2])
+    assert [(loc["location_id"], loc["status"]) for loc in locations_to_sync(config, sandbox.credentials)] == [
+        (locations[0], "ACTIVE"), (locations[2], "INACTIVE")]
+    final = sync(config, sandbox, warehouse_url)
+    assert final[locations[2]]["sync_mode"] == "incremental"
+    assert raw(warehouse_url, "square_payments", locations[2])[last_sale["id"]] == last_sale
+    assert raw(warehouse_url, "square_locations", locations[2])[locations[2]]["status"] == "INACTIVE"
+    kept = raw(warehouse_url, "square_payments", locations[2])
+    after = sync(config, sandbox, warehouse_url)
+    assert after[locations[2]]["sync_mode"] == "skipped" and after[locations[0]]["sync_mode"] == "incremental"
+    assert raw(warehouse_url, "square_payments", locations[2]) == kept
 
 
 def test_a_revoked_token_fails_clearly_and_advances_no_watermark(sandbox, config, warehouse_url):
@@ -293,3 +309,126 @@ def test_rate_limited_answers_are_retried_with_backoff(sandbox, config, warehous
     rate_limited = [r for r in sandbox.request_log() if r["status"] == 429]
     assert rate_limited and sum(s["retries"] for s in result["streams"].values()) == len(rate_limited)
     assert_raw_equals_sandbox(warehouse_url, sandbox, [main])
+
+
+# -- issue 13: inactive locations (S3) -------------------------------------------------------------------------
+def inactive_location_id(sandbox: SquareSandbox) -> str:
+    [location_id] = [loc["id"] for loc in sandbox.dump()["locations"] if loc["status"] == "INACTIVE"]
+    return location_id
+
+
+def runs_of(warehouse_url: str, connection_id: str) -> list[tuple]:
+    return query(warehouse_url, "select run_id, stream, sync_mode, status from state.sync_runs "
+                                "where connection_id = %s order by started_at", (connection_id,))
+
+
+def test_an_inactive_locations_history_is_synced_once_then_skipped_and_reported(sandbox, config,
+                                                                                warehouse_url):  # S3, S5, P2
+    inactive = inactive_location_id(sandbox)
+    old = sandbox.admin("POST", "payments", {"location_id": inactive, "amount": 2500, "created_days_ago": 300,
+                                             "updated_days_ago": 300})["payment"]
+    first = sync(config, sandbox, warehouse_url)
+    assert first[inactive]["sync_mode"] == "historical"
+    assert raw(warehouse_url, "square_payments", inactive)[old["id"]] == old
+    assert_raw_equals_sandbox(warehouse_url, sandbox, [inactive])  # every payment it ever took, as Square has it
+    names = dict(query(warehouse_url, "select external_id, name from state.connections where source = 'square'"))
+    assert names[inactive] == "Pop-up Montréal"
+
+    # Incremental runs skip it without a request, and say so with what the warehouse holds.
+    sandbox.admin("POST", "clock", {"minutes": 30})
+    sandbox.clear_request_log()
+    second = sync(config, sandbox, warehouse_url)
+    skipped = second[inactive]
+    assert skipped["sync_mode"] == "skipped" and skipped["location_status"] == "INACTIVE"
+    assert "history complete" in skipped["skipped"]
+    assert skipped["landed"] == {"payments": len(raw(warehouse_url, "square_payments", inactive)),
+                                 "orders": len(raw(warehouse_url, "square_orders", inactive))}
+    assert skipped["landed"]["payments"] > 1
+    assert not any(inactive in (entry["query"] or "") or inactive in json.dumps(entry.get("body"))
+                   for entry in sandbox.request_log())
+    assert {mode for _, _, mode, _ in runs_of(warehouse_url, f"square:{inactive}")} == {"historical"}
+    assert {second[loc]["sync_mode"] for loc in active_location_ids(sandbox)} == {"incremental"}
+
+    # A historical restart (S5) reads it again, changing nothing that did not change.
+    restart = sync(config, sandbox, warehouse_url, mode="historical")[inactive]
+    assert restart["sync_mode"] == "historical"
+    assert restart["streams"]["payments"]["fetched"] == skipped["landed"]["payments"]
+    assert restart["streams"]["payments"]["landed"] == 0
+
+
+def test_the_inactive_locations_setting_includes_or_skips_them(sandbox, tmp_path, warehouse_url):  # S3
+    inactive = inactive_location_id(sandbox)
+    path = tmp_path / "pipeline.yml"
+
+    def configured(policy: str):
+        path.write_text(yaml.safe_dump({"square": {"locations": "all", "inactive_locations": policy}}))
+        return load_config(path)
+
+    skipping = sync(configured("skip"), sandbox, warehouse_url)[inactive]
+    assert skipping["sync_mode"] == "skipped" and "'skip'" in skipping["skipped"]
+    assert skipping["landed"] == {"payments": 0, "orders": 0}
+    assert raw(warehouse_url, "square_payments", inactive) == {}
+    assert query(warehouse_url, "select count(*) from state.connections where external_id = %s",
+                 (inactive,)) == [(0,)]
+    # `include`: synced by every run like an active location (first historical, then incremental).
+    assert sync(configured("include"), sandbox, warehouse_url)[inactive]["sync_mode"] == "historical"
+    assert sync(configured("include"), sandbox, warehouse_url)[inactive]["sync_mode"] == "incremental"
+    assert_raw_equals_sandbox(warehouse_url, sandbox, [inactive])
+    with pytest.raises(ConfigError, match="inactive_locations"):
+        configured("sometimes")
+
+
+@pytest.mark.parametrize(("policy", "complete", "mode", "backfill", "extracted"), [
+    ("history", False, "incremental", False, True),   # never fully synced: its history first (S3)
+    ("history", True, "incremental", False, False),   # history complete: nothing new happens at a closed location
+    ("history", True, "catch_up", False, False),
+    ("history", True, "historical", False, True),     # a restart reads everything again (S5)
+    ("history", True, "incremental", True, True),     # an explicit date range too
+    ("include", True, "incremental", False, True),
+    ("skip", False, "historical", False, False),
+])
+def test_inactive_location_rule(policy, complete, mode, backfill, extracted):  # S3, S5
+    reason = square_source.inactive_location_skip(policy, history_complete=complete, mode=mode, is_backfill=backfill)
+    assert (reason is None) == extracted
+    assert reason is None or "inactive" in reason
+
+
+# -- issue 13: every payment status, refunds, cancelled orders and nameless lines land unchanged (P2) ------------
+def test_every_status_refund_cancellation_and_nameless_line_lands_unchanged(sandbox, config,
+                                                                           warehouse_url):  # P2, S11, S12, G1
+    sync(config, sandbox, warehouse_url)
+    locations = all_location_ids(sandbox)
+    landed_payments = [p for loc in locations for p in raw(warehouse_url, "square_payments", loc).values()]
+    landed_orders = [o for loc in locations for o in raw(warehouse_url, "square_orders", loc).values()]
+    assert {p["status"] for p in landed_payments} == {"APPROVED", "PENDING", "COMPLETED", "CANCELED", "FAILED"}
+    assert {o["state"] for o in landed_orders} == {"OPEN", "COMPLETED", "CANCELED"}
+    assert any(line["item_type"] == "CUSTOM_AMOUNT" and "name" not in line
+               for o in landed_orders for line in o["line_items"])
+    assert any(p.get("refunded_money") == p["amount_money"] for p in landed_payments)
+    main = locations[0]
+
+    # Changes after the first sync, each only visible through updated_at.
+    dump = sandbox.dump()
+    sandbox.admin("POST", "clock", {"minutes": 30})
+    approved = next(p for p in dump["payments"] if p["status"] == "APPROVED")
+    pending = next(p for p in dump["payments"] if p["status"] == "PENDING")
+    sandbox.admin("POST", f"payments/{approved['id']}/status", {"status": "CANCELED"})
+    sandbox.admin("POST", f"payments/{pending['id']}/status", {"status": "COMPLETED"})
+    old = next(p for p in dump["payments"] if p["status"] == "COMPLETED" and not p.get("refund_ids")
+               and p["location_id"] == main)
+    sandbox.admin("POST", f"payments/{old['id']}/refund", {"amount": 700})
+    sandbox.admin("POST", f"payments/{old['id']}/refund")
+    declined = sandbox.admin("POST", "payments", {"status": "FAILED", "amount": 48000})
+    retry = sandbox.admin("POST", "payments", {"order_id": declined["order"]["id"]})
+    nameless = sandbox.admin("POST", "payments", {"amount": 5000})
+    sync(config, sandbox, warehouse_url)
+
+    assert_raw_equals_sandbox(warehouse_url, sandbox, [loc for loc in locations if loc != inactive_location_id(sandbox)])
+    payments = raw(warehouse_url, "square_payments", main)
+    orders = raw(warehouse_url, "square_orders", main)
+    assert payments[old["id"]]["refunded_money"] == old["amount_money"] and len(payments[old["id"]]["refund_ids"]) == 2
+    assert payments[declined["payment"]["id"]]["status"] == "FAILED"
+    assert payments[retry["payment"]["id"]]["order_id"] == declined["order"]["id"]
+    assert orders[declined["order"]["id"]]["state"] == "COMPLETED"
+    assert orders[approved["order_id"]]["state"] == "CANCELED"
+    assert "name" not in orders[nameless["order"]["id"]]["line_items"][0]

@@ -4,6 +4,16 @@ Two defaults of ``GET /v2/payments`` would silently lose data: ``begin_time``
 is one year ago and ``location_id`` is the main location only. Every payments
 request here sets both. Offline payments can arrive 72 h late with old
 timestamps, so payments and orders re-read a look-back window by ``updated_at``.
+
+Records land exactly as Square returns them (P2): payments in every
+``Payment.status`` (APPROVED, PENDING, COMPLETED, CANCELED, FAILED), orders in
+every ``OrderState`` (no ``state_filter``), a refund as the payment's
+``refunded_money``/``refund_ids`` (a refund moves the payment's ``updated_at``,
+so the ``updated_at`` increment re-reads it), line items without ``name``.
+Deciding what counts is dbt's job, not the extract's.
+
+Inactive locations (``Location.status`` INACTIVE: closed now, its past payments
+still real history, api-specs/README "Locations"): see ``inactive_location_skip``.
 """
 from __future__ import annotations
 
@@ -16,6 +26,31 @@ from ecomsync.streams import CursorPaginator, Request, Stream, Window, iso_z, pa
 SOURCE = "square"
 SQUARE_VERSION = "2025-08-20"  # >= 2024-12-18 for sort_field=UPDATED_AT on payments
 CATALOG_TYPES = ["ITEM", "ITEM_VARIATION", "CATEGORY", "IMAGE"]
+
+
+# What to do with a location whose Location.status is INACTIVE (setting square.inactive_locations).
+INACTIVE_POLICIES = ("history", "include", "skip")
+
+
+def inactive_location_skip(policy: str, *, history_complete: bool, mode: str, is_backfill: bool) -> str | None:
+    """Why an INACTIVE location is not extracted by this run, or None to extract it.
+
+    ``history`` (the default): S3 asks for all historical payments on first connect, and a closed location's
+    payments are history too; so it is extracted until its history is complete (``history_complete``: a
+    historical sync finished and a later run landed its INACTIVE status, i.e. nothing paid before it closed
+    is missing), then skipped by incremental and catch-up runs (a closed location takes no new payments).
+    A historical run (restart, S5) or a date-range run reads it again. ``include``: extracted by every run,
+    like an active location. ``skip``: never extracted; every run reports it.
+    """
+    if policy not in INACTIVE_POLICIES:
+        raise ValueError(f"square.inactive_locations must be one of {INACTIVE_POLICIES}, not {policy!r}")
+    if policy == "include":
+        return None
+    if policy == "skip":
+        return "inactive location; square.inactive_locations is 'skip' (set 'history' to sync its history once)"
+    if mode == "historical" or is_backfill or not history_complete:
+        return None
+    return "inactive location, history complete; a historical run (restart) reads it again"
 
 
 def session_for(base_url: str, token: str, *, verify: bool = True) -> ApiSession:
@@ -81,11 +116,11 @@ def _catalog_request(window: Window) -> Request:
 
 
 def streams_for(location_id: str, historical_start: datetime, lookback_hours: int) -> tuple[Stream, ...]:
+    """The streams of one location's connection. The location itself comes last: its record (with its
+    ``status``) lands only once every other stream of the run has landed, so an INACTIVE status in raw
+    means the run that saw it closed missed nothing (``inactive_location_skip``)."""
     late_lookback = lookback_hours * 60
     return (
-        Stream(name="locations", table="square_locations", path="/v2/locations",
-               paginator=CursorPaginator("locations"), primary_key=_id, build_request=lambda window: Request(),
-               transform=lambda records: [r for r in records if r.get("id") == location_id]),
         Stream(name="catalog", table="square_catalog_objects", path="/v2/catalog/search", method="POST",
                paginator=CursorPaginator("objects"), primary_key=_id, build_request=_catalog_request,
                replication_key=_updated_at, lookback_minutes=10),
@@ -101,4 +136,7 @@ def streams_for(location_id: str, historical_start: datetime, lookback_hours: in
                paginator=CursorPaginator("payments"), primary_key=_id,
                build_request=partial(_payments_request, location_id, historical_start),
                replication_key=_updated_at, sorted_by_replication_key=True, lookback_minutes=late_lookback),
+        Stream(name="locations", table="square_locations", path="/v2/locations",
+               paginator=CursorPaginator("locations"), primary_key=_id, build_request=lambda window: Request(),
+               transform=lambda records: [r for r in records if r.get("id") == location_id]),
     )
