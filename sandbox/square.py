@@ -28,11 +28,16 @@ Admin, under ``/__admin/square/`` (JSON bodies; times are the sandbox clock):
 - ``GET dump[?kind=locations|customers|payments|orders|catalog_objects]`` — every stored object in API shape, plus ``now``.
 - ``GET clock`` / ``POST clock {"days", "hours", "minutes", "seconds"}`` — read / advance the clock.
 - ``POST payments {"location_id"?, "customer_id"?, "customer"?: {fields}, "created_days_ago"?, "updated_days_ago"?,
-  "offline"?: bool}`` — a new payment with its order (and a new customer unless ``customer_id`` is given).
+  "offline"?: bool, "status"?, "amount"?, "line_name"?, "order_id"?}`` — a new payment with its order (and a
+  new customer unless ``customer_id`` is given).
   A late offline payment: ``{"offline": true, "created_days_ago": 2}`` (visible now, created two days ago;
   add ``"updated_days_ago": 2`` for an ``updated_at`` as old as its ``created_at``: only a look-back finds it).
-- ``POST payments/{id}/refund {"amount"?: cents}`` — a full (default) or partial refund: the payment's
-  ``refunded_money`` and ``refund_ids``, the order's ``refunds``; both ``updated_at`` bumped.
+  ``status`` is any Payment.status (default COMPLETED; the order follows OrderState); ``amount`` makes the order
+  one CUSTOM_AMOUNT line of that many minor units, without ``name`` unless ``line_name``; ``order_id`` pays an
+  OPEN order again (the COMPLETED retry after a FAILED, declined card carries the same ``order_id``).
+- ``POST payments/{id}/status {"status"}`` — APPROVED → COMPLETED | CANCELED, PENDING → COMPLETED | FAILED.
+- ``POST payments/{id}/refund {"amount"?: cents}`` — a full (default) or partial refund of a COMPLETED payment:
+  the payment's ``refunded_money`` and ``refund_ids``, the order's ``refunds``; both ``updated_at`` bumped.
 - ``POST customers/{id} {fields}`` — edit a customer (``null`` removes a field); ``updated_at`` and ``version`` bumped.
 - ``POST locations {"name", "currency"?, "country"?}`` — add an active location;
   ``POST locations/{id}/deactivate`` — set it INACTIVE.
