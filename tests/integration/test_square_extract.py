@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from ecomsync.config import ConfigError, load_config
 from ecomsync.extract import ExtractRequest
 from ecomsync.http import AuthError
@@ -432,3 +434,46 @@ def test_every_status_refund_cancellation_and_nameless_line_lands_unchanged(sand
     assert orders[declined["order"]["id"]]["state"] == "COMPLETED"
     assert orders[approved["order_id"]]["state"] == "CANCELED"
     assert "name" not in orders[nameless["order"]["id"]]["line_items"][0]
+
+
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_sequence_of_status_changes_refunds_and_retries_lands_unchanged(sandbox, config, warehouse_url,
+                                                                            data):  # P2, S4, S11
+    """Whatever happens to payments between two runs (new ones in any status, captures, cancellations,
+    bounced transfers, declined cards paid again, partial and full refunds), the next incremental run leaves
+    raw equal to Square. The sandbox and the warehouse carry over from one example to the next."""
+    active = active_location_ids(sandbox)
+    if not getattr(sandbox, "synced", False):  # the first example starts from a historical sync
+        sync(config, sandbox, warehouse_url)
+        sandbox.synced = True
+    for _ in range(data.draw(st.integers(1, 6), label="changes")):
+        sandbox.admin("POST", "clock", {"minutes": data.draw(st.integers(1, 90), label="minutes")})
+        dump = sandbox.dump()
+        payments = [p for p in dump["payments"] if p["location_id"] in active]
+        open_orders = {o["id"] for o in dump["orders"] if o["state"] == "OPEN" and o["location_id"] in active}
+        choices = {
+            "new": lambda: sandbox.admin("POST", "payments", {
+                "location_id": data.draw(st.sampled_from(active)),
+                "status": data.draw(st.sampled_from(square.PAYMENT_STATUSES)),
+                **data.draw(st.sampled_from([{}, {"amount": 5000}, {"amount": 1250, "line_name": "Kasse"}]))}),
+            "transition": lambda: (lambda p: sandbox.admin("POST", f"payments/{p['id']}/status", {
+                "status": data.draw(st.sampled_from({"APPROVED": ["COMPLETED", "CANCELED"],
+                                                     "PENDING": ["COMPLETED", "FAILED"]}[p["status"]]))}))(
+                data.draw(st.sampled_from([p for p in payments if p["status"] in ("APPROVED", "PENDING")]))),
+            "retry": lambda: sandbox.admin("POST", "payments", {"order_id": data.draw(st.sampled_from(sorted(
+                {p["order_id"] for p in payments if p["status"] == "FAILED" and p["order_id"] in open_orders})))}),
+            "refund": lambda: (lambda p: sandbox.admin("POST", f"payments/{p['id']}/refund", data.draw(
+                st.sampled_from([{}, {"amount": 1}]))))(data.draw(st.sampled_from(
+                    [p for p in payments if p["status"] == "COMPLETED"
+                     and (p.get("refunded_money") or {}).get("amount", 0) < p["amount_money"]["amount"] - 1]))),
+        }
+        possible = ["new", "refund"]
+        if any(p["status"] in ("APPROVED", "PENDING") for p in payments):
+            possible.append("transition")
+        if any(p["status"] == "FAILED" and p["order_id"] in open_orders for p in payments):
+            possible.append("retry")
+        choices[data.draw(st.sampled_from(possible), label="change")]()
+    results = sync(config, sandbox, warehouse_url)
+    assert {results[location_id]["sync_mode"] for location_id in active} == {"incremental"}
+    assert_raw_equals_sandbox(warehouse_url, sandbox, active)
