@@ -220,7 +220,21 @@ class SquareStore:
             raise ValueError("the clock only moves forward")
         with self.lock:
             self.clock_offset += int(seconds * SECOND)
+            self._apply_delay_actions()
         return self.now()
+
+    def _apply_delay_actions(self) -> None:
+        """Payment.delay_action: an APPROVED payment not completed by ``delayed_until`` is cancelled by
+        Square (api.json, Payment.delay_duration / delay_action / delayed_until)."""
+        now = self.now()
+        candidates = [p for p in self.payments.explicit.values() if p["status"] == "APPROVED"]
+        last = self.data.payment_count - 1
+        if last >= 0 and self.data.payment_status(last) == "APPROVED" \
+                and self.data.payment_id(last) not in self.payments.explicit:
+            candidates.append(self.data.sale(last)[0])
+        for payment in candidates:
+            if payment.get("delay_action") == "CANCEL" and parse_rfc3339(payment["delayed_until"]) <= now:
+                self.set_payment_status(payment["id"], "CANCELED")
 
     @property
     def main_location_id(self) -> str | None:

@@ -357,6 +357,10 @@ class SquareData:
         created = self.t0 + int(i * step + rng.random() * step / 4) // MS * MS
         roll = rng.random()
         status = self.payment_status(i)
+        if status in ("APPROVED", "PENDING") and i >= self.payment_count - 2:
+            # Still in flight at the anchor: authorized an hour ago (its delay_action is still ahead), a
+            # transfer two hours ago. Later than the regular time only, so times still grow with the index.
+            created = max(created, self.anchor - (SECOND * 3600 * (self.payment_count - i)))
         refund = ("full" if roll < 0.06 else "partial" if roll < 0.12 else None) if status == "COMPLETED" else None
         # A refund or a voided authorization comes up to half a step later; otherwise seconds.
         late = step / 2 if refund or status == "CANCELED" else min(step / 4, 5 * SECOND)

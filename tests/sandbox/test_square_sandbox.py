@@ -603,3 +603,23 @@ def test_generated_sort_keys_are_the_records_times_and_strictly_increase(seed, p
         for name, key in keys.items():
             assert key > previous.get(name, -1), (i, name)
             previous[name] = key
+
+
+def test_an_authorization_not_completed_in_time_is_cancelled_by_its_delay_action(sandbox):  # S4, G1
+    everything = sandbox.dump()
+    approved = next(p for p in everything["payments"] if p["status"] == "APPROVED")
+    pending = next(p for p in everything["payments"] if p["status"] == "PENDING")
+    now = parse_rfc3339(everything["now"])
+    # In flight at the end of the history, as Square shows such payments: the delay action is still ahead.
+    assert parse_rfc3339(approved["created_at"]) < now < parse_rfc3339(approved["delayed_until"])
+    assert now - parse_rfc3339(pending["created_at"]) < 3 * 86400 * 10**6
+    sandbox.admin("POST", "clock", {"hours": 1})
+    assert sandbox.admin("GET", "dump?kind=payments")["payments"][-1]["status"] == "APPROVED"
+    sandbox.admin("POST", "clock", {"days": 2})
+    payments = {p["id"]: p for p in sandbox.dump()["payments"]}
+    cancelled = payments[approved["id"]]
+    assert cancelled["status"] == "CANCELED" and cancelled["card_details"]["status"] == "VOIDED"
+    assert cancelled["updated_at"] > approved["updated_at"]
+    order = next(o for o in sandbox.dump()["orders"] if o["id"] == approved["order_id"])
+    assert order["state"] == "CANCELED" and "closed_at" in order
+    assert payments[pending["id"]]["status"] == "PENDING"  # a bank transfer has no delay action
