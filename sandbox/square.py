@@ -358,6 +358,9 @@ class SquareStore:
             return copy.deepcopy(payment)
 
     def refund(self, payment_id: str, amount: int | None = None) -> dict:
+        """A refund of a COMPLETED payment: its ``refunded_money`` ("the total amount of the payment refunded
+        to date", api.json Payment) and ``refund_ids`` grow, the order gets the Refund; both are updated, as
+        Square's ``payment.updated`` per refund says (developer.squareup.com/docs/refunds-api/webhooks)."""
         with self.lock:
             payment = self.payment(payment_id)
             if payment is None:
