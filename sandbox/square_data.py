@@ -36,6 +36,7 @@ import hashlib
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from sandbox.people import person
 
@@ -435,7 +436,7 @@ def build_sale(*, rng: random.Random, payment_id: str, order_id: str, location: 
         raise ValueError(f"status must be one of {PAYMENT_STATUSES}, not {status!r}")
     currency = location["currency"]
     location_id = location["id"]
-    lines = []
+    lines: list[dict[str, Any]] = []
     if amount is not None:
         if not isinstance(amount, int) or amount <= 0:
             raise ValueError("amount must be a positive integer (minor units)")
@@ -468,7 +469,7 @@ def build_sale(*, rng: random.Random, payment_id: str, order_id: str, location: 
                 line_discount = min(value, gross)
                 applied = [{"uid": f"ad-{n}", "discount_uid": "disc-0", "applied_money": money(line_discount, currency)}]
         tax = (gross - line_discount) * tax_basis_points // 10000
-        item = {"uid": line["uid"], "quantity": line["quantity"], "item_type": line["item_type"],
+        item: dict[str, Any] = {"uid": line["uid"], "quantity": line["quantity"], "item_type": line["item_type"],
                 "base_price_money": money(line["price"], currency),
                 "variation_total_price_money": money(gross, currency), "gross_sales_money": money(gross, currency),
                 "total_discount_money": money(line_discount, currency), "total_tax_money": money(tax, currency),
