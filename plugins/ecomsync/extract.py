@@ -81,6 +81,9 @@ def stream_window(warehouse: Warehouse, connection_id: str, stream: Stream, mode
     watermark = warehouse.watermark(connection_id, stream.name)
     if watermark is None:
         return Window(None, None)
+    if stream.lookback_minutes == 0 and stream.resumes_from_keyset:
+        # Resume after the records landed at the watermark instead of reading them again.
+        return Window(watermark, None, warehouse.landed_at(connection_id, stream.table, watermark))
     return Window(watermark - timedelta(minutes=stream.lookback_minutes), None)
 
 
@@ -146,28 +149,13 @@ def _land_page(warehouse: Warehouse, session: ApiSession, connection_id: str, st
         records.append(RawRecord(stream.primary_key(item), item, updated_at, stream.flag(item)))
         if updated_at is not None and (high_water is None or updated_at > high_water):
             high_water = updated_at
-    children = {child.table: _fetch_children(session, child, page) for child in stream.children}
     with warehouse.transaction() as conn:
         run.records_landed += warehouse.land(conn, stream.table, connection_id, records, run.run_id, mode)
-        for child in stream.children:
-            warehouse.land(conn, child.table, connection_id, children[child.table], run.run_id, mode)
         if advance_per_page and high_water is not None:
             warehouse.advance_watermark(conn, connection_id, stream.name, high_water, run.run_id)
     run.records_fetched += len(records)
     run.records_flagged += sum(1 for r in records if r.flag)
     return high_water
-
-
-def _fetch_children(session: ApiSession, child, parents: list[dict]) -> list[RawRecord]:
-    records = []
-    for parent in parents:
-        path = child.path_for(parent)
-        if path is None:
-            continue
-        _, body, _ = session.request_json("GET", path)
-        for item in body or []:
-            records.append(RawRecord(child.primary_key(item), item, None))
-    return records
 
 
 def _count_requests(run: StreamRun, session: ApiSession, requests_before: int, retries_before: int) -> None:

@@ -24,7 +24,7 @@ from psycopg2.extensions import connection as PgConnection
 
 RAW_TABLES = (
     "bigcommerce_orders", "bigcommerce_order_coupons", "bigcommerce_customers", "bigcommerce_subscribers",
-    "bigcommerce_products", "bigcommerce_categories", "bigcommerce_order_statuses",
+    "bigcommerce_products", "bigcommerce_categories", "bigcommerce_order_statuses", "bigcommerce_refunds",
     "square_locations", "square_customers", "square_payments", "square_orders", "square_catalog_objects",
 )
 _TABLE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -211,6 +211,16 @@ class Warehouse:
                         (connection_id, stream))
             row = cur.fetchone()
         return row[0] if row else None
+
+    def landed_at(self, connection_id: str, table: str, at: datetime) -> frozenset[str]:
+        """Primary keys of the landed records of ``raw.<table>`` whose replication time is exactly ``at``
+        (a keyset paginator resumes after them instead of reading them again)."""
+        if table not in RAW_TABLES:
+            raise ValueError(f"unknown raw table {table!r}")
+        with self.transaction() as conn, conn.cursor() as cur:
+            cur.execute(sql.SQL("select pk from raw.{} where connection_id = %s and source_updated_at = %s")
+                        .format(sql.Identifier(table)), (connection_id, at))
+            return frozenset(pk for (pk,) in cur.fetchall())
 
     @staticmethod
     def advance_watermark(conn: PgConnection, connection_id: str, stream: str, watermark: datetime,
