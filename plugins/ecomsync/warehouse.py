@@ -161,11 +161,12 @@ class Warehouse:
 
     # -- landing -----------------------------------------------------------
     def land(self, conn: PgConnection, table: str, connection_id: str, records: list[RawRecord],
-             run_id: str, sync_mode: str) -> int:
+             run_id: str, sync_mode: str, landed_keys: set[str] | None = None) -> int:
         """Upsert ``records`` into ``raw.<table>`` inside the caller's transaction.
 
-        Returns how many rows were inserted or changed. A record repeated within
-        the batch (the same order on two pages) keeps its newest version.
+        Returns how many rows were inserted or changed (their ``pk`` added to
+        ``landed_keys`` when given). A record repeated within the batch (the same
+        order on two pages) keeps its newest version.
         """
         if table not in RAW_TABLES or not _TABLE_NAME.match(table):
             raise ValueError(f"unknown raw table {table!r}")
@@ -200,9 +201,13 @@ class Warehouse:
                     sync_mode = excluded.sync_mode,
                     flag = excluded.flag
                 where target.payload is distinct from excluded.payload
+                returning pk
             """).format(table=sql.Identifier(table)),
                 {"connection_id": connection_id, "run_id": run_id, "sync_mode": sync_mode})
-            return cur.rowcount
+            landed = [pk for (pk,) in cur.fetchall()]
+        if landed_keys is not None:
+            landed_keys.update(landed)
+        return len(landed)
 
     # -- watermarks ----------------------------------------------------------
     def watermark(self, connection_id: str, stream: str) -> datetime | None:
