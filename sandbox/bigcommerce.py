@@ -19,7 +19,9 @@ with ``consignment_structure=object``), ``GET /v2/orders/{id}`` and its
 (``date_modified:min|max``, ``id:in``, ``categories``/``categories:in``,
 ``include=images``), ``GET /v3/catalog/trees/categories`` (flat rows, as the spec
 says), ``GET /v3/catalog/trees/{tree_id}/categories`` (nested ``children``),
-``GET /v3/carts/{id}`` (the cart behind an Incomplete order, else 404).
+``GET /v3/carts/{id}`` (the cart behind an Incomplete order, else 404),
+``GET /v3/orders/payment_actions/refunds`` (``order_id:in``, ``id:in``, ``created:min|max``, page/limit; by
+refund id) and ``GET /v3/orders/{id}/payment_actions/refunds`` (orders.v3.yml).
 
 Rate limits, per store: a fixed window (default 150 requests per 30 s); every
 answer carries ``X-Rate-Limit-Requests-Left``, ``-Requests-Quota``,
@@ -37,21 +39,24 @@ JSON files in the API's own shapes, each optional (missing = empty):
 shows them; products and shipping addresses are read from their consignments),
 ``coupons.json`` (``/v2/orders/{id}/coupons`` rows, each with its ``order_id``),
 ``customers.json``, ``subscribers.json``, ``products.json`` (with ``images``),
-``categories.json`` (``/v3/catalog/trees/categories`` rows), ``carts.json``.
+``categories.json`` (``/v3/catalog/trees/categories`` rows), ``carts.json``, ``refunds.json``
+(``/v3/orders/payment_actions/refunds`` rows).
 
 Admin endpoints (never rate-limited, never faulted), besides core's
 ``/__admin/requests`` and ``/__admin/faults``:
 
 - ``GET  /__admin/bigcommerce/clock`` → ``{"now"}``; ``POST`` it ``{"advance_seconds": n}`` to travel in time.
-- ``GET  /__admin/bigcommerce/{hash}/{orders|customers|subscribers|products|categories|coupons}`` →
+- ``GET  /__admin/bigcommerce/{hash}/{orders|customers|subscribers|products|categories|coupons|refunds}`` →
   ``{"<name>": [every record exactly as the API shows it]}``; orders take the same ``include`` /
   ``consignment_structure`` parameters as ``/v2/orders``.
 - ``POST /__admin/bigcommerce/{hash}/orders`` ``{"count", "customer_id"?, "status_id"?}`` → new orders, now.
 - ``PUT  /__admin/bigcommerce/{hash}/orders/{id}`` ``{"status_id"}`` → a status change (bumps ``date_modified``).
-- ``POST /__admin/bigcommerce/{hash}/orders/{id}/refunds`` ``{"amount"?: "12.3400"}`` → a partial refund, or
-  a full one without an amount (status 14 or 4).
-- ``PUT  /__admin/bigcommerce/{hash}/customers/{id}`` and ``/subscribers/{id}`` ``{fields…}`` → an edit
-  (e.g. ``{"consents": []}``), bumping ``date_modified``.
+- ``POST /__admin/bigcommerce/{hash}/orders/{id}/refunds`` ``{"amount"?: "12.3400"}`` → a new refund record
+  (the rest of the total without an amount); status 14, or 4 once the whole total is refunded.
+- ``POST /__admin/bigcommerce/{hash}/orders/{id}/archive`` → ``is_deleted: true``, bumping ``date_modified``.
+- ``PUT  /__admin/bigcommerce/{hash}/{customers|subscribers|products}/{id}`` ``{fields…}`` → an edit
+  (e.g. ``{"consents": []}``), bumping ``date_modified``; with ``"after_pages": n`` it waits until that
+  list answered ``n`` more pages (a change between two page reads).
 - ``PUT  /__admin/bigcommerce/{hash}/token`` ``{"token"}`` rotates the store's token; ``DELETE`` revokes it.
 - ``PUT  /__admin/bigcommerce/{hash}/quota`` ``{"quota", "window_ms"?}`` sets the rate limit (a new window starts).
 """
