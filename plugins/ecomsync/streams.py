@@ -169,24 +169,30 @@ def _record_id(record: dict) -> int:
 
 
 class _KeysetPages(_SimplePages):
+    """State of one keyset read: the newest second seen (``at``) and the ids seen in it (``seen``)."""
+
     def __init__(self, spec: KeysetPaginator, request: Request, window: Window):
         self.spec, self.base = spec, request
-        self.position: tuple[datetime, int] | None = None
+        self.at: datetime | None = None
+        self.seen: set[int] = set()
         self.since = window.start
         self.second: datetime | None = None  # reading this one second on its own
         self.second_page, self.second_min_id = 1, None
+        # Whether ties (records of one second) came in ascending id order so far; only then may a second be
+        # read on from the largest id seen in it. Without that, it is read again from its smallest id.
+        self.ties_by_id = True
         self.done = False
         if window.start is not None and window.landed_at_start:
-            landed = [int(pk) for pk in window.landed_at_start]
-            self.position = (window.start, max(landed))
-            if len(landed) >= spec.limit:  # a crowded second: do not read its landed pages again
+            self.at, self.seen = window.start, {int(pk) for pk in window.landed_at_start}
+            if len(self.seen) >= spec.limit:  # a crowded second: do not read its landed pages again
                 self._read_second(window.start, first_page_read=False)
 
     def _read_second(self, at: datetime, first_page_read: bool) -> None:
-        """Read second ``at`` on its own, after ``position`` (its first page-number page already read or not)."""
+        """Read second ``at`` on its own (its first page-number page already read, or not)."""
         self.second = at
         if self.spec.id_sort:
-            self.second_page, self.second_min_id = 1, self.position[1] + 1
+            resume = self.ties_by_id and self.at == at and self.seen
+            self.second_page, self.second_min_id = 1, (max(self.seen) + 1 if resume else None)
         else:
             self.second_page, self.second_min_id = (2 if first_page_read else 1), None
 
@@ -221,18 +227,24 @@ class _KeysetPages(_SimplePages):
                               "it cannot be paged by time")
         return at, _record_id(record)
 
+    def _is_new(self, key: tuple[datetime, int]) -> bool:
+        return self.at is None or key[0] > self.at or (key[0] == self.at and key[1] not in self.seen)
+
     def take(self, body: Any) -> list[dict]:
         records = _records_of(body, self.spec.envelope)
         keys = [self._key(record) for record in records]
-        in_order = keys == sorted(keys) if self.second is not None and self.spec.id_sort \
-            else [k[0] for k in keys] == sorted(k[0] for k in keys)
-        if not in_order:
-            raise PagingError(f"the answer is not sorted by {self.spec.min_param.split(':')[0]} (then id): "
-                              "paging from the last seen record would skip records")
-        fresh = [record for record, key in zip(records, keys) if self.position is None or key > self.position]
-        if keys:
-            newest = max(keys)
-            self.position = newest if self.position is None else max(self.position, newest)
+        by_id = self.second is not None and self.spec.id_sort is not None
+        if [k[0] for k in keys] != sorted(k[0] for k in keys) or (by_id and keys != sorted(keys)):
+            raise PagingError(f"the answer is not sorted by {self.spec.min_param.split(':')[0]}"
+                              f"{' then id' if by_id else ''}: paging from the last seen record would skip records")
+        if any(a[0] == b[0] and a[1] > b[1] for a, b in zip(keys, keys[1:])):
+            self.ties_by_id = False
+        fresh = [record for record, key in zip(records, keys) if self._is_new(key)]
+        for key in sorted(keys):
+            if self.at is None or key[0] > self.at:
+                self.at, self.seen = key[0], {key[1]}
+            elif key[0] == self.at:
+                self.seen.add(key[1])
         full = len(records) >= self.spec.limit
         if self.second is not None:
             if full:

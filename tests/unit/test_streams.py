@@ -101,8 +101,13 @@ class ListApp(SandboxApp):
         self.add_route("POST", r"/search", self.search)
 
     def items(self, request: HttpRequest) -> Response:
-        with self.lock:
-            rows = sorted(self.records, key=lambda r: (r["date_modified"], r["id"]))
+        with self.lock:  # ties in id order, or (misbehave "ties_reversed") in reverse id order
+            reverse = -1 if self.misbehave == "ties_reversed" else 1
+            rows = sorted(self.records, key=lambda r: (r["date_modified"], reverse * r["id"]))
+        if request.arg("sort") == "id:asc":
+            rows = sorted(rows, key=lambda r: r["id"])
+        if request.arg("min_id"):
+            rows = [r for r in rows if r["id"] >= int(request.arg("min_id"))]
         since = request.arg("date_modified:min")
         if since and self.misbehave != "ignores_filters":
             rows = [r for r in rows if r["date_modified"] >= since]
@@ -134,11 +139,11 @@ def serve_app():
         server.server_close()
 
 
-def _items_stream(limit: int = 5) -> Stream:
+def _items_stream(limit: int = 5, id_sort: str | None = None) -> Stream:
     return Stream(name="items", table="t", path="/items", primary_key=lambda r: str(r["id"]),
                   paginator=KeysetPaginator(time_of=lambda r: parse_iso(r["date_modified"]),
                                             min_param="date_modified:min", max_param="date_modified:max",
-                                            envelope="v3", sort="date_modified:asc", limit=limit),
+                                            envelope="v3", sort="date_modified:asc", id_sort=id_sort, limit=limit),
                   build_request=lambda window: Request({"date_modified:min": iso_z(window.start)} if window.start
                                                        else {}),
                   replication_key=lambda r: parse_iso(r["date_modified"]), sorted_by_replication_key=True)
@@ -173,15 +178,17 @@ def test_an_answer_out_of_time_order_stops_keyset_paging_rather_than_skipping(se
         list(_items_stream().fetch(session, Window(None, None)))
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(stamps=st.lists(st.integers(0, 6), min_size=0, max_size=23),
        edits=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 22)), max_size=4),
-       landed_at_start=st.booleans())
-def test_keyset_paging_reads_every_record_whatever_changes_between_pages(stamps, edits, landed_at_start):  # B2, B8
-    """Any list (many records per second, whole pages in one second), any edits between page reads (an edited
-    record moves to the end): every record is read, in its newest version, and none twice unless it changed."""
+       landed_at_start=st.booleans(), by_min_id=st.booleans(), ties_reversed=st.booleans())
+def test_keyset_paging_reads_every_record_whatever_changes_between_pages(stamps, edits, landed_at_start, by_min_id,
+                                                                         ties_reversed):  # B2, B8
+    """Any list (many records per second, whole pages in one second, ties in any id order), any edits between
+    page reads (an edited record moves to the end), a crowded second read by ``min_id`` (v2) or page number (v3):
+    every record is read, in its newest version, and none twice unless it changed."""
     records = [{"id": i, "date_modified": _stamp(s), "v": 0} for i, s in enumerate(sorted(stamps))]
-    app = ListApp(records)
+    app = ListApp(records, "ties_reversed" if ties_reversed else "")
     server = _shared_server()
     server.app = app
     session = ApiSession(f"http://127.0.0.1:{server.server_port}", {}, max_attempts=1)
@@ -192,7 +199,8 @@ def test_keyset_paging_reads_every_record_whatever_changes_between_pages(stamps,
     pending = sorted(edits)
     seen: dict[str, dict] = {}
     served = list(app.records)
-    for page_no, page in enumerate(_items_stream(limit=5).fetch(session, Window(start, None, done))):
+    stream = _items_stream(limit=5, id_sort="id:asc" if by_min_id else None)
+    for page_no, page in enumerate(stream.fetch(session, Window(start, None, done))):
         for record in page:
             key = str(record["id"])
             assert key not in seen or seen[key] != record, "read twice without a change"
