@@ -14,11 +14,13 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from openapi_core import OpenAPI
 from openapi_core.contrib.requests import RequestsOpenAPIRequest, RequestsOpenAPIResponse
 
 from sandbox import bigcommerce
-from sandbox.bigcommerce_data import DELETED_PRODUCT_IDS
+from sandbox.bigcommerce_data import COUPONS, DELETED_PRODUCT_IDS, LineFacts, OrderFacts, applied_discounts
 from sandbox.core import serve
 
 SPECS = Path("/work/shared/api-specs/bigcommerce")
@@ -597,3 +599,27 @@ def test_a_customer_edited_between_two_page_reads_moves_to_the_end_so_page_numbe
     read = [c["id"] for c in first + second]
     assert everyone[10]["id"] not in read, "the record at the page boundary shifted onto page one: skipped"
     assert fresh.get("/v3/customers", limit=250, sort="date_modified:asc").json()["data"][-1]["id"] == 3
+
+
+@settings(max_examples=200, deadline=None)
+@given(lines=st.lists(st.tuples(st.integers(0, 50_000), st.integers(1, 5)), min_size=1, max_size=6),
+       coupon=st.sampled_from([None, *COUPONS]), manual=st.sampled_from([0, 1, 500, 999]))
+def test_any_order_s_line_discounts_add_up_and_follow_the_line_prices(lines, coupon, manual):  # B12
+    """orders v2 ``orderProductAppliedDiscounts``: ``(total_discount * price_ex_tax) / subtotal_ex_tax`` per line,
+    the shares adding up to the order's coupon and manual discount exactly, for any prices and quantities."""
+    facts = OrderFacts(order_id=7, created=0, modified=0, status_id=10, customer_id=1, currency="USD",
+                       lines=[LineFacts(70 + n, 100, "P", "S", unit, qty) for n, (unit, qty) in enumerate(lines)],
+                       shipping_cents=0, shipping_method="Flat Rate", coupon=coupon, manual_discount_cents=manual,
+                       email_opt_in=False, country=("United States", "US", "Texas", "Austin", "78701"),
+                       refund_share=25)
+    shares = {line.line_id: applied_discounts(facts, line) for line in facts.lines}
+    subtotal = facts.subtotal_cents
+    for code, total in ([(coupon[0], facts.coupon_cents)] if coupon else []) + [(None, manual)]:
+        per_line = {line_id: sum(_cents(d["amount"]) for d in found if d["code"] == code)
+                    for line_id, found in shares.items()}
+        if not subtotal:  # nothing to spread over: no share anywhere
+            assert set(per_line.values()) == {0}
+            continue
+        assert sum(per_line.values()) == total
+        for line in facts.lines:
+            assert abs(per_line[line.line_id] - total * line.unit_cents * line.quantity / subtotal) < 1
