@@ -25,7 +25,7 @@ from sandbox.core import serve
 
 STORE, OTHER_STORE = bigcommerce.DEFAULT_STORES
 WITH_LINES = {"include": "consignments.line_items", "consignment_structure": "object"}
-STREAMS = ("order_statuses", "categories", "products", "customers", "subscribers", "orders", "refunds")
+STREAMS = ("order_statuses", "categories", "products", "customers", "orders", "refunds", "subscribers")
 
 
 class Sandbox:
