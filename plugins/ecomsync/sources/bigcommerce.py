@@ -5,11 +5,15 @@ Orders come with their line items and shipping method in one call
 carries its share of every coupon and manual discount in ``applied_discounts``
 (orders v2 spec, ``orderProductAppliedDiscounts``: ``id``, ``amount``, ``name``,
 ``code`` — null for a manual discount — and ``target``), so no per-order
-``/v2/orders/{id}/coupons`` call is made. The only thing ``/coupons`` adds is the
-coupon's own definition (``type``, face ``amount``, ``coupon_id``), which the CRM
-payload does not need. An order without line items (none in the spec's
-examples: an order needs at least one product) would carry its coupon only in the
-order's ``coupon_discount`` total, without a code.
+``/v2/orders/{id}/coupons`` call is made. What only ``/coupons`` can answer
+(orders v2 spec, ``orderCoupons``): the coupon's definition — ``type``
+(``per_item_discount`` … ``free_shipping``) and face ``amount`` (``5`` for 5 % or
+$5) — and a coupon that lowers the shipping (``shipping_discount``,
+``free_shipping``), which sits on no product line. The CRM payload needs neither
+(``orderDiscounts`` takes a name and the amount given), so the call is kept
+nowhere; an order whose lines' coupon shares do not add up to its
+``coupon_discount`` is the one case where it would tell more, and dbt can see that
+from the order payload alone.
 
 Refunds are read from ``GET /v3/orders/payment_actions/refunds`` (orders v3
 spec, ``getOrdersRefunds``): the v2 order's ``refunded_amount`` is documented as
