@@ -49,7 +49,8 @@ Admin endpoints (never rate-limited, never faulted), besides core's
 - ``GET  /__admin/bigcommerce/{hash}/{orders|customers|subscribers|products|categories|coupons|refunds}`` →
   ``{"<name>": [every record exactly as the API shows it]}``; orders take the same ``include`` /
   ``consignment_structure`` parameters as ``/v2/orders``.
-- ``POST /__admin/bigcommerce/{hash}/orders`` ``{"count", "customer_id"?, "status_id"?}`` → new orders, now.
+- ``POST /__admin/bigcommerce/{hash}/orders`` ``{"count", "customer_id"?, "status_id"?}`` → new orders, all
+  created and modified in the same second (now).
 - ``PUT  /__admin/bigcommerce/{hash}/orders/{id}`` ``{"status_id"}`` → a status change (bumps ``date_modified``).
 - ``POST /__admin/bigcommerce/{hash}/orders/{id}/refunds`` ``{"amount"?: "12.3400"}`` → a new refund record
   (the rest of the total without an amount); status 14, or 4 once the whole total is refunded.
@@ -647,8 +648,9 @@ class BigCommerceApp(SandboxApp):
             raise ApiError(Response(400, {"error": f"unknown status_id {status_id}"}))
         created = []
         with store.lock:
+            now = self.now()  # one batch, one second (like an import): many orders share a date_modified
             for _ in range(int(body.get("count", 1))):
-                order_id, now = store.orders.next_id(), self.now()
+                order_id = store.orders.next_id()
                 customer_id = int(body["customer_id"]) if "customer_id" in body \
                     else store.generated.order_customer_id(order_id)
                 facts = store.generated.order_facts(order_id, now, now, status_id, customer_id)
