@@ -19,7 +19,9 @@ with ``consignment_structure=object``), ``GET /v2/orders/{id}`` and its
 (``date_modified:min|max``, ``id:in``, ``categories``/``categories:in``,
 ``include=images``), ``GET /v3/catalog/trees/categories`` (flat rows, as the spec
 says), ``GET /v3/catalog/trees/{tree_id}/categories`` (nested ``children``),
-``GET /v3/carts/{id}`` (the cart behind an Incomplete order, else 404).
+``GET /v3/carts/{id}`` (the cart behind an Incomplete order, else 404),
+``GET /v3/orders/payment_actions/refunds`` (``order_id:in``, ``id:in``, ``created:min|max``, page/limit; by
+refund id) and ``GET /v3/orders/{id}/payment_actions/refunds`` (orders.v3.yml).
 
 Rate limits, per store: a fixed window (default 150 requests per 30 s); every
 answer carries ``X-Rate-Limit-Requests-Left``, ``-Requests-Quota``,
@@ -37,26 +39,31 @@ JSON files in the API's own shapes, each optional (missing = empty):
 shows them; products and shipping addresses are read from their consignments),
 ``coupons.json`` (``/v2/orders/{id}/coupons`` rows, each with its ``order_id``),
 ``customers.json``, ``subscribers.json``, ``products.json`` (with ``images``),
-``categories.json`` (``/v3/catalog/trees/categories`` rows), ``carts.json``.
+``categories.json`` (``/v3/catalog/trees/categories`` rows), ``carts.json``, ``refunds.json``
+(``/v3/orders/payment_actions/refunds`` rows).
 
 Admin endpoints (never rate-limited, never faulted), besides core's
 ``/__admin/requests`` and ``/__admin/faults``:
 
 - ``GET  /__admin/bigcommerce/clock`` → ``{"now"}``; ``POST`` it ``{"advance_seconds": n}`` to travel in time.
-- ``GET  /__admin/bigcommerce/{hash}/{orders|customers|subscribers|products|categories|coupons}`` →
+- ``GET  /__admin/bigcommerce/{hash}/{orders|customers|subscribers|products|categories|coupons|refunds}`` →
   ``{"<name>": [every record exactly as the API shows it]}``; orders take the same ``include`` /
   ``consignment_structure`` parameters as ``/v2/orders``.
-- ``POST /__admin/bigcommerce/{hash}/orders`` ``{"count", "customer_id"?, "status_id"?}`` → new orders, now.
+- ``POST /__admin/bigcommerce/{hash}/orders`` ``{"count", "customer_id"?, "status_id"?}`` → new orders, all
+  created and modified in the same second (now).
 - ``PUT  /__admin/bigcommerce/{hash}/orders/{id}`` ``{"status_id"}`` → a status change (bumps ``date_modified``).
-- ``POST /__admin/bigcommerce/{hash}/orders/{id}/refunds`` ``{"amount"?: "12.3400"}`` → a partial refund, or
-  a full one without an amount (status 14 or 4).
-- ``PUT  /__admin/bigcommerce/{hash}/customers/{id}`` and ``/subscribers/{id}`` ``{fields…}`` → an edit
-  (e.g. ``{"consents": []}``), bumping ``date_modified``.
+- ``POST /__admin/bigcommerce/{hash}/orders/{id}/refunds`` ``{"amount"?: "12.3400"}`` → a new refund record
+  (the rest of the total without an amount); status 14, or 4 once the whole total is refunded.
+- ``POST /__admin/bigcommerce/{hash}/orders/{id}/archive`` → ``is_deleted: true``, bumping ``date_modified``.
+- ``PUT  /__admin/bigcommerce/{hash}/{customers|subscribers|products}/{id}`` ``{fields…}`` → an edit
+  (e.g. ``{"consents": []}``), bumping ``date_modified``; with ``"after_pages": n`` it waits until that
+  list answered ``n`` more pages (a change between two page reads).
 - ``PUT  /__admin/bigcommerce/{hash}/token`` ``{"token"}`` rotates the store's token; ``DELETE`` revokes it.
 - ``PUT  /__admin/bigcommerce/{hash}/quota`` ``{"quota", "window_ms"?}`` sets the rate limit (a new window starts).
 """
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import threading
@@ -69,8 +76,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sandbox.bigcommerce_data import (ORDER_STATUSES, STATUS_NAMES, Collection, Entry, GeneratedStore, OrderFacts,
-                                      Query, iso, render_cart, render_coupons,
-                                      render_line_item, render_order, render_shipping_address, rfc2822)
+                                      Query, RefundFacts, iso, render_cart, render_coupons, render_line_item,
+                                      render_order, render_refund, render_shipping_address, rfc2822)
 from sandbox.core import ApiError, FaultPlan, Request, Response, SandboxApp
 
 DEFAULT_STORES = ("k3x9q2m7a1", "p8w4z6t2n5")
@@ -162,6 +169,11 @@ class Store:
         self.categories: list[dict] = []
         self.fixture_coupons: dict[int, list[dict]] = {}
         self.fixture_carts: dict[str, dict] = {}
+        self.fixture_refunds: list[dict] = []
+        # Refunds made after the generated history (admin): refund id -> (order id, created), ids counting on.
+        self.later_refunds: dict[int, tuple[int, int]] = {}
+        # Edits a test asked to happen while a list is being paged: [collection, pages still to serve, id, fields].
+        self.pending_edits: list[list] = []
         if g:
             for product in g.products:
                 self.products.put(_entry(product))
@@ -202,6 +214,41 @@ class Store:
             return render_coupons(order)
         return self.fixture_coupons.get(int(order["id"]), [])
 
+    def refunds(self, order_ids: frozenset[int] | None = None, refund_ids: frozenset[int] | None = None,
+                created_min: int | None = None, created_max: int | None = None) -> list[dict]:
+        """Every refund matching the filters, ordered by refund id (orders.v3.yml ``getOrdersRefunds``)."""
+        if self.generated is None:
+            return [r for r in self.fixture_refunds
+                    if (order_ids is None or r["order_id"] in order_ids) and (refund_ids is None or r["id"] in refund_ids)
+                    and (created_min is None or parse_time(r["created"]) >= created_min)
+                    and (created_max is None or parse_time(r["created"]) <= created_max)]
+        t = self.generated.orders_timeline
+        base = self.generated.refunded_base_order_ids()
+        # A generated refund has the order's id and was made when the order was last generated-modified,
+        # so both grow together: a created range is a slice of the sorted ids.
+        lo = 0 if created_min is None else bisect.bisect_left(base, created_min, key=t.modified)
+        hi = len(base) if created_max is None else bisect.bisect_right(base, created_max, key=t.modified)
+        found = [(order_id, order_id) for order_id in base[lo:hi]]
+        found += [(refund_id, order_id) for refund_id, (order_id, created) in sorted(self.later_refunds.items())
+                  if (created_min is None or created >= created_min) and (created_max is None or created <= created_max)]
+        rows = []
+        for refund_id, order_id in found:
+            if (order_ids is not None and order_id not in order_ids) or (refund_ids is not None
+                                                                          and refund_id not in refund_ids):
+                continue
+            order = self.orders.get(order_id)
+            refund = next(r for r in order.refunds if r.refund_id == refund_id)
+            rows.append(render_refund(order, refund))
+        return rows
+
+    def order_refunds(self, order: OrderFacts | dict) -> list[dict]:
+        if isinstance(order, OrderFacts):
+            return [render_refund(order, refund) for refund in sorted(order.refunds, key=lambda r: r.refund_id)]
+        return [r for r in self.fixture_refunds if r["order_id"] == int(order["id"])]
+
+    def next_refund_id(self) -> int:
+        return max([self.generated.first_admin_refund_id - 1, *self.later_refunds]) + 1
+
     def cart(self, cart_id: str) -> dict | None:
         if cart_id in self.fixture_carts:
             return self.fixture_carts[cart_id]
@@ -236,6 +283,7 @@ class Store:
         for coupon in read("coupons.json"):
             self.fixture_coupons.setdefault(int(coupon["order_id"]), []).append(coupon)
         self.fixture_carts = {cart["id"]: cart for cart in read("carts.json")}
+        self.fixture_refunds = sorted(read("refunds.json"), key=lambda refund: refund["id"])
 
 
 def _missing(record_id: int) -> None:
@@ -278,15 +326,18 @@ class BigCommerceApp(SandboxApp):
             ("GET", f"{store}/v3/catalog/trees/categories", self.list_categories),
             ("GET", rf"{store}/v3/catalog/trees/(?P<tree_id>\d+)/categories", self.category_tree),
             ("GET", f"{store}/v3/carts/(?P<cart_id>[^/]+)", self.get_cart),
+            ("GET", f"{store}/v3/orders/payment_actions/refunds", self.list_refunds),
+            ("GET", rf"{store}/v3/orders/(?P<order_id>\d+)/payment_actions/refunds", self.order_refunds),
             ("GET", r"/__admin/bigcommerce/clock", self.admin_clock),
             ("POST", r"/__admin/bigcommerce/clock", self.admin_advance_clock),
             ("GET", r"/__admin/bigcommerce/(?P<store>[^/]+)/(?P<collection>orders|customers|subscribers|products"
-                    r"|categories|coupons)", self.admin_dump),
+                    r"|categories|coupons|refunds)", self.admin_dump),
             ("POST", r"/__admin/bigcommerce/(?P<store>[^/]+)/orders", self.admin_add_orders),
             ("PUT", r"/__admin/bigcommerce/(?P<store>[^/]+)/orders/(?P<order_id>\d+)", self.admin_set_status),
             ("POST", r"/__admin/bigcommerce/(?P<store>[^/]+)/orders/(?P<order_id>\d+)/refunds", self.admin_refund),
-            ("PUT", r"/__admin/bigcommerce/(?P<store>[^/]+)/(?P<collection>customers|subscribers)/(?P<record_id>\d+)",
-             self.admin_edit),
+            ("POST", r"/__admin/bigcommerce/(?P<store>[^/]+)/orders/(?P<order_id>\d+)/archive", self.admin_archive),
+            ("PUT", r"/__admin/bigcommerce/(?P<store>[^/]+)/(?P<collection>customers|subscribers|products)"
+                    r"/(?P<record_id>\d+)", self.admin_edit),
             ("PUT", r"/__admin/bigcommerce/(?P<store>[^/]+)/token", self.admin_set_token),
             ("DELETE", r"/__admin/bigcommerce/(?P<store>[^/]+)/token", self.admin_revoke_token),
             ("PUT", r"/__admin/bigcommerce/(?P<store>[^/]+)/quota", self.admin_set_quota),
@@ -382,11 +433,24 @@ class BigCommerceApp(SandboxApp):
                                      " with :asc or :desc)."))
         return field, direction == "desc"
 
-    def _v3_page(self, request: Request, collection: Collection, query: Query,
+    def _v3_page(self, request: Request, store: Store, name: str, query: Query,
                  render: Callable[[Any], dict] = lambda record: record) -> Response:
         page, limit = self._paging(request, 50)
-        total, records = collection.query(query, (page - 1) * limit, limit)
+        collection: Collection = getattr(store, name)
+        with store.lock:
+            total, records = collection.query(query, (page - 1) * limit, limit)
+            self._apply_due_edits(store, name)
         return Response(200, {"data": [render(r) for r in records], "meta": _pagination(total, len(records), page, limit)})
+
+    def _apply_due_edits(self, store: Store, name: str) -> None:
+        """Edits asked for ``after_pages``: applied once that many pages of the list were answered, i.e. between
+        two page reads — the "paging under change" case (../shared/api-specs/README.md)."""
+        for edit in list(store.pending_edits):
+            if edit[0] == name:
+                edit[1] -= 1
+                if edit[1] <= 0:
+                    store.pending_edits.remove(edit)
+                    self._edit(store, name, edit[2], edit[3])
 
     # -- v2 orders --------------------------------------------------------------------------------------
     def _orders_query(self, request: Request) -> Query:
@@ -477,13 +541,13 @@ class BigCommerceApp(SandboxApp):
         store = self._store(request)
         query = self._v3_query(request, ("id", "date_created", "date_modified"),
                                equals=self._emails(request.arg("email:in")))
-        return self._v3_page(request, store.customers, query)
+        return self._v3_page(request, store, "customers", query)
 
     def list_subscribers(self, request: Request) -> Response:
         store = self._store(request)
         query = self._v3_query(request, ("id", "date_created", "date_modified"),
                                equals=self._emails(request.arg("email")))
-        return self._v3_page(request, store.subscribers, query)
+        return self._v3_page(request, store, "subscribers", query)
 
     def list_products(self, request: Request) -> Response:
         store = self._store(request)
@@ -492,8 +556,8 @@ class BigCommerceApp(SandboxApp):
                                contains=(("categories", categories),) if categories else ())
         include, _ = self._includes(request)
         if "images" in include:
-            return self._v3_page(request, store.products, query)
-        return self._v3_page(request, store.products, query,
+            return self._v3_page(request, store, "products", query)
+        return self._v3_page(request, store, "products", query,
                              lambda product: {k: v for k, v in product.items() if k != "images"})
 
     def list_categories(self, request: Request) -> Response:
@@ -523,6 +587,25 @@ class BigCommerceApp(SandboxApp):
 
         return Response(200, {"data": [node(row, []) for row in rows if not row["parent_id"]], "meta": {}})
 
+    def list_refunds(self, request: Request) -> Response:
+        """orders.v3.yml ``getOrdersRefunds``: ``order_id:in``, ``id:in``, ``created:min|max`` (inclusive),
+        ``page``/``limit``; ordered by refund id. The spec leaves ``meta`` open (``metaEmpty_Full``); it carries
+        the v3 ``pagination`` block like every other v3 list."""
+        store = self._store(request)
+        page, limit = self._paging(request, 50)
+        rows = store.refunds(self._int_set(request, "order_id:in"), self._int_set(request, "id:in"),
+                             self._time_arg(request, "created:min"), self._time_arg(request, "created:max"))
+        found = rows[(page - 1) * limit:page * limit]
+        return Response(200, {"data": found, "meta": _pagination(len(rows), len(found), page, limit)})
+
+    def order_refunds(self, request: Request) -> Response:
+        """orders.v3.yml ``getOrderRefunds``: the order's refunds by refund id; an unknown order is a 404."""
+        store = self._store(request)
+        order = store.orders.get(int(request.params["order_id"]))
+        if order is None:
+            raise ApiError(v3_error(404, "The requested order was not found."))
+        return Response(200, {"data": store.order_refunds(order), "meta": {}})
+
     def get_cart(self, request: Request) -> Response:
         cart = self._store(request).cart(request.params["cart_id"])
         if cart is None:
@@ -548,6 +631,8 @@ class BigCommerceApp(SandboxApp):
             rows = [store.render_order(order, include, as_object) for order in store.orders.all()]
         elif name == "coupons":
             rows = [coupon for order in store.orders.all() for coupon in store.coupons(order)]
+        elif name == "refunds":
+            rows = store.refunds()
         elif name == "categories":
             rows = store.categories
         else:
@@ -563,11 +648,14 @@ class BigCommerceApp(SandboxApp):
             raise ApiError(Response(400, {"error": f"unknown status_id {status_id}"}))
         created = []
         with store.lock:
+            now = self.now()  # one batch, one second (like an import): many orders share a date_modified
             for _ in range(int(body.get("count", 1))):
-                order_id, now = store.orders.next_id(), self.now()
+                order_id = store.orders.next_id()
                 customer_id = int(body["customer_id"]) if "customer_id" in body \
                     else store.generated.order_customer_id(order_id)
                 facts = store.generated.order_facts(order_id, now, now, status_id, customer_id)
+                if status_id in (4, 14):  # created refunded: with the refund that made it so
+                    facts = _refunded(store, facts, None if status_id == 4 else facts.total_inc_cents // 2, now)
                 store.orders.put(Entry(order_id, facts, now, now))
                 created.append(store.render_order(facts, {"consignments.line_items"}, True))
         return Response(201, {"orders": created})
@@ -604,27 +692,49 @@ class BigCommerceApp(SandboxApp):
         except InvalidOperation:
             raise ApiError(Response(400, {"error": f"amount {amount!r} is not a decimal"})) from None
 
+        store = self._store(request)
+
         def change(order: OrderFacts | dict, now: int) -> OrderFacts:
             if not isinstance(order, OrderFacts):
                 raise ApiError(Response(400, {"error": "refunds need a generated order"}))
-            refunded = min(order.total_inc_cents, order.refunded + (cents if cents is not None else order.total_inc_cents))
-            status_id = 4 if refunded >= order.total_inc_cents else 14
-            return replace(order, status_id=status_id, refunded_cents=refunded, modified=now)
+            if order.refunded >= order.total_inc_cents:
+                raise ApiError(Response(400, {"error": f"order {order.order_id} is refunded in full already"}))
+            return _refunded(store, order, cents, now)
+
+        return self._change_order(request, change)
+
+    def admin_archive(self, request: Request) -> Response:
+        """Archive an order (``is_deleted: true``, as a v2 ``PUT {"is_deleted": true}`` or ``DELETE`` does; the
+        store sends ``store/order/archived``): still listed, ``date_modified`` bumped."""
+        def change(order: OrderFacts | dict, now: int) -> OrderFacts | dict:
+            if isinstance(order, OrderFacts):
+                return replace(order, archived=True, modified=now)
+            return {**order, "is_deleted": True, "date_modified": rfc2822(now)}
 
         return self._change_order(request, change)
 
     def admin_edit(self, request: Request) -> Response:
+        """An edit now, or — with ``after_pages: n`` — right after the store answered the next ``n`` pages of
+        that list (so a test can change a record between page 1 and page 2 of a read)."""
         store, name = self._store(request), request.params["collection"]
-        record_id, body = int(request.params["record_id"]), request.json() or {}
-        collection: Collection = getattr(store, name)
+        record_id, body = int(request.params["record_id"]), dict(request.json() or {})
+        after_pages = int(body.pop("after_pages", 0))
         with store.lock:
-            record = collection.get(record_id)
-            if record is None:
+            if getattr(store, name).get(record_id) is None:
                 raise ApiError(Response(404, {"error": f"no {name} {record_id}"}))
-            now = self.now()
-            edited = {**record, **body, "id": record_id, "date_modified": iso(now)}
-            collection.put(Entry(record_id, edited, now, parse_time(record["date_created"])))
-        return Response(200, edited)
+            if after_pages > 0:
+                store.pending_edits.append([name, after_pages, record_id, body])
+                return Response(202, {"pending": {"id": record_id, "after_pages": after_pages, "fields": body}})
+            return Response(200, self._edit(store, name, record_id, body))
+
+    def _edit(self, store: Store, name: str, record_id: int, fields: dict) -> dict:
+        """Apply an edit (the caller holds ``store.lock``): the record moves to the end of a date_modified list."""
+        collection: Collection = getattr(store, name)
+        record = collection.get(record_id)
+        now = self.now()
+        edited = {**record, **fields, "id": record_id, "date_modified": iso(now)}
+        collection.put(Entry(record_id, edited, now, parse_time(record.get("date_created") or record["date_modified"])))
+        return edited
 
     def admin_set_token(self, request: Request) -> Response:
         store, token = self._store(request), (request.json() or {}).get("token")
@@ -642,6 +752,19 @@ class BigCommerceApp(SandboxApp):
         with store.rate.lock:
             store.rate.set(int(body["quota"]), int(body.get("window_ms", store.rate.window_ms)))
         return Response(200, {"quota": store.rate.quota, "window_ms": store.rate.window_ms})
+
+
+def _refunded(store: Store, order: OrderFacts, cents: int | None, now: int) -> OrderFacts:
+    """``order`` with one more refund, made ``now``: ``cents`` (None: the rest of the total); status 4 once the
+    whole total is given back, else 14 (the statuses say that a refund exists, the refund says how much)."""
+    left = order.total_inc_cents - order.refunded
+    amount = left if cents is None else max(0, min(cents, left))
+    refund_id = store.next_refund_id()
+    store.later_refunds[refund_id] = (order.order_id, now)
+    full = amount >= left and not order.refunds
+    refunds = (*order.refunds, RefundFacts(refund_id, now, amount, full=full))
+    status_id = 4 if order.refunded + amount >= order.total_inc_cents else 14
+    return replace(order, status_id=status_id, refunds=refunds, modified=now)
 
 
 def _pagination(total: int, count: int, page: int, limit: int) -> dict:

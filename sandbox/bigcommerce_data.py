@@ -19,6 +19,7 @@ import random
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from decimal import Decimal
 from email.utils import format_datetime
 from functools import lru_cache
 from typing import Any, Callable
@@ -58,6 +59,10 @@ CURRENCIES = {  # code: (currency_id, tax rate in per-mille, exchange rate to US
 }
 SHIPPING_METHODS = ["Flat Rate", "Free Shipping", "UPS® Ground", "DHL Express", "Royal Mail Tracked 48"]
 COUPONS = [("WELCOME10", 1, 10), ("SOMMER-5", 2, 5), ("BÜCHER15", 1, 15)]  # code, type, face value
+COUPON_NAMES = {"WELCOME10": "Welcome 10 % off", "SOMMER-5": "Sommer: 5 off", "BÜCHER15": "Bücher 15 %"}
+# Shares of generated orders (per mille) with the inconvenient real cases (issue 13):
+DISPLAY_CURRENCY_SHARE = 150  # shown in another currency than the one paid in (currencies guide, "Orders")
+ARCHIVED_SHARE = 30           # archived: ``is_deleted: true`` (orders v2 spec, ``is_deleted``)
 COUNTRIES = [("United States", "US", "Texas", "Austin", "78701"), ("Germany", "DE", "Berlin", "Berlin", "10115"),
              ("United Kingdom", "GB", "England", "London", "SW1A 1AA"), ("Canada", "CA", "Québec", "Montréal", "H2X 1Y4")]
 
@@ -338,6 +343,7 @@ class GeneratedStore:
                  history_end: int):
         self.seed, self.store_no, self.store_hash = seed, store_no, store_hash
         self._people: dict[int, Person] = {}
+        self._refunded_ids: list[int] | None = None
         self.n_customers = customers
         self.currency = ["USD", "EUR", "GBP", "CAD"][store_no % 4]
         self.history_end = history_end
@@ -467,8 +473,29 @@ class GeneratedStore:
 
     def base_order(self, order_id: int) -> "OrderFacts":
         t = self.orders_timeline
-        return self.order_facts(order_id, t.created(order_id), t.modified(order_id), self.order_status(order_id),
-                                self.order_customer_id(order_id))
+        modified, status_id = t.modified(order_id), self.order_status(order_id)
+        facts = self.order_facts(order_id, t.created(order_id), modified, status_id, self.order_customer_id(order_id))
+        facts.archived = self._h(57, order_id) % 1000 < ARCHIVED_SHARE
+        if status_id in (4, 14):
+            # The refund that made the order (partially) refunded, made when it was last modified. Generated
+            # refunds take the order's id as refund id: ids then grow with ``created`` across the history, as
+            # refund ids do (orders.v3.yml getOrdersRefunds lists them by id); later refunds count on from
+            # ``GeneratedStore.first_admin_refund_id``.
+            total = facts.total_inc_cents
+            cents = total if status_id == 4 else total * facts.refund_share // 100
+            facts.refunds = (RefundFacts(order_id, modified, cents, full=status_id == 4),)
+        return facts
+
+    @property
+    def first_admin_refund_id(self) -> int:
+        return self.orders_timeline.first_id + self.orders_timeline.count
+
+    def refunded_base_order_ids(self) -> list[int]:
+        """Ids of the generated orders that carry a refund (computed once: a status is a hash, not a build)."""
+        if self._refunded_ids is None:
+            t = self.orders_timeline
+            self._refunded_ids = [i for i in range(t.first_id, t.first_id + t.count) if self.order_status(i) in (4, 14)]
+        return self._refunded_ids
 
     def order_facts(self, order_id: int, created: int, modified: int, status_id: int, customer_id: int) -> "OrderFacts":
         rng = random.Random(self._h(55, order_id))
@@ -486,8 +513,12 @@ class GeneratedStore:
                 unit_cents=1999 if deleted else round(product["price"] * 100),
                 quantity=rng.randint(1, 3)))
         coupon = COUPONS[rng.randrange(len(COUPONS))] if rng.random() < 0.2 else None
+        display = currency
+        if self._h(56, order_id) % 1000 < DISPLAY_CURRENCY_SHARE:
+            others = [code for code in CURRENCIES if code != currency]
+            display = others[self._h(58, order_id) % len(others)]
         facts = OrderFacts(order_id=order_id, created=created, modified=modified, status_id=status_id,
-                           customer_id=customer_id, currency=currency, lines=lines,
+                           customer_id=customer_id, currency=currency, display_currency=display, lines=lines,
                            shipping_cents=0 if rng.random() < 0.3 else rng.choice([495, 990, 1490]),
                            shipping_method=rng.choice(SHIPPING_METHODS), coupon=coupon,
                            manual_discount_cents=rng.choice([0] * 9 + [500]),
@@ -533,8 +564,10 @@ class OrderFacts:
     manual_discount_cents: int
     email_opt_in: bool
     country: tuple[str, str, str, str, str]
-    refund_share: int  # per cent refunded when the order is partially refunded
-    refunded_cents: int | None = None  # explicit refund (admin); None = derived from the status
+    refund_share: int  # per cent refunded when a generated order is partially refunded
+    display_currency: str = ""  # the shopper's active currency (``currency_code``); "" = the transactional one
+    refunds: tuple["RefundFacts", ...] = ()
+    archived: bool = False
 
     @property
     def tax_per_mille(self) -> int:
@@ -568,13 +601,19 @@ class OrderFacts:
 
     @property
     def refunded(self) -> int:
-        if self.refunded_cents is not None:
-            return self.refunded_cents
-        if self.status_id == 4:
-            return self.total_inc_cents
-        if self.status_id == 14:
-            return self.total_inc_cents * self.refund_share // 100
-        return 0
+        """Cents given back so far (the sum of the order's refunds)."""
+        return sum(refund.cents for refund in self.refunds)
+
+
+@dataclass(frozen=True)
+class RefundFacts:
+    """One refund (orders.v3.yml ``Refund``): ``full`` refunds every line and the shipping, else an ``ORDER``
+    level amount; money in the order's transactional currency."""
+
+    refund_id: int
+    created: int
+    cents: int
+    full: bool
 
 
 # -- payloads ------------------------------------------------------------------------------------
@@ -604,9 +643,77 @@ def render_line_item(facts: OrderFacts, line: LineFacts, address_id: int) -> dic
         "event_name": None, "event_date": None, "fixed_shipping_cost": money(0), "ebay_item_id": "",
         "ebay_transaction_id": "", "option_set_id": None, "parent_order_product_id": None,
         "is_bundled_product": False, "bin_picking_number": "", "external_id": None, "brand": "",
-        "applied_discounts": [], "product_options": [], "configurable_fields": [], "gift_certificate_id": None,
+        "applied_discounts": applied_discounts(facts, line), "product_options": [], "configurable_fields": [],
+        "gift_certificate_id": None,
         "discounted_total_inc_tax": money(total + tax * line.quantity),
     }
+
+
+def _spread(cents: int, facts: OrderFacts) -> dict[int, int]:
+    """``cents`` over the lines in proportion to their price (largest remainder, so the shares add up exactly)."""
+    weights = {line.line_id: line.unit_cents * line.quantity for line in facts.lines}
+    total = sum(weights.values())
+    if not total:
+        return {line_id: 0 for line_id in weights}
+    shares = {line_id: cents * weight // total for line_id, weight in weights.items()}
+    left = cents - sum(shares.values())
+    by_remainder = sorted(weights, key=lambda line_id: (-(cents * weights[line_id] % total), line_id))
+    for line_id in by_remainder[:left]:
+        shares[line_id] += 1
+    return shares
+
+
+def applied_discounts(facts: OrderFacts, line: LineFacts) -> list[dict]:
+    """A line's ``applied_discounts`` (orders.v2.oas2.yml ``orderProductAppliedDiscounts``): each order-level
+    discount spread over the lines "in proportion to the products price" —
+    ``(total_discount * price_ex_tax) / subtotal_ex_tax`` — so the lines' shares add up to the order's
+    ``coupon_discount`` and ``discount_amount``. A coupon's ``code`` is its code and its ``id`` the coupon id;
+    a manual discount has ``id`` ``manual-discount``, ``name`` ``Manual Discount`` and ``code`` null (the
+    spec's example)."""
+    found = []
+    if facts.coupon is not None:
+        code = facts.coupon[0]
+        amount = _spread(facts.coupon_cents, facts)[line.line_id]
+        if amount:
+            found.append({"id": str(COUPONS.index(facts.coupon) + 1), "amount": money(amount),
+                          "name": COUPON_NAMES[code], "code": code, "target": "order"})
+    if facts.manual_discount_cents:
+        amount = _spread(facts.manual_discount_cents, facts)[line.line_id]
+        if amount:
+            found.append({"id": "manual-discount", "amount": money(amount), "name": "Manual Discount", "code": None,
+                          "target": "order"})
+    return found
+
+
+def _exchange_rate(from_code: str, to_code: str) -> str:
+    """Units of ``to_code`` per unit of ``from_code``, with the ten decimals the currencies guide shows."""
+    rate = Decimal(CURRENCIES[to_code][2]) / Decimal(CURRENCIES[from_code][2])
+    return f"{rate.quantize(Decimal('0.0000000001'))}"
+
+
+def render_refund(facts: OrderFacts, refund: RefundFacts) -> dict:
+    """One refund as ``GET /v3/orders/payment_actions/refunds`` shows it (orders.v3.yml ``Refund``; amounts are
+    2-decimal numbers, ``Amount``). A full refund lists every line (``PRODUCT``, by order product id) and the
+    shipping (``SHIPPING``, by order address id); a partial one is an ``ORDER`` level amount, which does not
+    change the tax (``total_tax`` 0) — the two shapes the refunds guide walks through."""
+    if refund.full:
+        items = [{"item_type": "PRODUCT", "item_id": line.line_id, "reason": "", "quantity": line.quantity,
+                  "requested_amount": number(line.unit_cents * line.quantity + facts.tax(line.unit_cents) * line.quantity)}
+                 for line in facts.lines]
+        if facts.shipping_cents:
+            items.append({"item_type": "SHIPPING", "item_id": facts.order_id, "reason": "",
+                          "requested_amount": number(facts.shipping_cents + facts.tax(facts.shipping_cents))})
+        tax = facts.total_tax_cents
+    else:
+        items = [{"item_type": "ORDER", "item_id": facts.order_id, "reason": "Goodwill",
+                  "requested_amount": number(refund.cents)}]
+        tax = 0
+    return {"id": refund.refund_id, "order_id": facts.order_id, "user_id": 0, "created": iso(refund.created),
+            "reason": "" if refund.full else "Goodwill", "total_amount": number(refund.cents), "total_tax": number(tax),
+            "uses_merchant_override_values": False, "items": items,
+            "payments": [{"id": refund.refund_id, "provider_id": "braintree", "amount": number(refund.cents),
+                          "offline": False, "is_declined": False, "declined_message": "",
+                          "transaction_id": str(900_000 + refund.refund_id)}]}
 
 
 def _address(first: str, last: str, email: str, phone: str, country: tuple) -> dict:
@@ -660,14 +767,14 @@ def render_coupons(facts: OrderFacts) -> list[dict]:
 
 def render_order(store: GeneratedStore, facts: OrderFacts, with_consignments: bool) -> dict:
     first, last, email, phone = store.order_person(facts)
-    currency_id, _, rate = CURRENCIES[facts.currency]
+    display = facts.display_currency or facts.currency
     subtotal_tax = facts.tax(facts.subtotal_cents)
     shipping_tax = facts.tax(facts.shipping_cents)
     items = sum(line.quantity for line in facts.lines)
     shipped = facts.status_id in (2, 10)
     payment_status = PAYMENT_STATUS.get(facts.status_id, "captured")
-    if facts.refunded_cents:
-        payment_status = "refunded" if facts.refunded_cents >= facts.total_inc_cents else "partially refunded"
+    if facts.refunds:
+        payment_status = "refunded" if facts.refunded >= facts.total_inc_cents else "partially refunded"
     path = f"/orders/{facts.order_id}"
     return {
         "id": facts.order_id, "customer_id": facts.customer_id,
@@ -686,15 +793,19 @@ def render_order(store: GeneratedStore, facts: OrderFacts, with_consignments: bo
         "total_ex_tax": money(facts.total_ex_cents), "total_inc_tax": money(facts.total_inc_cents),
         "total_tax": money(facts.total_tax_cents), "items_total": items, "items_shipped": items if shipped else 0,
         "payment_method": "" if facts.status_id == 0 else "Credit Card", "payment_provider_id": "",
-        "payment_status": payment_status, "refunded_amount": money(facts.refunded),
+        "payment_status": payment_status, "refunded_amount": money(0),  # v2 spec: "always returns `0`"
         "order_is_digital": False, "store_credit_amount": money(0), "gift_certificate_amount": money(0),
         "ip_address": f"198.51.100.{facts.order_id % 250 + 1}", "ip_address_v6": "",
         "geoip_country": facts.country[0], "geoip_country_iso2": facts.country[1],
-        "currency_id": currency_id, "currency_code": facts.currency, "currency_exchange_rate": rate,
-        "default_currency_id": currency_id, "default_currency_code": facts.currency,
-        "store_default_currency_code": store.currency, "store_default_to_transactional_exchange_rate": rate,
+        # currencies guide, "Orders": the money is in the transactional currency ``default_currency_code``;
+        # ``currency_code`` is only the currency the shopper browsed in (on a share of orders another one).
+        "currency_id": CURRENCIES[display][0], "currency_code": display,
+        "currency_exchange_rate": _exchange_rate(store.currency, display),
+        "default_currency_id": CURRENCIES[facts.currency][0], "default_currency_code": facts.currency,
+        "store_default_currency_code": store.currency,
+        "store_default_to_transactional_exchange_rate": _exchange_rate(store.currency, facts.currency),
         "staff_notes": "", "customer_message": "", "discount_amount": money(facts.manual_discount_cents),
-        "coupon_discount": money(facts.coupon_cents), "shipping_address_count": 1, "is_deleted": False,
+        "coupon_discount": money(facts.coupon_cents), "shipping_address_count": 1, "is_deleted": facts.archived,
         "ebay_order_id": "0", "is_tax_inclusive_pricing": False, "is_email_opt_in": facts.email_opt_in,
         "channel_id": 1, "order_source": "www", "external_source": None, "external_id": None,
         "external_merchant_id": None, "tax_provider_id": "BasicTaxProvider", "customer_locale": "en",

@@ -81,6 +81,9 @@ def stream_window(warehouse: Warehouse, connection_id: str, stream: Stream, mode
     watermark = warehouse.watermark(connection_id, stream.name)
     if watermark is None:
         return Window(None, None)
+    if stream.lookback_minutes == 0 and stream.resumes_from_keyset:
+        # Resume after the records landed at the watermark instead of reading them again.
+        return Window(watermark, None, warehouse.landed_at(connection_id, stream.table, watermark))
     return Window(watermark - timedelta(minutes=stream.lookback_minutes), None)
 
 
@@ -106,13 +109,15 @@ def run_stream(warehouse: Warehouse, session: ApiSession, connection_id: str, st
     requests_before, retries_before = session.stats.requests, session.stats.retries
     advances_watermark = stream.incremental and not request.is_backfill
     high_water: datetime | None = None
+    # A record read twice in one run (changed while the run paged on) is counted once (B2, B8).
+    seen = _SeenKeys()
     try:
         for attempt in range(1, STALE_CURSOR_RESTARTS + 1):
             try:
                 for page in stream.fetch(session, window):
                     high_water = _land_page(warehouse, session, connection_id, stream, page, mode, run,
                                             high_water, advance_per_page=advances_watermark
-                                            and stream.sorted_by_replication_key)
+                                            and stream.sorted_by_replication_key, seen=seen)
                 break
             except StaleCursor:
                 # Landing is idempotent, so re-reading the whole window is safe.
@@ -138,36 +143,31 @@ def run_stream(warehouse: Warehouse, session: ApiSession, connection_id: str, st
     return run
 
 
+@dataclass
+class _SeenKeys:
+    """The primary keys one stream run fetched and landed, so that each record counts once in the run log."""
+
+    fetched: set[str] = field(default_factory=set)
+    landed: set[str] = field(default_factory=set)
+
+
 def _land_page(warehouse: Warehouse, session: ApiSession, connection_id: str, stream: Stream, page: list[dict],
-               mode: str, run: StreamRun, high_water: datetime | None, advance_per_page: bool) -> datetime | None:
+               mode: str, run: StreamRun, high_water: datetime | None, advance_per_page: bool,
+               seen: _SeenKeys) -> datetime | None:
     records = []
     for item in page:
         updated_at = stream.replication_key(item) if stream.replication_key else None
         records.append(RawRecord(stream.primary_key(item), item, updated_at, stream.flag(item)))
         if updated_at is not None and (high_water is None or updated_at > high_water):
             high_water = updated_at
-    children = {child.table: _fetch_children(session, child, page) for child in stream.children}
     with warehouse.transaction() as conn:
-        run.records_landed += warehouse.land(conn, stream.table, connection_id, records, run.run_id, mode)
-        for child in stream.children:
-            warehouse.land(conn, child.table, connection_id, children[child.table], run.run_id, mode)
+        warehouse.land(conn, stream.table, connection_id, records, run.run_id, mode, seen.landed)
         if advance_per_page and high_water is not None:
             warehouse.advance_watermark(conn, connection_id, stream.name, high_water, run.run_id)
-    run.records_fetched += len(records)
-    run.records_flagged += sum(1 for r in records if r.flag)
+    run.records_flagged += sum(1 for r in records if r.flag and r.pk not in seen.fetched)
+    seen.fetched.update(r.pk for r in records)
+    run.records_fetched, run.records_landed = len(seen.fetched), len(seen.landed)
     return high_water
-
-
-def _fetch_children(session: ApiSession, child, parents: list[dict]) -> list[RawRecord]:
-    records = []
-    for parent in parents:
-        path = child.path_for(parent)
-        if path is None:
-            continue
-        _, body, _ = session.request_json("GET", path)
-        for item in body or []:
-            records.append(RawRecord(child.primary_key(item), item, None))
-    return records
 
 
 def _count_requests(run: StreamRun, session: ApiSession, requests_before: int, retries_before: int) -> None:

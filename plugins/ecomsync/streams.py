@@ -3,11 +3,18 @@
 In the manner of the Singer SDK's ``RESTStream``: a source module lists its
 streams; ``ecomsync.extract`` runs them. Nothing here knows about Airflow or the
 warehouse.
+
+There is ONE request loop, ``Stream.fetch``. A paginator only says which request
+comes next and which records of an answer are new (``Paginator.begin`` returns
+its per-run ``Pages``); the loop refuses to send a request it already sent, so a
+paginator (or an API) that hands back a page or cursor it already had stops the
+run with ``PagingError`` instead of looping or silently landing nothing new.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Iterator, Protocol
 
@@ -16,10 +23,16 @@ from ecomsync.http import ApiError, ApiSession
 
 @dataclass(frozen=True)
 class Window:
-    """What to fetch: records changed in [start, end); ``None`` = unbounded on that side."""
+    """What to fetch: records changed in [start, end); ``None`` = unbounded on that side.
+
+    ``landed_at_start``: primary keys of the records already landed whose replication
+    time is exactly ``start`` (the watermark). A keyset paginator resumes after them
+    instead of reading them again.
+    """
 
     start: datetime | None
     end: datetime | None
+    landed_at_start: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -27,52 +40,227 @@ class Request:
     params: dict[str, Any] = field(default_factory=dict)
     body: dict[str, Any] | None = None
 
-
-class Paginator(Protocol):
-    def pages(self, session: ApiSession, method: str, path: str, request: Request) -> Iterator[list[dict]]: ...
-
-
-@dataclass(frozen=True)
-class PageNumberPaginator:
-    """BigCommerce v2: a bare JSON array per page; past the last page the API answers 204."""
-
-    limit: int = 250
-
-    def pages(self, session: ApiSession, method: str, path: str, request: Request) -> Iterator[list[dict]]:
-        page = 1
-        while True:
-            _, body, _ = session.request_json(method, path, params={**request.params, "page": page, "limit": self.limit})
-            records = body or []
-            if not isinstance(records, list):
-                raise ApiError(f"GET {path}: expected a JSON array, got {type(records).__name__}")
-            if records:
-                yield records
-            if len(records) < self.limit:
-                return
-            page += 1
+    def fingerprint(self) -> str:
+        return json.dumps([self.params, self.body], sort_keys=True, default=str)
 
 
-@dataclass(frozen=True)
-class MetaPaginator:
-    """BigCommerce v3: ``{data, meta.pagination.total_pages}``."""
-
-    limit: int = 250
-
-    def pages(self, session: ApiSession, method: str, path: str, request: Request) -> Iterator[list[dict]]:
-        page = 1
-        while True:
-            _, body, _ = session.request_json(method, path, params={**request.params, "page": page, "limit": self.limit})
-            body = body or {}
-            if body.get("data"):
-                yield body["data"]
-            total_pages = ((body.get("meta") or {}).get("pagination") or {}).get("total_pages", 0)
-            if page >= total_pages:
-                return
-            page += 1
+class PagingError(ApiError):
+    """Paging cannot go on without skipping or repeating records (a repeated page or cursor,
+    an answer not in the order the paginator relies on). Retrying cannot fix it."""
 
 
 class StaleCursor(Exception):
     """The API refused a cursor (expired, or parameters differ): restart the window."""
+
+
+class Pages(Protocol):
+    """One run of a paginator: the next request to send, and what an answer holds."""
+
+    def next_request(self) -> Request | None:
+        """The request to send next; None when the list is exhausted."""
+
+    def take(self, body: Any) -> list[dict]:
+        """The new records in an answer (raises ``PagingError`` on an answer it cannot page on)."""
+
+    def error(self, exc: ApiError) -> Exception:
+        """What an API error on the current request means for paging (default: itself)."""
+
+
+class Paginator(Protocol):
+    def begin(self, request: Request, window: Window) -> Pages: ...
+
+
+def _records_of(body: Any, envelope: str, path_hint: str = "") -> list[dict]:
+    """``v2``: a bare array (None for a 204); ``v3``: ``{data: [...], meta}``."""
+    if envelope == "v2":
+        records = body or []
+        if not isinstance(records, list):
+            raise ApiError(f"{path_hint}expected a JSON array, got {type(records).__name__}")
+        return records
+    body = body or {}
+    if not isinstance(body, dict):
+        raise ApiError(f"{path_hint}expected a JSON object with data, got {type(body).__name__}")
+    return body.get("data") or []
+
+
+class _SimplePages:
+    def error(self, exc: ApiError) -> Exception:
+        return exc
+
+
+@dataclass(frozen=True)
+class PageNumberPaginator:
+    """BigCommerce v2 lists that never change during a read (``/v2/order_statuses``): a bare
+    JSON array per page; a short page (or the 204 past the last one) ends the list."""
+
+    limit: int = 250
+
+    def begin(self, request: Request, window: Window) -> Pages:
+        return _PageNumberPages(request, self.limit, "v2")
+
+
+@dataclass(frozen=True)
+class MetaPaginator:
+    """BigCommerce v3 lists that are not read incrementally (category trees):
+    ``{data, meta.pagination.total_pages}``."""
+
+    limit: int = 250
+
+    def begin(self, request: Request, window: Window) -> Pages:
+        return _PageNumberPages(request, self.limit, "v3")
+
+
+class _PageNumberPages(_SimplePages):
+    def __init__(self, request: Request, limit: int, envelope: str):
+        self.base, self.limit, self.envelope = request, limit, envelope
+        self.page: int | None = 1
+
+    def next_request(self) -> Request | None:
+        if self.page is None:
+            return None
+        return Request({**self.base.params, "page": self.page, "limit": self.limit}, self.base.body)
+
+    def take(self, body: Any) -> list[dict]:
+        records = _records_of(body, self.envelope)
+        if self.envelope == "v3":
+            pagination = (((body or {}).get("meta") or {}).get("pagination") or {})
+            more = self.page < int(pagination.get("total_pages") or 0)
+        else:
+            more = len(records) >= self.limit
+        self.page = self.page + 1 if more else None
+        return records
+
+
+@dataclass(frozen=True)
+class KeysetPaginator:
+    """BigCommerce lists read incrementally: paged from the last seen (time, id), never by page number.
+
+    Page numbers are offsets: when a record changes between two page reads it moves
+    to the end of a ``date_modified``-sorted list, everything behind it shifts one
+    place forward and the record at the page boundary is never seen
+    (../shared/api-specs/README.md, "Paging under change"). So each page is asked
+    from the newest time of the page before (``min_param``, inclusive) and the records
+    at or before the last seen (time, id) are dropped. The answer must come sorted by
+    time, ties by id (``sort``); an answer out of that order is a ``PagingError``.
+
+    When a whole page shares one second, that second is read on its own
+    (``min_param`` = ``max_param`` = that second): by ``min_id`` in id order where the
+    API has it (v2 orders), else by page number within the second; then the list goes
+    on from the next second.
+
+    ``time_of`` reads a record's replication time; ``envelope`` is ``v2`` (bare array,
+    204 when empty) or ``v3`` (``{data, meta}``).
+    """
+
+    time_of: Callable[[dict], datetime | None]
+    min_param: str
+    max_param: str
+    envelope: str  # "v2" | "v3"
+    sort: str | None = None  # sent as ``sort`` on range reads (None: the API's own order is by time)
+    id_sort: str | None = None  # v2: ``sort`` value for reading one second in id order with ``min_id``
+    limit: int = 250
+
+    def begin(self, request: Request, window: Window) -> Pages:
+        return _KeysetPages(self, request, window)
+
+
+def _record_id(record: dict) -> int:
+    return int(record["id"])
+
+
+class _KeysetPages(_SimplePages):
+    """State of one keyset read: the newest second seen (``at``) and the ids seen in it (``seen``)."""
+
+    def __init__(self, spec: KeysetPaginator, request: Request, window: Window):
+        self.spec, self.base = spec, request
+        self.at: datetime | None = None
+        self.seen: set[int] = set()
+        self.since = window.start
+        self.second: datetime | None = None  # reading this one second on its own
+        self.second_page, self.second_min_id = 1, None
+        # Whether ties (records of one second) came in ascending id order so far; only then may a second be
+        # read on from the largest id seen in it. Without that, it is read again from its smallest id.
+        self.ties_by_id = True
+        self.done = False
+        if window.start is not None and window.landed_at_start:
+            self.at, self.seen = window.start, {int(pk) for pk in window.landed_at_start}
+            if len(self.seen) >= spec.limit:  # a crowded second: do not read its landed pages again
+                self._read_second(window.start, first_page_read=False)
+
+    def _read_second(self, at: datetime, first_page_read: bool) -> None:
+        """Read second ``at`` on its own (its first page-number page already read, or not)."""
+        self.second = at
+        if self.spec.id_sort:
+            resume = self.ties_by_id and self.at == at and self.seen
+            self.second_page, self.second_min_id = 1, (max(self.seen) + 1 if resume else None)
+        else:
+            self.second_page, self.second_min_id = (2 if first_page_read else 1), None
+
+    def next_request(self) -> Request | None:
+        if self.done:
+            return None
+        spec, params = self.spec, dict(self.base.params)
+        params.pop(spec.min_param, None)
+        if self.second is not None:
+            stamp = iso_z(self.second)
+            params.update({spec.min_param: stamp, spec.max_param: stamp, "limit": spec.limit})
+            if spec.id_sort:
+                params["sort"] = spec.id_sort
+                if self.second_min_id is not None:
+                    params["min_id"] = self.second_min_id
+            else:
+                params["page"] = self.second_page
+                if spec.sort:
+                    params["sort"] = spec.sort
+            return Request(params, self.base.body)
+        if self.since is not None:
+            params[spec.min_param] = iso_z(self.since)
+        if spec.sort:
+            params["sort"] = spec.sort
+        params["limit"] = spec.limit
+        return Request(params, self.base.body)
+
+    def _key(self, record: dict) -> tuple[datetime, int]:
+        at = self.spec.time_of(record)
+        if at is None:
+            raise PagingError(f"record {record.get('id')!r} has no {self.spec.min_param.split(':')[0]}: "
+                              "it cannot be paged by time")
+        return at, _record_id(record)
+
+    def _is_new(self, key: tuple[datetime, int]) -> bool:
+        return self.at is None or key[0] > self.at or (key[0] == self.at and key[1] not in self.seen)
+
+    def take(self, body: Any) -> list[dict]:
+        records = _records_of(body, self.spec.envelope)
+        keys = [self._key(record) for record in records]
+        by_id = self.second is not None and self.spec.id_sort is not None
+        if [k[0] for k in keys] != sorted(k[0] for k in keys) or (by_id and keys != sorted(keys)):
+            raise PagingError(f"the answer is not sorted by {self.spec.min_param.split(':')[0]}"
+                              f"{' then id' if by_id else ''}: paging from the last seen record would skip records")
+        if any(a[0] == b[0] and a[1] > b[1] for a, b in zip(keys, keys[1:])):
+            self.ties_by_id = False
+        fresh = [record for record, key in zip(records, keys) if self._is_new(key)]
+        for key in sorted(keys):
+            if self.at is None or key[0] > self.at:
+                self.at, self.seen = key[0], {key[1]}
+            elif key[0] == self.at:
+                self.seen.add(key[1])
+        full = len(records) >= self.spec.limit
+        if self.second is not None:
+            if full:
+                if self.spec.id_sort:
+                    self.second_min_id = keys[-1][1] + 1
+                else:
+                    self.second_page += 1
+            else:  # the crowded second is read: go on after it
+                self.since, self.second = self.second + timedelta(seconds=1), None
+        elif not full:
+            self.done = True
+        elif keys[0][0] == keys[-1][0]:  # a whole page in one second: read that second on its own
+            self._read_second(keys[-1][0], first_page_read=True)
+        else:
+            self.since = keys[-1][0]
+        return fresh
 
 
 @dataclass(frozen=True)
@@ -82,41 +270,42 @@ class CursorPaginator:
 
     records_key: str
 
-    def pages(self, session: ApiSession, method: str, path: str, request: Request) -> Iterator[list[dict]]:
-        cursor = None
-        while True:
-            params, body = dict(request.params), dict(request.body) if request.body is not None else None
-            if cursor:
-                if body is not None:
-                    body["cursor"] = cursor
-                else:
-                    params["cursor"] = cursor
-            try:
-                _, answer, _ = session.request_json(method, path, params=params or None, json_body=body)
-            except ApiError as exc:
-                if cursor and exc.status == 400 and _mentions_cursor(exc.body):
-                    raise StaleCursor(str(exc)) from exc
-                raise
-            answer = answer or {}
-            if answer.get(self.records_key):
-                yield answer[self.records_key]
-            cursor = answer.get("cursor")
-            if not cursor:
-                return
+    def begin(self, request: Request, window: Window) -> Pages:
+        return _CursorPages(request, self.records_key)
+
+
+class _CursorPages:
+    def __init__(self, request: Request, records_key: str):
+        self.base, self.records_key = request, records_key
+        self.cursor: str | None = None
+        self.done = False
+
+    def next_request(self) -> Request | None:
+        if self.done:
+            return None
+        params, body = dict(self.base.params), dict(self.base.body) if self.base.body is not None else None
+        if self.cursor:
+            if body is not None:
+                body["cursor"] = self.cursor
+            else:
+                params["cursor"] = self.cursor
+        return Request(params, body)
+
+    def take(self, answer: Any) -> list[dict]:
+        answer = answer or {}
+        self.cursor = answer.get("cursor")
+        self.done = not self.cursor
+        return answer.get(self.records_key) or []
+
+    def error(self, exc: ApiError) -> Exception:
+        if self.cursor and exc.status == 400 and _mentions_cursor(exc.body):
+            return StaleCursor(str(exc))
+        return exc
 
 
 def _mentions_cursor(body: Any) -> bool:
     errors = body.get("errors", []) if isinstance(body, dict) else []
     return any((e.get("field") == "cursor") or ("cursor" in str(e.get("detail", "")).lower()) for e in errors)
-
-
-@dataclass(frozen=True)
-class ChildStream:
-    """Records fetched per parent record (e.g. an order's coupons), landed with the parent's page."""
-
-    table: str
-    path_for: Callable[[dict], str | None]  # None: this parent has no children worth a request
-    primary_key: Callable[[dict], str]
 
 
 @dataclass(frozen=True)
@@ -134,15 +323,36 @@ class Stream:
     lookback_minutes: int = 0
     flag: Callable[[dict], str | None] = lambda record: None
     transform: Callable[[list[dict]], list[dict]] = lambda records: records
-    children: tuple[ChildStream, ...] = ()
 
     @property
     def incremental(self) -> bool:
         return self.replication_key is not None
 
+    @property
+    def resumes_from_keyset(self) -> bool:
+        """True when a run can resume after the records landed at the watermark (``Window.landed_at_start``)."""
+        return isinstance(self.paginator, KeysetPaginator)
+
     def fetch(self, session: ApiSession, window: Window) -> Iterator[list[dict]]:
-        for page in self.paginator.pages(session, self.method, self.path, self.build_request(window)):
-            records = self.transform(page)
+        """Pages of new records in the window. The one request loop of every stream: it never sends the
+        same request twice (``PagingError``: the paginator handed back a page or cursor it already had)."""
+        pages = self.paginator.begin(self.build_request(window), window)
+        sent: set[str] = set()
+        while (request := pages.next_request()) is not None:
+            fingerprint = request.fingerprint()
+            if fingerprint in sent:
+                raise PagingError(f"{self.name}: {self.method} {self.path} would ask again for a page it already "
+                                  f"had ({fingerprint}); stopping instead of looping or skipping records")
+            sent.add(fingerprint)
+            try:
+                _, body, _ = session.request_json(self.method, self.path, params=request.params or None,
+                                                  json_body=request.body)
+            except ApiError as exc:
+                translated = pages.error(exc)
+                if translated is exc:
+                    raise
+                raise translated from exc
+            records = self.transform(pages.take(body))
             if records:
                 yield records
 

@@ -24,7 +24,7 @@ from psycopg2.extensions import connection as PgConnection
 
 RAW_TABLES = (
     "bigcommerce_orders", "bigcommerce_order_coupons", "bigcommerce_customers", "bigcommerce_subscribers",
-    "bigcommerce_products", "bigcommerce_categories", "bigcommerce_order_statuses",
+    "bigcommerce_products", "bigcommerce_categories", "bigcommerce_order_statuses", "bigcommerce_refunds",
     "square_locations", "square_customers", "square_payments", "square_orders", "square_catalog_objects",
 )
 _TABLE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -161,11 +161,12 @@ class Warehouse:
 
     # -- landing -----------------------------------------------------------
     def land(self, conn: PgConnection, table: str, connection_id: str, records: list[RawRecord],
-             run_id: str, sync_mode: str) -> int:
+             run_id: str, sync_mode: str, landed_keys: set[str] | None = None) -> int:
         """Upsert ``records`` into ``raw.<table>`` inside the caller's transaction.
 
-        Returns how many rows were inserted or changed. A record repeated within
-        the batch (the same order on two pages) keeps its newest version.
+        Returns how many rows were inserted or changed (their ``pk`` added to
+        ``landed_keys`` when given). A record repeated within the batch (the same
+        order on two pages) keeps its newest version.
         """
         if table not in RAW_TABLES or not _TABLE_NAME.match(table):
             raise ValueError(f"unknown raw table {table!r}")
@@ -200,9 +201,13 @@ class Warehouse:
                     sync_mode = excluded.sync_mode,
                     flag = excluded.flag
                 where target.payload is distinct from excluded.payload
+                returning pk
             """).format(table=sql.Identifier(table)),
                 {"connection_id": connection_id, "run_id": run_id, "sync_mode": sync_mode})
-            return cur.rowcount
+            landed = [pk for (pk,) in cur.fetchall()]
+        if landed_keys is not None:
+            landed_keys.update(landed)
+        return len(landed)
 
     # -- watermarks ----------------------------------------------------------
     def watermark(self, connection_id: str, stream: str) -> datetime | None:
@@ -211,6 +216,16 @@ class Warehouse:
                         (connection_id, stream))
             row = cur.fetchone()
         return row[0] if row else None
+
+    def landed_at(self, connection_id: str, table: str, at: datetime) -> frozenset[str]:
+        """Primary keys of the landed records of ``raw.<table>`` whose replication time is exactly ``at``
+        (a keyset paginator resumes after them instead of reading them again)."""
+        if table not in RAW_TABLES:
+            raise ValueError(f"unknown raw table {table!r}")
+        with self.transaction() as conn, conn.cursor() as cur:
+            cur.execute(sql.SQL("select pk from raw.{} where connection_id = %s and source_updated_at = %s")
+                        .format(sql.Identifier(table)), (connection_id, at))
+            return frozenset(pk for (pk,) in cur.fetchall())
 
     @staticmethod
     def advance_watermark(conn: PgConnection, connection_id: str, stream: str, watermark: datetime,

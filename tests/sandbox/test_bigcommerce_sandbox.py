@@ -14,11 +14,13 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from openapi_core import OpenAPI
 from openapi_core.contrib.requests import RequestsOpenAPIRequest, RequestsOpenAPIResponse
 
 from sandbox import bigcommerce
-from sandbox.bigcommerce_data import DELETED_PRODUCT_IDS
+from sandbox.bigcommerce_data import COUPONS, DELETED_PRODUCT_IDS, LineFacts, OrderFacts, applied_discounts
 from sandbox.core import serve
 
 SPECS = Path("/work/shared/api-specs/bigcommerce")
@@ -80,7 +82,7 @@ def specs(sandbox):
     loaded = {}
     for name, version in (("orders.v2.oas2.yml", "v2"), ("customers.v3.yml", "v3"), ("subscribers.v3.yml", "v3"),
                           ("products_catalog.v3.yml", "v3"), ("category-trees_catalog.v3.yml", "v3"),
-                          ("carts.v3.yml", "v3")):
+                          ("carts.v3.yml", "v3"), ("orders.v3.yml", "v3")):
         spec = yaml.safe_load((SPECS / name).read_text())
         spec["servers"] = [{"url": f"{sandbox.url}/stores/{{store_hash}}/{version}",
                             "variables": {"store_hash": {"default": STORE}}}]
@@ -109,6 +111,12 @@ OPERATIONS = [
     ("category-trees_catalog.v3.yml", lambda s: ("/v3/catalog/trees/categories", {})),
     ("category-trees_catalog.v3.yml", lambda s: ("/v3/catalog/trees/1/categories", {})),
     ("carts.v3.yml", lambda s: (f"/v3/carts/{_order_with(s, lambda o: o['status_id'] == 0)['cart_id']}", {})),
+    ("orders.v3.yml", lambda s: ("/v3/orders/payment_actions/refunds", {"limit": 250})),
+    ("orders.v3.yml", lambda s: ("/v3/orders/payment_actions/refunds", {"limit": 5, "page": 2})),
+    ("orders.v3.yml",
+     lambda s: (f"/v3/orders/{_order_with(s, lambda o: o['status_id'] == 4)['id']}/payment_actions/refunds", {})),
+    ("orders.v3.yml",
+     lambda s: (f"/v3/orders/{_order_with(s, lambda o: o['status_id'] == 14)['id']}/payment_actions/refunds", {})),
 ]
 
 
@@ -276,8 +284,8 @@ def test_generated_data_is_realistic(sandbox):
     assert len({o["currency_code"] for o in orders}) >= 3
     refunded = [o for o in orders if o["status_id"] == 4]
     partially = [o for o in orders if o["status_id"] == 14]
-    assert refunded and all(o["refunded_amount"] == o["total_inc_tax"] for o in refunded)
-    assert partially and all(0 < Decimal(o["refunded_amount"]) < Decimal(o["total_inc_tax"]) for o in partially)
+    assert refunded and partially
+    assert {o["refunded_amount"] for o in orders} == {"0.0000"}, "v2 spec: refunded_amount always returns 0"
     assert any(o["coupon_discount"] != "0.0000" for o in orders) and any(o["discount_amount"] != "0.0000" for o in orders)
     assert {o["is_email_opt_in"] for o in orders} == {True, False}
     names = [c["first_name"] + c["last_name"] for c in customers]
@@ -363,8 +371,11 @@ def test_time_travel_new_orders_status_changes_refunds_and_edits_appear_after_th
     # changed in the same second: ties keep id order
     assert [o["id"] for o in changed] == sorted([added[0]["id"], added[1]["id"], pending["id"], completed["id"]])
     by_id = {o["id"]: o for o in changed}
-    assert by_id[pending["id"]]["status_id"] == 4 and by_id[pending["id"]]["refunded_amount"] == pending["total_inc_tax"]
-    assert by_id[completed["id"]]["status_id"] == 14 and by_id[completed["id"]]["refunded_amount"] == "1.2500"
+    assert by_id[pending["id"]]["status_id"] == 4, "a status change alone, without a refund"
+    assert by_id[completed["id"]]["status_id"] == 14 and by_id[completed["id"]]["refunded_amount"] == "0.0000"
+    [refund] = fresh.get(f"/v3/orders/{completed['id']}/payment_actions/refunds").json()["data"]
+    assert refund["total_amount"] == 1.25 and refund["created"] == clock
+    assert fresh.get(f"/v3/orders/{pending['id']}/payment_actions/refunds").json()["data"] == []
     assert by_id[pending["id"]]["date_created"] == pending["date_created"]
     assert all(o["customer_id"] == 3 for o in added)
     # the whole list still holds every order once, in date_modified order
@@ -446,3 +457,169 @@ def test_a_million_order_store_serves_a_late_page_without_building_its_orders():
         tracemalloc.stop()
     assert peak < 200 * 2**20, f"peak {peak / 2**20:.0f} MiB: orders must not be materialised"
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss < 2 * 2**20  # KiB on Linux: under 2 GiB
+
+
+# -- issue 13: money, refunds, archived orders, discounts and paging as the real API has them ---------------------------
+def _cents(value) -> int:
+    cents = Decimal(str(value)) * 100
+    assert cents == cents.to_integral_value(), value
+    return int(cents)
+
+
+def test_a_share_of_orders_is_shown_in_another_currency_than_the_one_paid_in(sandbox):  # B12
+    """currencies guide, "Orders": ``default_currency_code`` is the transactional currency, ``currency_code``
+    only the one the shopper browsed in; the exchange rates are from the store's default currency."""
+    orders = sandbox.dump("orders")
+    differing = [o for o in orders if o["currency_code"] != o["default_currency_code"]]
+    assert 0 < len(differing) < len(orders) / 2
+    for order in orders:
+        store_default = order["store_default_currency_code"]
+        assert store_default == orders[0]["store_default_currency_code"]
+        if order["default_currency_code"] == store_default:
+            assert Decimal(order["store_default_to_transactional_exchange_rate"]) == 1
+        if order["currency_code"] == store_default:
+            assert Decimal(order["currency_exchange_rate"]) == 1
+    assert any(o["default_currency_code"] != o["store_default_currency_code"] for o in differing)
+
+
+def test_refunds_are_read_from_v3_and_add_up_to_the_refunded_statuses(sandbox):  # B4, G1
+    orders = {o["id"]: o for o in sandbox.dump("orders")}
+    refunds = sandbox.get("/v3/orders/payment_actions/refunds", limit=250).json()["data"]
+    assert [r["id"] for r in refunds] == sorted(r["id"] for r in refunds), "ordered by refund id"
+    created = [r["created"] for r in refunds]
+    assert created == sorted(created)
+    by_order: dict[int, int] = Counter()
+    for refund in refunds:
+        by_order[refund["order_id"]] += _cents(refund["total_amount"])
+        assert _cents(refund["total_amount"]) == sum(_cents(p["amount"]) for p in refund["payments"])
+    full = {i for i, o in orders.items() if o["status_id"] == 4}
+    partial = {i for i, o in orders.items() if o["status_id"] == 14}
+    assert full and partial and set(by_order) == full | partial
+    for order_id in full:
+        assert by_order[order_id] == _cents(orders[order_id]["total_inc_tax"])
+    for order_id in partial:
+        assert 0 < by_order[order_id] < _cents(orders[order_id]["total_inc_tax"])
+    per_order = sandbox.get(f"/v3/orders/{min(partial)}/payment_actions/refunds").json()["data"]
+    assert per_order == [r for r in refunds if r["order_id"] == min(partial)]
+
+
+def test_refund_filters_and_paging_follow_the_spec(sandbox):
+    refunds = sandbox.dump("refunds")
+    assert len(refunds) > 6
+    middle = refunds[len(refunds) // 2]
+    since = sandbox.get("/v3/orders/payment_actions/refunds", limit=250, **{"created:min": middle["created"]}).json()
+    assert [r["id"] for r in since["data"]] == [r["id"] for r in refunds if r["created"] >= middle["created"]]
+    until = sandbox.get("/v3/orders/payment_actions/refunds", limit=250, **{"created:max": middle["created"]}).json()
+    assert [r["id"] for r in until["data"]] == [r["id"] for r in refunds if r["created"] <= middle["created"]]
+    picked = sandbox.get("/v3/orders/payment_actions/refunds",
+                         **{"order_id:in": f"{refunds[0]['order_id']},{refunds[2]['order_id']}"}).json()["data"]
+    assert [r["order_id"] for r in picked] == [refunds[0]["order_id"], refunds[2]["order_id"]]
+    page = sandbox.get("/v3/orders/payment_actions/refunds", limit=3, page=2).json()
+    assert page["data"] == refunds[3:6]
+    assert page["meta"]["pagination"]["total"] == len(refunds) and page["meta"]["pagination"]["current_page"] == 2
+    assert sandbox.get("/v3/orders/payment_actions/refunds", **{"created:min": "soon"}).status_code == 422
+    assert sandbox.get("/v3/orders/999999/payment_actions/refunds").status_code == 404
+
+
+def test_an_admin_refund_is_a_new_refund_record_and_sets_the_status(fresh):  # B4
+    order = next(o for o in fresh.dump("orders") if o["status_id"] == 10)
+    total = _cents(order["total_inc_tax"])
+    fresh.admin("POST", "/clock", json={"advance_seconds": 60})
+    partial = fresh.admin("POST", f"/{STORE}/orders/{order['id']}/refunds", json={"amount": "4.0000"}).json()
+    assert partial["status_id"] == 14 and partial["refunded_amount"] == "0.0000"
+    assert partial["date_modified"] != order["date_modified"]
+    rest = fresh.admin("POST", f"/{STORE}/orders/{order['id']}/refunds", json={}).json()
+    assert rest["status_id"] == 4
+    refunds = fresh.get(f"/v3/orders/{order['id']}/payment_actions/refunds").json()["data"]
+    assert [_cents(r["total_amount"]) for r in refunds] == [400, total - 400]
+    everything = fresh.dump("refunds")
+    assert [r["id"] for r in everything[-2:]] == [r["id"] for r in refunds]
+    assert refunds[0]["id"] > max(r["id"] for r in everything[:-2])
+    again = fresh.http.post(f"{fresh.url}/__admin/bigcommerce/{STORE}/orders/{order['id']}/refunds", json={},
+                            timeout=30)
+    assert again.status_code == 400
+    created = fresh.admin("POST", f"/{STORE}/orders", json={"count": 1, "status_id": 4}).json()["orders"][0]
+    [own] = fresh.get(f"/v3/orders/{created['id']}/payment_actions/refunds").json()["data"]
+    assert _cents(own["total_amount"]) == _cents(created["total_inc_tax"])
+
+
+def test_archived_orders_are_listed_with_is_deleted_and_archiving_bumps_date_modified(fresh):  # B4
+    orders = fresh.dump("orders")
+    archived = [o for o in orders if o["is_deleted"]]
+    assert 0 < len(archived) < len(orders) / 5, "a share of generated orders is archived"
+    live = next(o for o in orders if not o["is_deleted"] and o["status_id"] == 10)
+    fresh.admin("POST", "/clock", json={"advance_seconds": 60})
+    after = fresh.admin("POST", f"/{STORE}/orders/{live['id']}/archive").json()
+    assert after["is_deleted"] is True
+    assert parsedate_to_datetime(after["date_modified"]) > parsedate_to_datetime(live["date_modified"])
+    newest = fresh.get("/v2/orders", limit=1, sort="date_modified:desc").json()[0]
+    assert newest["id"] == live["id"] and newest["is_deleted"] is True
+
+
+def test_cancelled_declined_and_incomplete_orders_are_in_the_generated_mix(sandbox):  # B4
+    statuses = Counter(o["status_id"] for o in sandbox.dump("orders"))
+    assert statuses[5] and statuses[6] and statuses[0]
+
+
+def test_line_discounts_add_up_to_the_orders_coupon_and_manual_discount(sandbox):  # B12, G1
+    """orders v2 ``orderProductAppliedDiscounts``: an order-level discount is spread over the lines in proportion
+    to their price; the coupon carries its code, a manual discount has none."""
+    orders = sandbox.dump("orders", **WITH_LINES)
+    coupons = {c["order_id"]: c for c in sandbox.dump("coupons")}
+    seen_coupon = seen_manual = False
+    for order in orders:
+        lines = order["consignments"]["shipping"][0]["line_items"]
+        coupon_share = [d for line in lines for d in line["applied_discounts"] if d["code"] is not None]
+        manual_share = [d for line in lines for d in line["applied_discounts"] if d["code"] is None]
+        assert sum(_cents(d["amount"]) for d in coupon_share) == _cents(order["coupon_discount"]), order["id"]
+        assert sum(_cents(d["amount"]) for d in manual_share) == _cents(order["discount_amount"]), order["id"]
+        if coupon_share:
+            seen_coupon = True
+            assert {d["code"] for d in coupon_share} == {coupons[order["id"]]["code"]}
+            assert {d["id"] for d in coupon_share} == {str(coupons[order["id"]]["coupon_id"])}
+        if manual_share:
+            seen_manual = True
+            assert {(d["id"], d["name"], d["target"]) for d in manual_share} == {("manual-discount", "Manual Discount",
+                                                                                  "order")}
+        discount = _cents(order["coupon_discount"]) + _cents(order["discount_amount"])
+        subtotal = sum(_cents(line["total_ex_tax"]) for line in lines)
+        for line in lines:  # in proportion to the line's price, to the cent
+            share = sum(_cents(d["amount"]) for d in line["applied_discounts"])
+            assert abs(share - discount * _cents(line["total_ex_tax"]) / subtotal) <= 2, (order["id"], line["id"])
+    assert seen_coupon and seen_manual
+
+
+def test_a_customer_edited_between_two_page_reads_moves_to_the_end_so_page_numbers_skip_one(fresh):  # B2, B8
+    """"Paging under change" (../shared/api-specs/README.md): the sandbox shows it, so the pipeline must page by keyset."""
+    everyone = fresh.get("/v3/customers", limit=250, sort="date_modified:asc").json()["data"]
+    fresh.admin("PUT", f"/{STORE}/customers/3", json={"last_name": "Ødegård", "after_pages": 1})
+    first = fresh.get("/v3/customers", limit=10, page=1, sort="date_modified:asc").json()["data"]
+    second = fresh.get("/v3/customers", limit=10, page=2, sort="date_modified:asc").json()["data"]
+    assert 3 in [c["id"] for c in first], "customer 3 sits on page one"
+    read = [c["id"] for c in first + second]
+    assert everyone[10]["id"] not in read, "the record at the page boundary shifted onto page one: skipped"
+    assert fresh.get("/v3/customers", limit=250, sort="date_modified:asc").json()["data"][-1]["id"] == 3
+
+
+@settings(max_examples=200, deadline=None)
+@given(lines=st.lists(st.tuples(st.integers(0, 50_000), st.integers(1, 5)), min_size=1, max_size=6),
+       coupon=st.sampled_from([None, *COUPONS]), manual=st.sampled_from([0, 1, 500, 999]))
+def test_any_order_s_line_discounts_add_up_and_follow_the_line_prices(lines, coupon, manual):  # B12
+    """orders v2 ``orderProductAppliedDiscounts``: ``(total_discount * price_ex_tax) / subtotal_ex_tax`` per line,
+    the shares adding up to the order's coupon and manual discount exactly, for any prices and quantities."""
+    facts = OrderFacts(order_id=7, created=0, modified=0, status_id=10, customer_id=1, currency="USD",
+                       lines=[LineFacts(70 + n, 100, "P", "S", unit, qty) for n, (unit, qty) in enumerate(lines)],
+                       shipping_cents=0, shipping_method="Flat Rate", coupon=coupon, manual_discount_cents=manual,
+                       email_opt_in=False, country=("United States", "US", "Texas", "Austin", "78701"),
+                       refund_share=25)
+    shares = {line.line_id: applied_discounts(facts, line) for line in facts.lines}
+    subtotal = facts.subtotal_cents
+    for code, total in ([(coupon[0], facts.coupon_cents)] if coupon else []) + [(None, manual)]:
+        per_line = {line_id: sum(_cents(d["amount"]) for d in found if d["code"] == code)
+                    for line_id, found in shares.items()}
+        if not subtotal:  # nothing to spread over: no share anywhere
+            assert set(per_line.values()) == {0}
+            continue
+        assert sum(per_line.values()) == total
+        for line in facts.lines:
+            assert abs(per_line[line.line_id] - total * line.unit_cents * line.quantity / subtotal) < 1

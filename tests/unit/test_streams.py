@@ -1,10 +1,19 @@
-"""Stream definitions: keys, flags and request parameters, without a server."""
+"""Stream definitions (keys, flags, request parameters) and the one request loop, against small loopback servers."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import threading
+from datetime import datetime, timedelta, timezone
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ecomsync.http import ApiSession
 from ecomsync.sources import bigcommerce, square
-from ecomsync.streams import Window, iso_z, parse_iso, parse_rfc2822
+from ecomsync.streams import (CursorPaginator, KeysetPaginator, PagingError, Request, Stream, Window, iso_z,
+                              parse_iso, parse_rfc2822)
+from sandbox.core import Request as HttpRequest
+from sandbox.core import Response, SandboxApp, serve
 
 T = datetime(2024, 1, 10, 21, 5, 30, tzinfo=timezone.utc)
 
@@ -35,11 +44,22 @@ def test_orders_ask_for_line_items_and_shipping_in_the_same_call():  # B12
     assert "max_date_modified" not in params
 
 
-def test_coupons_are_fetched_only_for_orders_with_a_coupon_discount():
-    coupons = bigcommerce.ORDERS.children[0]
-    assert coupons.path_for({"id": 5, "coupon_discount": "0.0000"}) is None
-    assert coupons.path_for({"id": 5, "coupon_discount": "5.0000"}) == "/v2/orders/5/coupons"
-    assert coupons.primary_key({"id": 3, "order_id": 5}) == "5:3"
+def test_no_stream_asks_for_an_orders_coupons():  # B12 (issue 16: applied_discounts on the line items)
+    assert all("coupons" not in stream.path for stream in bigcommerce.STREAMS)
+    assert not hasattr(bigcommerce.ORDERS, "children")
+
+
+def test_every_incremental_bigcommerce_stream_pages_by_keyset():  # B2, B8
+    incremental = [stream for stream in bigcommerce.STREAMS if stream.incremental]
+    assert {stream.name for stream in incremental} == {"orders", "customers", "subscribers", "products", "refunds"}
+    assert all(isinstance(stream.paginator, KeysetPaginator) and stream.sorted_by_replication_key
+               for stream in incremental)
+
+
+def test_refunds_are_asked_by_creation_time():  # B4
+    params = bigcommerce.REFUNDS.build_request(Window(T, None)).params
+    assert params == {"created:min": "2024-01-10T21:05:30Z"}
+    assert bigcommerce.REFUNDS.replication_key({"id": 1, "created": "2024-01-10T21:05:30Z"}) == T
 
 
 def test_category_trees_are_flattened():
@@ -67,3 +87,143 @@ def test_orders_search_filter_field_matches_sort_field():
     assert body["location_ids"] == ["L1"]
     assert body["query"]["sort"]["sort_field"] == "UPDATED_AT"
     assert "updated_at" in body["query"]["filter"]["date_time_filter"]
+
+
+# -- the one request loop, against small real HTTP servers --------------------------------------------------------------
+class ListApp(SandboxApp):
+    """A v3-style list of records ``{id, date_modified}`` sorted by (date_modified, id), ``date_modified:min``
+    inclusive, page/limit; ``misbehave`` breaks it the way a paginator must notice."""
+
+    def __init__(self, records: list[dict], misbehave: str = ""):
+        super().__init__()
+        self.records, self.misbehave, self.lock = records, misbehave, threading.Lock()
+        self.add_route("GET", r"/items", self.items)
+        self.add_route("POST", r"/search", self.search)
+
+    def items(self, request: HttpRequest) -> Response:
+        with self.lock:  # ties in id order, or (misbehave "ties_reversed") in reverse id order
+            reverse = -1 if self.misbehave == "ties_reversed" else 1
+            rows = sorted(self.records, key=lambda r: (r["date_modified"], reverse * r["id"]))
+        if request.arg("sort") == "id:asc":
+            rows = sorted(rows, key=lambda r: r["id"])
+        if request.arg("min_id"):
+            rows = [r for r in rows if r["id"] >= int(request.arg("min_id"))]
+        since = request.arg("date_modified:min")
+        if since and self.misbehave != "ignores_filters":
+            rows = [r for r in rows if r["date_modified"] >= since]
+        until = request.arg("date_modified:max")
+        if until and self.misbehave != "ignores_filters":
+            rows = [r for r in rows if r["date_modified"] <= until]
+        if self.misbehave == "unsorted":
+            rows = sorted(rows, key=lambda r: -r["id"])
+        page, limit = int(request.arg("page") or 1), int(request.arg("limit") or 50)
+        found = rows[(page - 1) * limit:page * limit]
+        return Response(200, {"data": found, "meta": {"pagination": {"total": len(rows)}}})
+
+    def search(self, request: HttpRequest) -> Response:
+        return Response(200, {"things": [{"id": "a"}], "cursor": "same-cursor-every-time"})
+
+
+@pytest.fixture
+def serve_app():
+    servers = []
+
+    def start(app: SandboxApp) -> ApiSession:
+        server, _ = serve(app)
+        servers.append(server)
+        return ApiSession(f"http://127.0.0.1:{server.server_port}", {}, max_attempts=1)
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def _items_stream(limit: int = 5, id_sort: str | None = None) -> Stream:
+    return Stream(name="items", table="t", path="/items", primary_key=lambda r: str(r["id"]),
+                  paginator=KeysetPaginator(time_of=lambda r: parse_iso(r["date_modified"]),
+                                            min_param="date_modified:min", max_param="date_modified:max",
+                                            envelope="v3", sort="date_modified:asc", id_sort=id_sort, limit=limit),
+                  build_request=lambda window: Request({"date_modified:min": iso_z(window.start)} if window.start
+                                                       else {}),
+                  replication_key=lambda r: parse_iso(r["date_modified"]), sorted_by_replication_key=True)
+
+
+def _stamp(seconds: int) -> str:
+    return iso_z(T + timedelta(seconds=seconds))
+
+
+def test_a_paginator_that_hands_back_a_cursor_it_already_had_stops_with_a_clear_error(serve_app):
+    session = serve_app(ListApp([]))
+    stream = Stream(name="things", table="t", path="/search", method="POST", paginator=CursorPaginator("things"),
+                    primary_key=lambda r: r["id"], build_request=lambda window: Request(body={"limit": 1}))
+    pages = stream.fetch(session, Window(None, None))
+    assert next(pages) == [{"id": "a"}]
+    assert next(pages) == [{"id": "a"}]  # the first cursor is new
+    with pytest.raises(PagingError, match="already had"):
+        next(pages)
+    assert session.stats.requests == 2, "the repeated request is never sent"
+
+
+def test_an_api_that_ignores_the_keyset_filter_stops_the_stream_instead_of_looping(serve_app):
+    session = serve_app(ListApp([{"id": i, "date_modified": _stamp(i)} for i in range(12)], "ignores_filters"))
+    with pytest.raises(PagingError, match="already had"):
+        for _ in _items_stream().fetch(session, Window(None, None)):
+            pass
+
+
+def test_an_answer_out_of_time_order_stops_keyset_paging_rather_than_skipping(serve_app):
+    session = serve_app(ListApp([{"id": i, "date_modified": _stamp(i)} for i in range(12)], "unsorted"))
+    with pytest.raises(PagingError, match="not sorted"):
+        list(_items_stream().fetch(session, Window(None, None)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(stamps=st.lists(st.integers(0, 6), min_size=0, max_size=23),
+       edits=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 22)), max_size=4),
+       landed_at_start=st.booleans(), by_min_id=st.booleans(), ties_reversed=st.booleans())
+def test_keyset_paging_reads_every_record_whatever_changes_between_pages(stamps, edits, landed_at_start, by_min_id,
+                                                                         ties_reversed):  # B2, B8
+    """Any list (many records per second, whole pages in one second, ties in any id order), any edits between
+    page reads (an edited record moves to the end), a crowded second read by ``min_id`` (v2) or page number (v3):
+    every record is read, in its newest version, and none twice unless it changed."""
+    records = [{"id": i, "date_modified": _stamp(s), "v": 0} for i, s in enumerate(sorted(stamps))]
+    app = ListApp(records, "ties_reversed" if ties_reversed else "")
+    server = _shared_server()
+    server.app = app
+    session = ApiSession(f"http://127.0.0.1:{server.server_port}", {}, max_attempts=1)
+    start, done = None, frozenset()
+    if landed_at_start and records:  # resume from a watermark with what was landed at it
+        start = parse_iso(records[len(records) // 2]["date_modified"])
+        done = frozenset(str(r["id"]) for r in records if parse_iso(r["date_modified"]) == start)
+    pending = sorted(edits)
+    seen: dict[str, dict] = {}
+    served = list(app.records)
+    stream = _items_stream(limit=5, id_sort="id:asc" if by_min_id else None)
+    for page_no, page in enumerate(stream.fetch(session, Window(start, None, done))):
+        for record in page:
+            key = str(record["id"])
+            assert key not in seen or seen[key] != record, "read twice without a change"
+            seen[key] = record
+        with app.lock:
+            served = list(app.records)  # the list as the last page was served (later edits: after the run)
+            for after_page, target in [e for e in pending if e[0] == page_no]:
+                if target < len(app.records):  # edited now: newer than everything, moves to the end
+                    app.records[target] = {**app.records[target], "date_modified": _stamp(10 + page_no),
+                                           "v": app.records[target]["v"] + 1}
+            pending = [e for e in pending if e[0] != page_no]
+    expected = {str(r["id"]): r for r in served
+                if start is None or parse_iso(r["date_modified"]) > start or
+                (parse_iso(r["date_modified"]) == start and str(r["id"]) not in done)}
+    assert {k: seen[k] for k in expected} == expected
+
+
+_SERVER = []
+
+
+def _shared_server():
+    """One loopback server for every example (its app swapped per example): shutting one down takes 0.5 s."""
+    if not _SERVER:
+        server, _ = serve(ListApp([]))
+        _SERVER.append(server)
+    return _SERVER[0]

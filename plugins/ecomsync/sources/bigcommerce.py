@@ -1,17 +1,31 @@
 """BigCommerce streams (one store = one CRM connection).
 
 Orders come with their line items and shipping method in one call
-(``include=consignments.line_items``); coupons cost a call per order, so only
-orders that carry a coupon discount ask for them.
+(``include=consignments.line_items&consignment_structure=object``). Each line item
+carries its share of every coupon and manual discount in ``applied_discounts``
+(orders v2 spec, ``orderProductAppliedDiscounts``: ``id``, ``amount``, ``name``,
+``code`` — null for a manual discount — and ``target``), so no per-order
+``/v2/orders/{id}/coupons`` call is made. What only ``/coupons`` can answer
+(orders v2 spec, ``orderCoupons``): the coupon's definition — ``type``
+(``per_item_discount`` … ``free_shipping``) and face ``amount`` (``5`` for 5 % or
+$5) — and a coupon that lowers the shipping (``shipping_discount``,
+``free_shipping``), which sits on no product line. The CRM payload needs neither
+(``orderDiscounts`` takes a name and the amount given), so the call is kept
+nowhere; an order whose lines' coupon shares do not add up to its
+``coupon_discount`` is the one case where it would tell more, and dbt can see that
+from the order payload alone.
+
+Refunds are read from ``GET /v3/orders/payment_actions/refunds`` (orders v3
+spec, ``getOrdersRefunds``): the v2 order's ``refunded_amount`` is documented as
+"always returns 0", and status 4/14 only say that a refund exists.
+
+Every incremental list is paged by keyset from the last seen (time, id)
+(``ecomsync.streams.KeysetPaginator``), never by page number.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
-from typing import Iterator
-
-from ecomsync.http import ApiError, ApiSession, HeaderQuotaPacer
-from ecomsync.streams import (ChildStream, MetaPaginator, PageNumberPaginator, Request, Stream, Window, iso_z,
+from ecomsync.http import ApiSession, HeaderQuotaPacer
+from ecomsync.streams import (KeysetPaginator, MetaPaginator, PageNumberPaginator, Request, Stream, Window, iso_z,
                               parse_iso, parse_rfc2822)
 
 SOURCE = "bigcommerce"
@@ -35,43 +49,6 @@ def _window_params(window: Window, low: str, high: str) -> dict[str, str]:
     return params
 
 
-@dataclass(frozen=True)
-class ModifiedSincePaginator:
-    """v2 orders by ``date_modified:asc``, each page asked from the last one's newest ``date_modified``.
-
-    Page numbers are offsets: an order changed while later pages are read moves to
-    the end, everything behind it shifts one place forward and the order at the
-    page boundary is never seen. Restarting each page at the last seen timestamp
-    (inclusive, the ids already seen there skipped) loses nothing. Only when a whole
-    page shares one second does it page on within that second.
-    """
-
-    limit: int = 250
-
-    def pages(self, session: ApiSession, method: str, path: str, request: Request) -> Iterator[list[dict]]:
-        params = dict(request.params)
-        since, page, seen_at_since = params.pop("min_date_modified", None), 1, set()
-        while True:
-            query = {**params, "page": page, "limit": self.limit}
-            if since is not None:
-                query["min_date_modified"] = since
-            _, body, _ = session.request_json(method, path, params=query)
-            records = body or []
-            if not isinstance(records, list):
-                raise ApiError(f"GET {path}: expected a JSON array, got {type(records).__name__}")
-            fresh = [r for r in records if r["id"] not in seen_at_since]
-            if fresh:
-                yield fresh
-            if len(records) < self.limit:
-                return
-            newest = iso_z(parse_rfc2822(records[-1]["date_modified"]))
-            at_newest = {r["id"] for r in records if iso_z(parse_rfc2822(r["date_modified"])) == newest}
-            if newest == since:
-                page, seen_at_since = page + 1, seen_at_since | at_newest
-            else:
-                page, since, seen_at_since = 1, newest, at_newest
-
-
 def _orders_request(window: Window) -> Request:
     return Request({"sort": "date_modified:asc", "include": "consignments.line_items",
                     "consignment_structure": "object",
@@ -86,13 +63,6 @@ def _v3_request(sort: str | None = "date_modified:asc", **fixed: str):
         params.update(_window_params(window, "date_modified:min", "date_modified:max"))
         return Request(params)
     return build
-
-
-def _has_coupon(order: dict) -> bool:
-    try:
-        return Decimal(str(order.get("coupon_discount") or "0")) != 0
-    except InvalidOperation:
-        return True  # an unreadable amount: ask, rather than lose a coupon
 
 
 def _guest_flag(order: dict) -> str | None:
@@ -115,30 +85,54 @@ def _category_pk(node: dict) -> str:
     return str(node.get("id", node.get("category_id")))
 
 
+def _modified_iso(record: dict):
+    return parse_iso(record.get("date_modified"))
+
+
+def _created_iso(record: dict):
+    return parse_iso(record.get("created"))
+
+
+def _v3_keyset(time_of=_modified_iso, low: str = "date_modified:min", high: str = "date_modified:max",
+               sort: str | None = "date_modified:asc") -> KeysetPaginator:
+    return KeysetPaginator(time_of=time_of, min_param=low, max_param=high, envelope="v3", sort=sort, limit=250)
+
+
 ORDERS = Stream(
-    name="orders", table="bigcommerce_orders", path="/v2/orders", paginator=ModifiedSincePaginator(limit=250),
+    name="orders", table="bigcommerce_orders", path="/v2/orders",
+    paginator=KeysetPaginator(time_of=lambda o: parse_rfc2822(o.get("date_modified")),
+                              min_param="min_date_modified", max_param="max_date_modified", envelope="v2",
+                              sort="date_modified:asc", id_sort="id:asc", limit=250),
     primary_key=_id, build_request=_orders_request,
     replication_key=lambda o: parse_rfc2822(o.get("date_modified")), sorted_by_replication_key=True,
     flag=_guest_flag,
-    children=(ChildStream(table="bigcommerce_order_coupons",
-                          path_for=lambda o: f"/v2/orders/{o['id']}/coupons" if _has_coupon(o) else None,
-                          primary_key=lambda c: f"{c.get('order_id')}:{c['id']}"),),
 )
 CUSTOMERS = Stream(
-    name="customers", table="bigcommerce_customers", path="/v3/customers", paginator=MetaPaginator(limit=250),
+    name="customers", table="bigcommerce_customers", path="/v3/customers", paginator=_v3_keyset(),
     primary_key=_id, build_request=_v3_request(),
-    replication_key=lambda c: parse_iso(c.get("date_modified")), sorted_by_replication_key=True,
+    replication_key=_modified_iso, sorted_by_replication_key=True,
     flag=lambda c: None if (c.get("email") or "").strip() else "missing_email",
 )
 SUBSCRIBERS = Stream(
+    # The subscribers spec documents no ``sort``; the list is asked sorted by date_modified all the same, and
+    # an answer in another order stops the stream with a PagingError rather than skipping a subscriber.
     name="subscribers", table="bigcommerce_subscribers", path="/v3/customers/subscribers",
-    paginator=MetaPaginator(limit=250), primary_key=_id, build_request=_v3_request(sort=None),
-    replication_key=lambda s: parse_iso(s.get("date_modified")),
+    paginator=_v3_keyset(), primary_key=_id, build_request=_v3_request(),
+    replication_key=_modified_iso, sorted_by_replication_key=True,
 )
 PRODUCTS = Stream(
-    name="products", table="bigcommerce_products", path="/v3/catalog/products", paginator=MetaPaginator(limit=250),
-    primary_key=_id, build_request=_v3_request(sort=None, include="images"),
-    replication_key=lambda p: parse_iso(p.get("date_modified")),
+    # products_catalog.v3.yml: ``sort`` = date_modified with ``direction`` (asc by default).
+    name="products", table="bigcommerce_products", path="/v3/catalog/products",
+    paginator=_v3_keyset(sort="date_modified"), primary_key=_id, build_request=_v3_request(sort=None, include="images"),
+    replication_key=_modified_iso, sorted_by_replication_key=True,
+)
+REFUNDS = Stream(
+    # orders.v3.yml getOrdersRefunds: ordered by refund id (ascending), filtered by ``created:min|max``; a refund
+    # is never edited, so ``created`` is its replication time. Landed as received (``raw.bigcommerce_refunds``).
+    name="refunds", table="bigcommerce_refunds", path="/v3/orders/payment_actions/refunds",
+    paginator=_v3_keyset(time_of=_created_iso, low="created:min", high="created:max", sort=None),
+    primary_key=_id, build_request=lambda window: Request(_window_params(window, "created:min", "created:max")),
+    replication_key=_created_iso, sorted_by_replication_key=True,
 )
 CATEGORIES = Stream(
     name="categories", table="bigcommerce_categories", path="/v3/catalog/trees/categories",
@@ -150,4 +144,6 @@ ORDER_STATUSES = Stream(
     paginator=PageNumberPaginator(limit=250), primary_key=_id, build_request=lambda window: Request(),
 )
 
-STREAMS: tuple[Stream, ...] = (ORDER_STATUSES, CATEGORIES, PRODUCTS, CUSTOMERS, SUBSCRIBERS, ORDERS)
+# Subscribers last: its ``sort`` is not in the spec, and a store that ignores it stops that stream with a
+# PagingError — after orders and refunds have landed, not before.
+STREAMS: tuple[Stream, ...] = (ORDER_STATUSES, CATEGORIES, PRODUCTS, CUSTOMERS, ORDERS, REFUNDS, SUBSCRIBERS)
