@@ -18,13 +18,13 @@ from devstack.stack import LOCAL, up
 DAGS = ("extract_bigcommerce", "extract_square", "transform", "load_crm")
 
 EXAMPLE_QUERY = """\
--- Contacts who opted in to marketing and spent at least 100.00 across all stores and locations:
-select p.email, p.currency, p.total_revenue_cents / 100.0 as revenue, p.order_count, p.last_order_at
-from segments.contact_ecommerce_profile p
+-- Contacts who opted in to marketing and spent at least 100.00 USD across all stores and locations:
+select r.email, (r.revenue_cents / 100.0)::numeric(12, 2) as revenue_usd, r.order_count, r.last_order_at
+from segments.contact_revenue_by_currency r
 join segments.segment_members m
-  on m.email = p.email and m.connection_id = p.connection_id and m.segment_key = 'has_opted_in_to_marketing'
-where p.connection_id = 'all' and p.total_revenue_cents >= 10000
-order by p.total_revenue_cents desc
+  on m.email = r.email and m.connection_id = r.connection_id and m.segment_key = 'has_opted_in_to_marketing'
+where r.connection_id = 'all' and r.currency = 'USD' and r.revenue_cents >= 10000
+order by r.revenue_cents desc
 limit 10;"""
 
 
