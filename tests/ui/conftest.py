@@ -16,7 +16,7 @@ def demo_warehouse(local_pg, tmp_path_factory) -> dict:
     url = local_pg.ensure_database(name)
     sandboxes = DemoSandboxes()
     try:
-        results = build_demo_warehouse(url, tmp_path_factory.mktemp("demo"), sandboxes)
+        results = build_demo_warehouse(url, tmp_path_factory.mktemp("demo"), sandboxes, rejected_contacts=2)
         yield {"url": url, "results": results, "sandboxes": sandboxes}
     finally:
         sandboxes.close()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import psycopg2
+import requests
 import yaml
 
 from ecomsync.config import DEFAULT_CONFIG, load_config
@@ -34,8 +36,12 @@ class DemoSandboxes:
             server.server_close()
 
 
-def build_demo_warehouse(wh_url: str, folder: Path, sandboxes: DemoSandboxes, run_id: str = "demo") -> dict:
-    """extract every store and location → dbt build → load the CRM, into ``wh_url``; returns the task results."""
+def build_demo_warehouse(wh_url: str, folder: Path, sandboxes: DemoSandboxes, run_id: str = "demo",
+                         rejected_contacts: int = 0) -> dict:
+    """extract every store and location → dbt build → load the CRM, into ``wh_url``; returns the task results.
+
+    ``rejected_contacts``: the CRM sandbox answers 422 for that many contacts (the first emails of
+    ``crm.contacts``), as the real CRM does for addresses it refuses, so the load records rejections."""
     from devstack.airflow import ACTIVECAMPAIGN_TOKEN, SQUARE_TOKEN, bigcommerce_token
 
     shipped = yaml.safe_load(DEFAULT_CONFIG.read_text())
@@ -54,6 +60,13 @@ def build_demo_warehouse(wh_url: str, folder: Path, sandboxes: DemoSandboxes, ru
                                                    ExtractRequest(run_id=f"{run_id}:{location['location_id']}"),
                                                    wh_url))
     results["transform"] = transform(config, wh_url)
+    if rejected_contacts:
+        with psycopg2.connect(wh_url) as conn, conn.cursor() as cur:
+            cur.execute("select email from crm.contacts order by email limit %s", (rejected_contacts,))
+            emails = [email for (email,) in cur.fetchall()]
+        requests.put(f"{sandboxes.urls['activecampaign']}/__admin/activecampaign/rejected-emails",
+                     json={"emails": emails}, timeout=30).raise_for_status()
+        results["rejected_emails"] = emails
     crm = Credentials(sandboxes.urls["activecampaign"], ACTIVECAMPAIGN_TOKEN)
     results["load"] = load_crm(config, crm, wh_url, run_id=f"{run_id}:load")
     return results
