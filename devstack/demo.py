@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg2
@@ -179,7 +179,7 @@ def summary(warehouse_url: str, since: datetime) -> str:
             if len(report) == 1:
                 lines.append(f"  {report[0]}")
                 continue
-            run_id, mode, counts, requests, warnings = report
+            _run_id, mode, counts, requests, warnings = report
             writes = 0
             for object_type, c in sorted((counts or {}).items()):
                 writes += int(c.get("created", 0)) + int(c.get("updated", 0))
@@ -196,7 +196,7 @@ def summary(warehouse_url: str, since: datetime) -> str:
 
 def main() -> int:
     started = time.monotonic()
-    since = datetime.now(timezone.utc)
+    since = datetime.now(UTC)
     print("starting the local stack (Postgres, sandbox APIs) …", flush=True)
     with heartbeat("local stack"):
         stack = up()

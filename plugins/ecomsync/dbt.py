@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 PROJECT_DIR = Path(__file__).resolve().parents[2] / "dbt_project"

@@ -58,7 +58,7 @@ class ApiServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
-        self._log = open(log_path, "w")
+        self._log = open(log_path, "w")  # noqa: SIM115 - open while the server runs, closed by stop()
         self.process = subprocess.Popen(
             [str(VENV_BIN / "airflow"), "api-server", "--host", "127.0.0.1", "--port", str(self.port),
              "--workers", "1"], env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -100,7 +100,7 @@ class Node:
     def text(self) -> str:
         return " ".join(" ".join(c.text() if isinstance(c, Node) else c for c in self.children).split())
 
-    def find_all(self, tag: str | None = None, **attrs: str) -> list["Node"]:
+    def find_all(self, tag: str | None = None, **attrs: str) -> list[Node]:
         found = []
         for child in self.children:
             if isinstance(child, Node):
@@ -110,7 +110,7 @@ class Node:
                 found += child.find_all(tag, **attrs)
         return found
 
-    def by_class(self, name: str) -> list["Node"]:
+    def by_class(self, name: str) -> list[Node]:
         return [n for n in self.find_all() if name in n.attrs.get("class", "").split()]
 
 

@@ -5,7 +5,6 @@ import os
 import uuid
 
 import pytest
-
 from demo_data import DemoSandboxes, build_demo_warehouse
 
 

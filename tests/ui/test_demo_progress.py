@@ -6,6 +6,7 @@ heartbeats naming the stage and the running task.
 """
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 import textwrap
@@ -45,13 +46,14 @@ def test_follow_prints_progress_and_heartbeats_through_a_silence(tmp_path):  # i
     assert any("211 of 215 OK created sql table model segments.segment_members" in line for line in progress)
     assert any("Marking task as SUCCESS" in line for line in progress), "read to the end once the child is done"
     assert any("starting task_id=extract_store" in line for line in progress)
-    assert not any(noise in line for noise in ("noise", "half a line", "graphviz", "PASS not_null") for line in progress)
+    noise = ("noise", "half a line", "graphviz", "PASS not_null")
+    assert not any(word in line for word in noise for line in progress)
     assert all(line.startswith("    extract_bigcommerce: ") for line in lines)
     beats = [line for line in lines if "still running" in line]
     assert len(beats) >= 2 and all("task extract_store" in line for line in beats), beats
     # no gap longer than the heartbeat (plus polling and a loaded machine's slack)
     moments = [started] + [moment for moment, _ in emitted]
-    assert max(b - a for a, b in zip(moments, moments[1:])) < beat + 1.5
+    assert max(b - a for a, b in itertools.pairwise(moments)) < beat + 1.5
 
 
 def test_heartbeat_speaks_while_a_quiet_step_runs():  # issue 19

@@ -7,7 +7,7 @@ They run as the read-only ``analyst`` role, so an example an analyst cannot run 
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg2
@@ -116,7 +116,7 @@ def test_the_long_revenue_table_is_the_profile_map_as_rows(demo_warehouse):  # P
 
 
 def test_the_demo_summary_runs_every_query(demo_warehouse):  # P5, issue 19: the printed example must run
-    text = summary(demo_warehouse["url"], datetime(2000, 1, 1, tzinfo=timezone.utc))
+    text = summary(demo_warehouse["url"], datetime(2000, 1, 1, tzinfo=UTC))
     assert "not available" not in text, text
     assert EXAMPLE_QUERY in text
     assert "total CRM writes" in text

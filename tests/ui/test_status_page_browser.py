@@ -11,14 +11,14 @@ import json
 import os
 import re
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg2
 import pytest
 import requests
-
 from browser import ApiServer, dump_dom, parse_html, screenshot
+
 from devstack.airflow import Endpoints, airflow_env, init_airflow
 from devstack.postgres import PROJECT_ROOT
 
@@ -121,17 +121,18 @@ def test_every_connection_and_stream_with_its_last_sync_watermark_and_records(st
     assert len(connections) == 5
     for connection_id, name in connections:
         assert name in shown[connection_id].find_all("h2")[0].text()
-    runs = query(url, """select connection_id, stream, sum(records_landed), max(finished_at) filter (where status = 'success')
+    runs = query(url, """select connection_id, stream, sum(records_landed),
+                                max(finished_at) filter (where status = 'success')
                          from state.sync_runs group by 1, 2""")
-    watermarks = dict(((c, s), w) for c, s, w in query(url, "select connection_id, stream, watermark from state.watermarks"))
+    watermarks = {(c, s): w for c, s, w in query(url, "select connection_id, stream, watermark from state.watermarks")}
     for connection_id, stream, landed, last_success in runs:
         row = shown[connection_id].find_all("tr", data_stream=stream)
         assert len(row) == 1, (connection_id, stream)
         assert row[0].attrs["data-landed-30"] == str(landed)
         cells = [td.text() for td in row[0].find_all("td")]
-        assert cells[1] == last_success.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        assert cells[1] == last_success.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         expected = watermarks.get((connection_id, stream))
-        assert cells[2] == (expected.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") if expected else "—")
+        assert cells[2] == (expected.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if expected else "—")
 
 
 def test_excluded_records_by_reason_with_masked_examples(status_page, demo_warehouse):  # B5, issue 19
@@ -156,7 +157,8 @@ def test_crm_objects_by_type_and_rejections_with_the_crm_error_code(status_page,
                                                            count(*) from sync.ledger group by 1, 2"""):
         row = shown[connection_id].find_all("tr", data_object_type=object_type)
         assert len(row) == 1 and row[0].attrs["data-count"] == str(count), (connection_id, object_type)
-    rejections = query(url, "select coalesce(connection_id, 'crm account'), error_code, natural_key from sync.rejections")
+    rejections = query(url, "select coalesce(connection_id, 'crm account'), error_code, natural_key "
+                            "from sync.rejections")
     assert {code for _, code, _ in rejections} >= {"email_invalid"}
     for connection_id in {c for c, _, _ in rejections}:
         expected = sorted(code for c, code, _ in rejections if c == connection_id)
@@ -211,4 +213,4 @@ def test_a_fresh_warehouse_shows_no_data_yet(local_pg):  # issue 19: never a 500
         assert down.status_code == 503 and "cannot be read" in down.text
     finally:
         local_pg.drop_database(name)
-    assert datetime.now(timezone.utc)
+    assert datetime.now(UTC)

@@ -2,7 +2,8 @@
 
 ``mask_email("Ada.Lovelace@example.com")`` → ``"a***@e***.com"``; ``mask_text`` masks every email address,
 every quoted value (the models quote the offending input in ``crm.excluded_records.detail``, e.g.
-``email 'ada at example.com' is not a valid address``) and every phone number in international format (``+49 30 1234567``) in a text.
+``email 'ada at example.com' is not a valid address``) and every phone number in international format
+(``+49 30 1234567``) in a text.
 Record ids (``external_id``, order keys) are not personal and are shown as they are.
 """
 from __future__ import annotations

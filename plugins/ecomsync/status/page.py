@@ -5,7 +5,7 @@ SVG charts of ``chart``. The page is plain HTML so it works inside the Airflow U
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -21,7 +21,7 @@ _env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
 def _when(value: datetime | None) -> str:
     if value is None:
         return "—"
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 _env.filters["when"] = _when

@@ -8,7 +8,7 @@ fresh warehouse) gives an empty section, never an error. Times are UTC ``datetim
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import psycopg2
@@ -106,8 +106,8 @@ def read_status(warehouse_url: str, now: datetime | None = None) -> StatusReport
     """The status of every connection the warehouse knows, as of ``now`` (default: the clock).
 
     Raises ``psycopg2.OperationalError`` when the warehouse cannot be reached."""
-    now = now or datetime.now(timezone.utc)
-    since = datetime.combine(now.date() - timedelta(days=CHART_DAYS - 1), datetime.min.time(), timezone.utc)
+    now = now or datetime.now(UTC)
+    since = datetime.combine(now.date() - timedelta(days=CHART_DAYS - 1), datetime.min.time(), UTC)
     days = [since.date() + timedelta(days=n) for n in range(CHART_DAYS)]
     conn = psycopg2.connect(warehouse_url, connect_timeout=10, options="-c default_transaction_read_only=on")
     try:
@@ -126,7 +126,7 @@ def read_status(warehouse_url: str, now: datetime | None = None) -> StatusReport
             report.landed_per_day[day] = report.landed_per_day.get(day, 0) + count
     for load in report.loads:
         if load.started_at >= since and load.mode != "dry_run":
-            day = load.started_at.astimezone(timezone.utc).date()
+            day = load.started_at.astimezone(UTC).date()
             report.crm_writes_per_day[day] = report.crm_writes_per_day.get(day, 0) + sum(load.writes.values())
     return report
 
