@@ -214,3 +214,17 @@ def test_a_fresh_warehouse_shows_no_data_yet(local_pg):  # issue 19: never a 500
     finally:
         local_pg.drop_database(name)
     assert datetime.now(UTC)
+
+
+def test_the_json_report_matches_the_warehouse(demo_warehouse):  # issue 19
+    from fastapi.testclient import TestClient
+
+    from ecomsync.status.app import create_app
+
+    answer = TestClient(create_app(lambda: demo_warehouse["url"])).get("/status.json")
+    assert answer.status_code == 200
+    report = answer.json()
+    known = {c for (c,) in query(demo_warehouse["url"], "select connection_id from state.connections")}
+    assert {c["connection_id"] for c in report["connections"]} == known | {"crm account"}
+    assert report["missing_tables"] == []
+    assert all(email not in answer.text for email in demo_warehouse["results"]["rejected_emails"])
