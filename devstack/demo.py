@@ -73,7 +73,9 @@ def follow(path: Path, running: Callable[[], bool], emit: Callable[[str], None],
                 continue
             last_line = line
             match = _TASK.search(line)
-            if match:
+            if "DagRun Finished" in line:
+                task = "none (the run finished; airflow is exiting)"
+            elif match:
                 task = match.group("task")
             if _PROGRESS.search(line):
                 emit(f"    {stage}: {_shorten(_STRUCTLOG_PREFIX.sub('', line))}")
