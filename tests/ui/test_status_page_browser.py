@@ -97,7 +97,7 @@ def test_the_page_needs_a_signed_in_airflow_user(airflow_ui):  # issue 19, docs/
         assert answer.status_code in (401, 403), path
 
 
-def test_the_plugin_is_in_the_airflow_ui_navigation(airflow_ui):  # issue 19
+def test_the_plugin_is_in_the_airflow_ui_navigation(airflow_ui, automations):  # issue 19
     token = requests.get(f"{airflow_ui['url']}/auth/token", timeout=30).json()["access_token"]
     plugins = requests.get(f"{airflow_ui['url']}/api/v2/plugins", headers={"Authorization": f"Bearer {token}"},
                            timeout=30).json()["plugins"]
@@ -108,7 +108,7 @@ def test_the_plugin_is_in_the_airflow_ui_navigation(airflow_ui):  # issue 19
     # the page as a user sees it: in the Airflow UI's own frame
     shot = screenshot(signed_in(airflow_ui, "/plugin/ecomsync-status"), artefacts_dir() / "status_in_airflow_ui.png",
                       height=1400)
-    print(f"\nstatus page in the Airflow UI: {shot}")
+    print(f"\nstatus page in the Airflow UI, screenshot: {shot}")
 
 
 def sections(dom) -> dict:
