@@ -6,9 +6,14 @@ Run it twice: the second run finds no source changes and writes nothing to the C
 """
 from __future__ import annotations
 
+import re
 import sys
+import threading
 import time
-from datetime import datetime, timezone
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
 
 import psycopg2
 
@@ -18,14 +23,122 @@ from devstack.stack import LOCAL, up
 DAGS = ("extract_bigcommerce", "extract_square", "transform", "load_crm")
 
 EXAMPLE_QUERY = """\
--- Contacts who opted in to marketing and spent at least 100.00 across all stores and locations:
-select p.email, p.currency, p.total_revenue_cents / 100.0 as revenue, p.order_count, p.last_order_at
-from segments.contact_ecommerce_profile p
+-- Contacts who opted in to marketing and spent at least 100.00 USD across all stores and locations:
+select r.email, (r.revenue_cents / 100.0)::numeric(12, 2) as revenue_usd, r.order_count, r.last_order_at
+from segments.contact_revenue_by_currency r
 join segments.segment_members m
-  on m.email = p.email and m.connection_id = p.connection_id and m.segment_key = 'has_opted_in_to_marketing'
-where p.connection_id = 'all' and p.total_revenue_cents >= 10000
-order by p.total_revenue_cents desc
+  on m.email = r.email and m.connection_id = r.connection_id and m.segment_key = 'has_opted_in_to_marketing'
+where r.connection_id = 'all' and r.currency = 'USD' and r.revenue_cents >= 10000
+order by r.revenue_cents desc
 limit 10;"""
+
+
+HEARTBEAT_SECONDS = 8.0  # never silent longer than this (issue 19: ~10 s)
+# Log lines worth a person's attention while a DAG runs (the `airflow dags test` log): a task starting or
+# returning, our own loggers (pages landed, CRM phases, waits for a quota, retries), dbt's models as they finish
+# ("12 of 215 OK created sql table model …") and its totals, task state changes, errors and our warnings.
+_PROGRESS = re.compile(
+    r"\[DAG TEST\] starting task_id=|Done\. Returned value was|DagRun Finished|\[ecomsync\.|"
+    r"\b\d+ of \d+ (OK created|ERROR|FAIL|WARN)\b|\bDone\. PASS=|\bFound \d+ models\b|"
+    r"(Marking task as|Task finished|state[=:])\s*(success|failed|up_for_retry|SUCCESS|FAILED|UP_FOR_RETRY)|"
+    r"\[(error|critical)\s*\]|\[warning\s*\](?!.*\[py\.warnings\])|Traceback|\bERROR\b", re.I)
+_TASK = re.compile(r"\btask_id[=:]\s*['\"]?(?P<task>[\w.-]+)")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_STRUCTLOG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\dT[\d:.]+Z?\s+\[\w+\s*\]\s*")  # "2026-…Z [info     ] "
+
+
+def follow(path: Path, running: Callable[[], bool], emit: Callable[[str], None], stage: str,
+           heartbeat_seconds: float = HEARTBEAT_SECONDS, poll_seconds: float = 0.2) -> None:
+    """Print the progress lines a child process writes to ``path`` while ``running()`` is true, and a
+    heartbeat (stage, current task, seconds so far, last line seen) whenever nothing was printed for
+    ``heartbeat_seconds``. Reads what is left once the child is done."""
+    started = last_emit = time.monotonic()
+    position, pending, task, last_line = 0, "", "", ""
+
+    def drain() -> None:
+        nonlocal position, pending, task, last_line, last_emit
+        if not path.exists():
+            return
+        with open(path, errors="replace") as log:
+            if path.stat().st_size < position:  # rewritten from the start
+                position = 0
+            log.seek(position)
+            chunk = log.read()
+            position = log.tell()
+        lines = (pending + chunk).split("\n")
+        pending = lines.pop()
+        for line in lines:
+            line = _ANSI.sub("", line).rstrip()
+            if not line:
+                continue
+            last_line = line
+            match = _TASK.search(line)
+            if "DagRun Finished" in line:
+                task = "none (the run finished; airflow is exiting)"
+            elif match:
+                task = match.group("task")
+            if _PROGRESS.search(line):
+                emit(f"    {stage}: {_shorten(_STRUCTLOG_PREFIX.sub('', line))}")
+                last_emit = time.monotonic()
+
+    while running():
+        drain()
+        now = time.monotonic()
+        if now - last_emit >= heartbeat_seconds:
+            doing = f" task {task}," if task else ""
+            seen = f" — last: {_shorten(last_line, 100)}" if last_line else ""
+            emit(f"    {stage}: still running,{doing} {now - started:.0f}s so far{seen}")
+            last_emit = now
+        time.sleep(poll_seconds)
+    drain()
+
+
+@contextmanager
+def heartbeat(stage: str, emit: Callable[[str], None] = lambda line: print(line, flush=True),
+              every_seconds: float = HEARTBEAT_SECONDS) -> Iterator[None]:
+    """A line every ``every_seconds`` while a step that logs nothing of its own runs."""
+    done = threading.Event()
+    started = time.monotonic()
+
+    def beat() -> None:
+        while not done.wait(every_seconds):
+            emit(f"    {stage}: still running, {time.monotonic() - started:.0f}s so far")
+
+    thread = threading.Thread(target=beat, name="demo-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
+def _shorten(line: str, width: int = 160) -> str:
+    line = " ".join(line.split())
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def run_dag_live(env: dict[str, str], dag_id: str, log_dir: Path,
+                 emit: Callable[[str], None] = lambda line: print(line, flush=True)) -> Path:
+    """``run_dag`` (one real ``airflow dags test``) while its log is followed live; raises when it fails."""
+    outcome: dict = {}
+
+    def target() -> None:
+        try:
+            outcome["log"] = run_dag(env, dag_id, log_dir=log_dir)
+        except BaseException as exc:  # re-raised in the caller's thread
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=target, name=f"dags-test-{dag_id}", daemon=True)
+    log_path = log_dir / f"{dag_id}.log"
+    if log_path.exists():
+        log_path.unlink()  # an earlier demo's log would be replayed as this run's progress
+    worker.start()
+    follow(log_path, worker.is_alive, emit, dag_id)
+    worker.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["log"]
 
 
 def _rows(cur, query: str, params: tuple = ()) -> list[tuple]:
@@ -68,7 +181,7 @@ def summary(warehouse_url: str, since: datetime) -> str:
             if len(report) == 1:
                 lines.append(f"  {report[0]}")
                 continue
-            run_id, mode, counts, requests, warnings = report
+            _run_id, mode, counts, requests, warnings = report
             writes = 0
             for object_type, c in sorted((counts or {}).items()):
                 writes += int(c.get("created", 0)) + int(c.get("updated", 0))
@@ -85,18 +198,25 @@ def summary(warehouse_url: str, since: datetime) -> str:
 
 def main() -> int:
     started = time.monotonic()
-    since = datetime.now(timezone.utc)
-    stack = up()
+    since = datetime.now(UTC)
+    print("starting the local stack (Postgres, sandbox APIs) …", flush=True)
+    with heartbeat("local stack"):
+        stack = up()
     print(f"local stack: warehouse {stack.warehouse_url}; sandboxes "
           f"{'started' if stack.sandboxes_fresh else 'already running (same CRM state)'}", flush=True)
     env = stack.env()
-    init_airflow(env)
+    print("preparing the Airflow metadata database (airflow db migrate, pools) …", flush=True)
+    with heartbeat("airflow db migrate"):
+        init_airflow(env)
     for dag_id in DAGS:
         t0 = time.monotonic()
-        log = run_dag(env, dag_id, log_dir=LOCAL / "logs" / "demo")
+        print(f"  airflow dags test {dag_id} …", flush=True)
+        log = run_dag_live(env, dag_id, LOCAL / "logs" / "demo")
         print(f"  airflow dags test {dag_id:<20} ok in {time.monotonic() - t0:5.1f}s  (log: {log})", flush=True)
     print()
-    print(summary(stack.warehouse_url, since))
+    with heartbeat("summary"):
+        text = summary(stack.warehouse_url, since)
+    print(text)
     print(f"\ndone in {time.monotonic() - started:.0f}s. Run `make demo` again: with no source changes "
           "the CRM gets zero writes. `make stop` ends the local stack.")
     return 0

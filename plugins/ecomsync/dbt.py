@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 PROJECT_DIR = Path(__file__).resolve().parents[2] / "dbt_project"
@@ -177,3 +178,66 @@ def _node_results(result: Any) -> list[NodeResult]:
 def _rows(rows_affected: Any) -> int | None:
     # Postgres reports -1 for statements that write no rows (views, DDL).
     return rows_affected if isinstance(rows_affected, int) and rows_affected >= 0 else None
+
+
+DOCS_DIR_ENV = "ECOMSYNC_DBT_DOCS_DIR"
+DOCS_PAGE = "static_index.html"  # `dbt docs generate --static`: one page with the manifest and catalog inside
+
+
+def docs_dir() -> Path:
+    """Where the analysts' dbt docs site is written and served from: ``$ECOMSYNC_DBT_DOCS_DIR``, else
+    ``$AIRFLOW_HOME/ecomsync/dbt-docs``, else ``dbt_project/target-docs``."""
+    if os.environ.get(DOCS_DIR_ENV):
+        return Path(os.environ[DOCS_DIR_ENV])
+    if os.environ.get("AIRFLOW_HOME"):
+        return Path(os.environ["AIRFLOW_HOME"]) / "ecomsync" / "dbt-docs"
+    return PROJECT_DIR / "target-docs"
+
+
+def generate_docs(warehouse_url: str, target_path: str | os.PathLike[str] | None = None) -> Path:
+    """``dbt docs generate --static`` against ``warehouse_url`` (the catalog reads its tables); returns the
+    page (``<target>/static_index.html``). The profile comes from the URL, like every other dbt run."""
+    target = Path(target_path) if target_path is not None else docs_dir()
+    target.mkdir(parents=True, exist_ok=True)
+    run_dbt(["docs", "generate", "--static"], warehouse_url, target_path=target)
+    page = target / DOCS_PAGE
+    if not page.is_file():
+        raise RuntimeError(f"dbt docs generate wrote no {DOCS_PAGE} in {target}")
+    return page
+
+
+def generate_docs_in_subprocess(warehouse_url: str, target_path: str | os.PathLike[str], timeout: float = 600) -> Path:
+    """``generate_docs`` in a child process (``python -m ecomsync.dbt docs``): for long-lived servers such as
+    the Airflow API server, where dbt's process-wide state and ``os.environ`` changes must not leak."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "WAREHOUSE_URL": warehouse_url,
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
+                                                         os.environ.get("PYTHONPATH", "")]))}
+    result = subprocess.run([sys.executable, "-m", "ecomsync.dbt", "docs", "--target-path", str(target_path)],
+                            env=env, capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).splitlines()[-15:])
+        raise RuntimeError(f"dbt docs generate failed (exit {result.returncode}):\n{tail}")
+    return Path(target_path) / DOCS_PAGE
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m ecomsync.dbt docs [--target-path DIR]``: build the analysts' dbt docs from ``WAREHOUSE_URL``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m ecomsync.dbt")
+    sub = parser.add_subparsers(dest="command", required=True)
+    docs = sub.add_parser("docs", help="dbt docs generate --static against WAREHOUSE_URL")
+    docs.add_argument("--target-path", type=Path, default=None, help=f"default: {DOCS_DIR_ENV} or $AIRFLOW_HOME")
+    args = parser.parse_args(argv)
+    url = os.environ.get("WAREHOUSE_URL")
+    if not url:
+        parser.error("set WAREHOUSE_URL to the warehouse (postgresql://user:pass@host:port/db)")
+    print(generate_docs(url, args.target_path))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,27 @@
+{#- The analysts' long form of contact_ecommerce_profile.revenue_cents_by_currency: one row per contact,
+    connection (or 'all') and currency, so "spent at least 100 USD" is a plain where. Sums the same
+    rows as the profile's map (contact_order_history), so the two always agree. -#}
+with
+
+order_history as (
+
+    select * from {{ ref('contact_order_history') }}
+
+),
+
+final as (
+
+    select
+        email,
+        connection_id,
+        currency,
+        sum(total_price_cents) as revenue_cents,
+        count(*) as order_count,
+        min(ordered_at) as first_order_at,
+        max(ordered_at) as last_order_at
+    from order_history
+    group by email, connection_id, currency
+
+)
+
+select * from final
