@@ -9,7 +9,9 @@
 """
 from __future__ import annotations
 
+import logging
 import os
+import re
 import threading
 import time
 import uuid
@@ -152,3 +154,17 @@ def test_a_run_that_lost_its_lock_to_a_postgres_restart_stops_before_writing_aga
                  (restarted,))[0][0] == 0
     errors = [e for (e,) in query(url, "select error from state.sync_runs where run_id = 'first' and status = 'failed'")]
     assert errors and all("LockLostError" in e for e in errors)
+
+
+def test_each_page_logs_records_requests_quota_and_wait(stack, caplog):  # issue 19: progress, P1
+    sandboxes, settings, url = stack
+    store = settings.config.enabled_stores[0]
+    with caplog.at_level(logging.INFO, logger="ecomsync.extract"):
+        result = extract_store(settings.config, store, settings.bigcommerce[store.store_hash],
+                               ExtractRequest(run_id="progress"), url)
+    pages = [r.getMessage() for r in caplog.records if "page of" in r.getMessage()]
+    streams_with_records = {name for name, s in result["streams"].items() if s["fetched"]}
+    assert {line.split()[1].rstrip(":") for line in pages} == streams_with_records
+    line = next(line for line in pages if " orders:" in line)
+    assert re.search(r"page of \d+ records \(\d+ so far, 0 rejected\), \d+ requests, quota left \d+, "
+                     r"\d+\.\d+s waited for the quota", line), line
