@@ -20,7 +20,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator
 
 from ecomsync.http import ApiSession
-from ecomsync.redact import error_text
+from ecomsync.redact import error_text, redact
 from ecomsync.streams import StaleCursor, Stream, Window
 from ecomsync.warehouse import (RawRecord, RejectedRecord, StreamRun, UnstorablePayload, Warehouse,
                                 fallback_json_text, payload_json, storable_text)
@@ -247,8 +247,8 @@ def _land_page(warehouse: Warehouse, session: ApiSession, connection_id: str, st
     run.records_flagged += sum(1 for r in records if r.flag)
     run.records_rejected += len(rejected) + landed.rejected_count
     for record in rejected + (landed.rejected or []):
-        log.warning("%s %s: record %s rejected: %s", connection_id, stream.name, record.pk or "(no key)",
-                    record.reason)
+        log.warning("%s %s: record %s rejected: %s", connection_id, stream.name,
+                    redact(ascii(record.pk)[:80]) if record.pk else "(no key)", record.reason)
     return high_water
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import threading
 import time
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 from urllib.parse import urljoin, urlsplit
 
+import orjson
 import requests
 
 from ecomsync.redact import redact, register_secret
@@ -287,7 +289,7 @@ class ApiSession:
             if not response.content:
                 return status, None, response.headers
             try:
-                return status, response.json(), response.headers
+                return status, parse_json(response.content), response.headers
             except ValueError:
                 # A cut or garbled body: the read was safe to repeat.
                 last_problem = "malformed JSON body"
@@ -358,6 +360,24 @@ def _same_origin(first: str, second: str) -> bool:
     default = {"http": 80, "https": 443}
     return (a.scheme.lower(), (a.hostname or "").lower(), a.port or default.get(a.scheme.lower())) == \
         (b.scheme.lower(), (b.hostname or "").lower(), b.port or default.get(b.scheme.lower()))
+
+
+def parse_json(body: bytes | str) -> Any:
+    """An API answer as Python values, numbers kept faithful: a literal no double can hold (``1e400``) and the
+    non-JSON tokens ``NaN``/``Infinity`` that Python's parser accepts stay their literal text as an
+    ``orjson.Fragment``, which landing writes back verbatim (Postgres keeps ``1e400`` as a numeric and refuses
+    ``NaN``, so that record is rejected with its reason) — instead of becoming ``inf``/``nan``, which have no
+    JSON text and which orjson would silently write as ``null``."""
+    return json.loads(body, parse_float=_parse_float, parse_constant=_literal)
+
+
+def _parse_float(text: str) -> float | orjson.Fragment:
+    value = float(text)
+    return value if math.isfinite(value) else _literal(text)
+
+
+def _literal(text: str) -> orjson.Fragment:
+    return orjson.Fragment(text.encode())
 
 
 def _safe_body(response: requests.Response) -> Any:

@@ -21,8 +21,8 @@ import hashlib
 import io
 import json
 import logging
-import math
 import re
+import uuid
 import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -178,38 +178,37 @@ def _copy_text(value: str | None) -> str:
 
 
 class UnstorablePayload(ValueError):
-    """The record has a value no JSON text can carry faithfully (NaN/Infinity: ``1e400`` parsed as inf)."""
+    """The record has a value no JSON text can carry faithfully."""
 
 
 def payload_json(payload: Any) -> str:
-    """The record as JSON text, never edited afterwards: orjson (landing's hottest step); the standard
-    library for what orjson refuses (integers beyond 64 bits, lone surrogates — then as ASCII escapes, so
-    the text is valid UTF-8). Non-finite floats raise ``UnstorablePayload`` (orjson would write null)."""
+    """The record as JSON text, never edited afterwards: orjson (landing's hottest step; it writes the
+    ``orjson.Fragment`` literals of ``ecomsync.http.parse_json`` verbatim); the standard library for what
+    orjson refuses (integers beyond 64 bits, lone surrogates — then as ASCII escapes, so the text is valid
+    UTF-8). Payloads parsed by ``ecomsync.http.parse_json`` hold no NaN/inf floats (orjson would write null)."""
     try:
-        text = orjson.dumps(payload).decode()
+        return orjson.dumps(payload).decode()
     except TypeError:
         try:
-            text = json.dumps(payload, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
-        except ValueError:
-            raise UnstorablePayload("a number is NaN or infinite") from None
-        return text
-    if "null" in text and _has_non_finite(payload):
-        raise UnstorablePayload("a number is NaN or infinite")
+            return _stdlib_json(payload)
+        except (TypeError, ValueError) as exc:
+            raise UnstorablePayload(f"no faithful JSON text ({type(exc).__name__})") from None
+
+
+def _stdlib_json(payload: Any) -> str:
+    """``json.dumps`` (ASCII escapes) with ``orjson.Fragment`` literals written verbatim."""
+    marker, literals = uuid.uuid4().hex, []
+
+    def literal(value: Any) -> str:
+        if not isinstance(value, orjson.Fragment):
+            raise TypeError(f"{type(value).__name__} is not JSON")
+        literals.append(orjson.dumps(value).decode())
+        return f"{marker}:{len(literals) - 1}"
+
+    text = json.dumps(payload, ensure_ascii=True, separators=(",", ":"), allow_nan=False, default=literal)
+    for index, value in enumerate(literals):
+        text = text.replace(f'"{marker}:{index}"', value, 1)
     return text
-
-
-def _has_non_finite(value: Any) -> bool:
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, float):
-            if not math.isfinite(item):
-                return True
-        elif isinstance(item, dict):
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return False
 
 
 def storable_text(value: Any) -> bool:
@@ -523,6 +522,6 @@ def fallback_json_text(payload: Any) -> str:
     """JSON text for a payload ``payload_json`` refuses (non-finite numbers written as the standard library
     writes them: NaN, Infinity): kept only in ``state.rejected_records.payload_text``."""
     try:
-        return json.dumps(payload, ensure_ascii=True, separators=(",", ":"))
+        return json.dumps(payload, ensure_ascii=True, separators=(",", ":"), default=lambda value: repr(value))
     except (TypeError, ValueError):
         return repr(payload).encode("ascii", "backslashreplace").decode().replace("\x00", "\\x00")

@@ -10,12 +10,15 @@ import math
 import os
 import uuid
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 
+import orjson
 import psycopg2
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ecomsync.http import parse_json
 from ecomsync.extract import FUTURE_FLAG, UNREADABLE_FLAG, _land_page, describe_record
 from ecomsync.sources import bigcommerce, square
 from ecomsync.warehouse import RawRecord, RejectedRecord, StreamRun, Warehouse
@@ -104,6 +107,18 @@ def test_an_email_that_is_a_json_number_lands_as_received_and_flagged(warehouse,
     assert rows["X1"][0] == record and rows["X1"][2] == UNREADABLE_FLAG and rows["X2"][2] is None
 
 
+def test_numbers_beyond_a_double_land_verbatim_and_nan_is_rejected(warehouse):  # P2, issue 15
+    connection = new_connection()
+    page = parse_json(b'[{"id": "1", "n": 1e400, "date_modified": "2025-06-01T10:00:00Z"},'
+                      b' {"id": "2", "n": NaN, "date_modified": "2025-06-01T10:00:00Z"}]')
+    land_page(warehouse, BC_CUSTOMERS, connection, page)
+    with warehouse.transaction() as conn, conn.cursor() as cur:
+        cur.execute("select payload->>'n' from raw.bigcommerce_customers where connection_id = %s", (connection,))
+        assert cur.fetchall() == [("1" + "0" * 400,)]  # not null, not inf
+    [(_, pk, reason, text)] = rejected_rows(warehouse, connection)
+    assert pk == "2" and reason.startswith("payload_not_storable") and '"n":NaN' in text
+
+
 def test_unreadable_keys_and_times_are_rejected_with_a_reason_not_a_crash(warehouse):  # B2, issue 15
     connection = new_connection()
     page = [{"email": "no-id@example.com", "date_modified": "2025-06-01T10:00:00Z"},
@@ -158,8 +173,14 @@ HOSTILE_TEXT = st.one_of(
     st.sampled_from(["\u0000", "\\u0000", "Ada\\u0000", "\\", "\ud800", "\udfff", "a\tb\nc\r", "'; drop table x; --",
                      "", " ", "1e400", "NaN", "0001-01-01T00:00:00Z", "2031-01-01T00:00:00Z", "\\N", "\u2028"]),
 )
+def literal(text: str) -> orjson.Fragment:
+    """What ecomsync.http.parse_json makes of a number literal no double holds, or of a NaN/Infinity token."""
+    return parse_json(f"[{text}]")[0]
+
+
 SCALARS = st.one_of(HOSTILE_TEXT, st.integers(min_value=-(2 ** 80), max_value=2 ** 80),
-                    st.floats(allow_nan=True, allow_infinity=True), st.booleans(), st.none(),
+                    st.floats(allow_nan=False, allow_infinity=False), st.booleans(), st.none(),
+                    st.sampled_from(["1e400", "-1e400", "NaN", "Infinity", "-Infinity"]).map(literal),
                     st.decimals(allow_nan=False, allow_infinity=False, places=6).map(str))
 HOSTILE = st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=4),
                                                         st.dictionaries(HOSTILE_TEXT, inner, max_size=4)),
@@ -188,6 +209,13 @@ def same_json(a, b) -> bool:
     """Equality as JSON values: NaN equals NaN; numbers compare as the same double (jsonb keeps the decimal the
     text had, 5.074550515206502e16, and gives it back as the integer 50745505152065020)."""
     numbers = (int, float)
+    if isinstance(a, orjson.Fragment) or isinstance(b, orjson.Fragment):  # a literal: its text, or landed as numeric
+        if isinstance(a, orjson.Fragment) and isinstance(b, orjson.Fragment):
+            return orjson.dumps(a) == orjson.dumps(b)
+        value, text = (a, orjson.dumps(b).decode()) if isinstance(b, orjson.Fragment) else (b, orjson.dumps(a).decode())
+        if isinstance(value, bool) or not isinstance(value, numbers):
+            return False
+        return Decimal(value) == Decimal(text) if not (isinstance(value, float) and math.isnan(value)) else text == "NaN"
     if isinstance(a, numbers) and isinstance(b, numbers) and not isinstance(a, bool) and not isinstance(b, bool):
         if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
             return True
@@ -220,7 +248,7 @@ def test_every_hostile_record_lands_as_received_or_is_rejected_with_its_reason(w
     rejected = {}
     for _, _, reason, text in rejected_rows(warehouse, connection):
         assert reason and ":" in reason
-        parsed = json.loads(text)
+        parsed = parse_json(text)
         rejected[parsed.get("_n") if isinstance(parsed, dict) else None] = parsed
     for record in hostile:
         n = record["_n"]
