@@ -246,7 +246,7 @@ def _land_page(warehouse: Warehouse, session: ApiSession, connection_id: str, st
     run.records_fetched += len(page)
     run.records_flagged += sum(1 for r in records if r.flag)
     run.records_rejected += len(rejected) + landed.rejected_count
-    for record in rejected + (landed.rejected or []):
+    for record in rejected + landed.rejected:
         log.warning("%s %s: record %s rejected: %s", connection_id, stream.name,
                     redact(ascii(record.pk)[:80]) if record.pk else "(no key)", record.reason)
     return high_water
@@ -267,7 +267,10 @@ def _fetch_children(session: ApiSession, child, parents: list[dict],
         _, body, _ = session.request_json("GET", path)
         for item in body if isinstance(body, list) else []:
             described = describe_record(child, item, requested_at)
-            (rejected if isinstance(described, RejectedRecord) else records).append(described)
+            if isinstance(described, RejectedRecord):
+                rejected.append(described)
+            else:
+                records.append(described)
     return records, rejected
 
 

@@ -25,7 +25,7 @@ import re
 import uuid
 import zlib
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Iterator
 
@@ -139,11 +139,11 @@ class RejectedRecord:
 @dataclass
 class LandResult:
     changed: int = 0  # rows inserted or replaced
-    rejected: list[RejectedRecord] | None = None
+    rejected: list[RejectedRecord] = field(default_factory=list)
 
     @property
     def rejected_count(self) -> int:
-        return len(self.rejected or [])
+        return len(self.rejected)
 
 
 @dataclass
@@ -296,7 +296,7 @@ class Warehouse:
         """
         if table not in RAW_TABLES or not _TABLE_NAME.match(table):
             raise ValueError(f"unknown raw table {table!r}")
-        result = LandResult(rejected=[])
+        result = LandResult()
         if not records:
             return result
         rows: list[tuple[RawRecord, str]] = []

@@ -13,7 +13,6 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import orjson
-import psycopg2
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
