@@ -514,8 +514,10 @@ class ConcurrentRunError(RuntimeError):
     pass
 
 
-class LockLostError(ConcurrentRunError):
-    """The advisory lock's session ended while the run held it: the run stops before writing again."""
+class LockLostError(RuntimeError):
+    """The advisory lock's session ended while the run held it: the run stops before writing again. Unlike
+    ``ConcurrentRunError`` (another run holds the lock: do not retry) a retry is right: it resumes from the
+    committed watermark once it holds the lock again."""
 
 
 def fallback_json_text(payload: Any) -> str:
