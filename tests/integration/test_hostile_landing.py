@@ -228,7 +228,7 @@ def same_json(a, b) -> bool:
 
 @pytest.mark.parametrize("stream, email_key", [(BC_CUSTOMERS, "email"), (SQ_CUSTOMERS, "email_address")],
                          ids=["bigcommerce", "square"])
-@settings(max_examples=int(os.environ.get("HOSTILE_EXAMPLES", "60")), deadline=None,
+@settings(max_examples=int(os.environ.get("HOSTILE_EXAMPLES", "150")), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                  HealthCheck.data_too_large], print_blob=True)
 @given(data=st.data())
