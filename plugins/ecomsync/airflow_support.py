@@ -10,6 +10,7 @@ import pendulum
 from airflow.sdk import Asset, BaseHook, Param
 
 from ecomsync.extract import MODES, ExtractRequest
+from ecomsync.http import clean_token
 from ecomsync.tasks import Credentials, parse_when
 
 RAW_BIGCOMMERCE = Asset(name="raw_bigcommerce", uri="warehouse://raw/bigcommerce")
@@ -58,4 +59,4 @@ def credentials(conn_id: str) -> Credentials:
     host = conn.host if "://" in conn.host else f"https://{conn.host}"
     if conn.port and host.count(":") < 2:
         host = f"{host}:{conn.port}"
-    return Credentials(base_url=host, token=conn.password)
+    return Credentials(base_url=host, token=clean_token(conn.password, f"Airflow connection {conn_id!r}"))

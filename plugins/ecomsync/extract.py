@@ -3,6 +3,14 @@
 One implementation for both sources. A page and the watermark it justifies are
 committed in one transaction; a failure leaves the watermark where the last
 landed page put it, so the next run resumes there and re-landing is a no-op.
+
+One odd record never stops a stream (issue 15): every value read from a payload here
+(primary key, replication key, flag) is read through ``describe_record``, which turns
+any failure into a rejection with its reason (``state.rejected_records``) or a flag,
+and the rest of the page lands. A replication key later than the request (a source
+clock ahead) is flagged ``future_timestamp`` and the watermark never passes the time of
+the request; the row keeps the record's own time, and the next copy of it replaces it
+whatever its time (landing treats a flagged row's time as unknown).
 """
 from __future__ import annotations
 
@@ -10,15 +18,22 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from typing import Any, Iterator
 
 from ecomsync.http import ApiSession
+from ecomsync.redact import error_text, redact
 from ecomsync.streams import StaleCursor, Stream, Window
-from ecomsync.warehouse import RawRecord, StreamRun, Warehouse
+from ecomsync.warehouse import (RawRecord, RejectedRecord, StreamRun, UnstorablePayload, Warehouse,
+                                fallback_json_text, payload_json, storable_text)
 
 log = logging.getLogger(__name__)
 
 MODES = ("incremental", "catch_up", "historical")
 STALE_CURSOR_RESTARTS = 3
+# A replication key later than the request by more than this is a source clock ahead: flagged.
+FUTURE_TOLERANCE = timedelta(minutes=5)
+FUTURE_FLAG = "future_timestamp"
+UNREADABLE_FLAG = "unreadable_field"
 
 
 class ExtractError(RuntimeError):
@@ -54,7 +69,8 @@ class ConnectionResult:
     def as_dict(self) -> dict:
         return {"connection_id": self.connection_id, "sync_mode": self.sync_mode,
                 "streams": {r.stream: {"fetched": r.records_fetched, "landed": r.records_landed,
-                                       "flagged": r.records_flagged, "requests": r.requests,
+                                       "flagged": r.records_flagged, "rejected": r.records_rejected,
+                                       "requests": r.requests,
                                        "retries": r.retries} for r in self.streams}}
 
 
@@ -114,10 +130,11 @@ def run_stream(warehouse: Warehouse, session: ApiSession, connection_id: str, st
     try:
         for attempt in range(1, STALE_CURSOR_RESTARTS + 1):
             try:
-                for page in stream.fetch(session, window):
+                for requested_at, page in _timed(stream.fetch(session, window)):
                     high_water = _land_page(warehouse, session, connection_id, stream, page, mode, run,
-                                            high_water, advance_per_page=advances_watermark
+                                            high_water, requested_at, advance_per_page=advances_watermark
                                             and stream.sorted_by_replication_key, seen=seen)
+                    _log_page(session, connection_id, stream, run, len(page), requests_before)
                 break
             except StaleCursor:
                 # Landing is idempotent, so re-reading the whole window is safe.
@@ -133,13 +150,13 @@ def run_stream(warehouse: Warehouse, session: ApiSession, connection_id: str, st
             warehouse.record_stream_run(run, conn)
     except Exception as exc:
         run.status = "failed"
-        run.error = f"{type(exc).__name__}: {exc}"[:2000]
+        run.error = error_text(exc)
         _count_requests(run, session, requests_before, retries_before)
-        warehouse.record_stream_run(run)
+        warehouse.record_failed_run(run)
         raise
-    log.info("%s %s (%s): fetched %d, landed %d, flagged %d, %d requests, %d retries", connection_id,
-             stream.name, mode, run.records_fetched, run.records_landed, run.records_flagged, run.requests,
-             run.retries)
+    log.info("%s %s (%s): fetched %d, landed %d, flagged %d, rejected %d, %d requests, %d retries",
+             connection_id, stream.name, mode, run.records_fetched, run.records_landed, run.records_flagged,
+             run.records_rejected, run.requests, run.retries)
     return run
 
 
@@ -149,25 +166,115 @@ class _SeenKeys:
 
     fetched: set[str] = field(default_factory=set)
     landed: set[str] = field(default_factory=set)
+    unkeyed: int = 0  # records rejected before their key could be read: each counts as fetched
+
+
+def _timed(pages) -> Iterator[tuple[datetime, list[dict]]]:
+    """Each page with the time just before it was requested (an upper bound for any honest timestamp)."""
+    iterator = iter(pages)
+    while True:
+        requested_at = datetime.now(timezone.utc)
+        try:
+            page = next(iterator)
+        except StopIteration:
+            return
+        yield requested_at, page
+
+
+def describe_record(stream: Stream, item: Any, requested_at: datetime) -> RawRecord | RejectedRecord:
+    """The landing metadata of one API record, read type-safely.
+
+    - primary key: must be a non-empty ``str`` Postgres text can hold; else ``RejectedRecord``
+      (``invalid_primary_key: <why>``) — a row without its key cannot be landed or replaced later;
+    - replication key: ``None`` or a timezone-aware ``datetime``; anything else (unparseable text, a number)
+      is ``invalid_replication_key`` — without a readable time the record could overwrite a newer copy;
+      later than ``requested_at`` + ``FUTURE_TOLERANCE``: flag ``future_timestamp`` (the watermark is clamped by
+      the caller; the time is kept, so versions landed before and after stay in order);
+    - flag: the stream's rule; when it cannot read the record (an email that is a JSON number) the record
+      lands as received with flag ``unreadable_field`` and dbt's checks decide.
+    Exception messages are not kept (they may quote record content): the reason names the exception type.
+    """
+    if not isinstance(item, dict):
+        return RejectedRecord(None, f"not_an_object: a JSON {type(item).__name__}", _json_text(item))
+    try:
+        pk = stream.primary_key(item)
+    except Exception as exc:  # noqa: BLE001 - any failure of the stream's accessor is this record's problem
+        return RejectedRecord(None, f"invalid_primary_key: {type(exc).__name__}", _json_text(item))
+    if not isinstance(pk, str) or not pk or not storable_text(pk) or pk.startswith("sha256:"):
+        return RejectedRecord(None, "invalid_primary_key: empty or not text", _json_text(item))
+    updated_at: datetime | None = None
+    flags = []
+    replication_key = stream.replication_key
+    if replication_key is not None:
+        try:
+            updated_at = replication_key(item)
+        except Exception as exc:  # noqa: BLE001
+            return RejectedRecord(pk, f"invalid_replication_key: {type(exc).__name__}", _json_text(item))
+        if updated_at is not None and (not isinstance(updated_at, datetime) or updated_at.tzinfo is None):
+            return RejectedRecord(pk, "invalid_replication_key: not a timezone-aware time", _json_text(item))
+        if updated_at is not None and updated_at > requested_at + FUTURE_TOLERANCE:
+            flags.append(FUTURE_FLAG)
+    try:
+        flag = stream.flag(item)
+    except Exception:  # noqa: BLE001
+        flag = UNREADABLE_FLAG
+    if flag is not None and not (isinstance(flag, str) and storable_text(flag)):
+        flag = UNREADABLE_FLAG
+    return RawRecord(pk, item, updated_at, ",".join(([flag] if flag else []) + flags) or None)
+
+
+def _json_text(item: Any) -> str:
+    try:
+        return payload_json(item)
+    except (UnstorablePayload, TypeError, ValueError):
+        return fallback_json_text(item)
 
 
 def _land_page(warehouse: Warehouse, session: ApiSession, connection_id: str, stream: Stream, page: list[dict],
-               mode: str, run: StreamRun, high_water: datetime | None, advance_per_page: bool,
-               seen: _SeenKeys) -> datetime | None:
-    records = []
+               mode: str, run: StreamRun, high_water: datetime | None, requested_at: datetime,
+               advance_per_page: bool, seen: _SeenKeys | None = None) -> datetime | None:
+    seen = seen if seen is not None else _SeenKeys()
+    records: list[RawRecord] = []
+    rejected: list[RejectedRecord] = []
     for item in page:
-        updated_at = stream.replication_key(item) if stream.replication_key else None
-        records.append(RawRecord(stream.primary_key(item), item, updated_at, stream.flag(item)))
-        if updated_at is not None and (high_water is None or updated_at > high_water):
-            high_water = updated_at
+        described = describe_record(stream, item, requested_at)
+        if isinstance(described, RejectedRecord):
+            rejected.append(described)
+            continue
+        records.append(described)
+        updated_at = described.source_updated_at
+        if updated_at is not None:
+            updated_at = min(updated_at, requested_at)  # the watermark never passes the time of the request
+            if high_water is None or updated_at > high_water:
+                high_water = updated_at
     with warehouse.transaction() as conn:
-        warehouse.land(conn, stream.table, connection_id, records, run.run_id, mode, seen.landed)
+        landed = warehouse.land_batch(conn, stream.table, connection_id, records, run.run_id, mode)
+        warehouse.record_rejections(conn, stream.table, connection_id, rejected, run.run_id)
         if advance_per_page and high_water is not None:
             warehouse.advance_watermark(conn, connection_id, stream.name, high_water, run.run_id)
+    # Each record counts once per run, however often paging under change hands it back.
     run.records_flagged += sum(1 for r in records if r.flag and r.pk not in seen.fetched)
     seen.fetched.update(r.pk for r in records)
-    run.records_fetched, run.records_landed = len(seen.fetched), len(seen.landed)
+    seen.fetched.update(r.pk for r in rejected if r.pk is not None)
+    seen.unkeyed += sum(1 for r in rejected if r.pk is None)
+    seen.landed.update(landed.landed_keys)
+    run.records_fetched, run.records_landed = len(seen.fetched) + seen.unkeyed, len(seen.landed)
+    run.records_rejected += len(rejected) + landed.rejected_count
+    for record in rejected + landed.rejected:
+        log.warning("%s %s: record %s rejected: %s", connection_id, stream.name,
+                    redact(ascii(record.pk)[:80]) if record.pk else "(no key)", record.reason)
     return high_water
+
+
+def _log_page(session: ApiSession, connection_id: str, stream: Stream, run: StreamRun, page_size: int,
+              requests_before: int) -> None:
+    """Progress a person following the task log can read (issue 19): one line per page."""
+    stats = session.stats
+    quota = session.pacer.quota_left()
+    log.info("%s %s: page of %d records (%d so far, %d rejected), %d requests, quota left %s, "
+             "%.1fs waited for the quota so far", connection_id, stream.name, page_size, run.records_fetched,
+             run.records_rejected, stats.requests - requests_before, "n/a" if quota is None else quota,
+             stats.waited_s)
 
 
 def _count_requests(run: StreamRun, session: ApiSession, requests_before: int, retries_before: int) -> None:

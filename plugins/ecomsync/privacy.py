@@ -31,7 +31,7 @@ CRM_RESOURCES = {"contact": "contacts", "contact_tag": "contactTags", "list_memb
 
 PRESENT_TABLES = """
 select table_schema || '.' || table_name from information_schema.tables
-where table_schema in ('raw', 'sync') and table_type = 'BASE TABLE'"""
+where table_schema in ('raw', 'sync', 'state') and table_type = 'BASE TABLE'"""
 
 BIGCOMMERCE_CUSTOMERS = """
 select connection_id, payload ->> 'id' from raw.bigcommerce_customers
@@ -116,6 +116,24 @@ update sync.run_reports set warnings = %s, plan = %s, error = %s where run_id = 
 
 LOAD_ACCOUNTS = "select distinct account from sync.run_reports where account is not null"
 
+# Records the extract could not land keep their JSON text: the person's are those naming the email (confirmed
+# as a whole word in Python) or sharing the key of one of her erased raw records.
+REJECTED_CANDIDATES = """
+select connection_id, raw_table, record_key, payload_text from state.rejected_records
+where strpos(lower(payload_text), %(email)s) > 0
+   or (connection_id, 'raw.' || raw_table, record_key)
+      in (select * from unnest(%(raw_connections)s::text[], %(raw_tables)s::text[], %(raw_keys)s::text[]))
+for update"""
+
+DELETE_REJECTED = """
+delete from state.rejected_records
+where (connection_id, raw_table, record_key) in (select * from unnest(%s::text[], %s::text[], %s::text[]))"""
+
+SYNC_RUN_ERRORS = """
+select run_id, connection_id, stream, error from state.sync_runs where error is not null for update"""
+
+UPDATE_SYNC_RUN_ERROR = "update state.sync_runs set error = %s where run_id = %s and connection_id = %s and stream = %s"
+
 
 @dataclass(frozen=True)
 class CrmObject:
@@ -138,6 +156,7 @@ class ErasureReport:
     dry_run: bool
     deleted: dict[str, int] = field(default_factory=dict)  # "schema.table" → rows
     scrubbed_run_reports: int = 0
+    scrubbed_sync_runs: int = 0  # state.sync_runs rows whose error named the person
     crm_objects: list[CrmObject] = field(default_factory=list)  # children first: the order to delete them in
     bigcommerce_customers: dict[str, list[str]] = field(default_factory=dict)  # connection_id → customer ids
     square_customers: list[str] = field(default_factory=list)
@@ -149,6 +168,7 @@ class ErasureReport:
                  f"Rows that {verb} deleted:"]
         lines += [f"  {table:<36} {count}" for table, count in self.deleted.items()]
         lines.append(f"  {'sync.run_reports (scrubbed)':<36} {self.scrubbed_run_reports}")
+        lines.append(f"  {'state.sync_runs (errors scrubbed)':<36} {self.scrubbed_sync_runs}")
         lines.append("Involved: " + ("; ".join(
             [f"{connection} customers {', '.join(ids)}" for connection, ids in self.bigcommerce_customers.items()]
             + ([f"Square customers {', '.join(self.square_customers)}"] if self.square_customers else []))
@@ -236,6 +256,9 @@ def _erase(cur, email: str, present: set[str], dry_run: bool) -> ErasureReport:
                    + [("ecom_order", key) for key in order_keys] + [("abandoned_cart", key) for key in order_keys])
     params |= {"object_types": [t for t, _ in object_keys], "natural_keys": [k for _, k in object_keys]}
 
+    naming = _naming(email, {key for _, key in object_keys})
+    if "state.rejected_records" in present:
+        report.deleted["state.rejected_records"] = _delete_rejected_records(cur, email, records, naming)
     for table, rows in records.items():
         report.deleted[table] = _delete_raw(cur, table, rows)
     ledger = _rows(cur, DELETE_LEDGER, params, "sync.ledger" in present)
@@ -245,6 +268,8 @@ def _erase(cur, email: str, present: set[str], dry_run: bool) -> ErasureReport:
     erased_keys = {key for _, key in object_keys} | {row[1] for row in ledger + rejections}
     if "sync.run_reports" in present:
         report.scrubbed_run_reports = _scrub_run_reports(cur, _naming(email, erased_keys))
+    if "state.sync_runs" in present:
+        report.scrubbed_sync_runs = _scrub_sync_run_errors(cur, _naming(email, erased_keys))
 
     report.crm_objects = sorted((CrmObject(*row) for row in ledger),
                                 key=lambda o: (-OBJECT_TYPES.index(o.object_type), o.natural_key))
@@ -277,6 +302,32 @@ def _delete_raw(cur, table: str, rows: list[tuple]) -> int:
                 .format(sql.Identifier(schema), sql.Identifier(name)),
                 ([row[0] for row in rows], [row[1] for row in rows]))
     return cur.rowcount
+
+
+def _delete_rejected_records(cur, email: str, records: dict[str, list[tuple]], naming: re.Pattern) -> int:
+    """The person's records that the extract rejected (``state.rejected_records`` keeps their JSON text)."""
+    raw = [(row[0], table, row[1]) for table, rows in records.items() for row in rows]
+    cur.execute(REJECTED_CANDIDATES, {"email": email, "raw_connections": [r[0] for r in raw],
+                                      "raw_tables": [r[1] for r in raw], "raw_keys": [r[2] for r in raw]})
+    erased_raw = set(raw)
+    doomed = [(connection_id, table, key) for connection_id, table, key, text in cur.fetchall()
+              if naming.search(text) or (connection_id, f"raw.{table}", key) in erased_raw]
+    if not doomed:
+        return 0
+    cur.execute(DELETE_REJECTED, ([d[0] for d in doomed], [d[1] for d in doomed], [d[2] for d in doomed]))
+    return cur.rowcount
+
+
+def _scrub_sync_run_errors(cur, naming: re.Pattern) -> int:
+    """Extract run errors written before error texts were redacted (``ecomsync.redact``) could quote a record."""
+    cur.execute(SYNC_RUN_ERRORS)
+    scrubbed = 0
+    for run_id, connection_id, stream, error in cur.fetchall():
+        cleaned = naming.sub(ERASED, error)
+        if cleaned != error:
+            cur.execute(UPDATE_SYNC_RUN_ERROR, (cleaned, run_id, connection_id, stream))
+            scrubbed += 1
+    return scrubbed
 
 
 def _delete_mart_rows(cur, email: str) -> dict[str, int]:

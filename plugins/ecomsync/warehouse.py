@@ -2,25 +2,39 @@
 
 Landing copies a batch into a temporary table with ``COPY`` and upserts it with
 ``INSERT … ON CONFLICT``: an identical payload changes nothing, so re-landing a
-window is a no-op. The caller commits the batch and the watermark it covers in
-one transaction (``Warehouse.transaction``).
+window is a no-op, and an older copy (``source_updated_at``) never replaces a newer
+landed one. The caller commits the batch and the watermark it covers in one
+transaction (``Warehouse.transaction``).
+
+A record Postgres cannot hold (``jsonb`` refuses ``\\u0000``, lone surrogates, …) never costs
+its batch: the batch is re-copied record by record and each refused record goes to
+``state.rejected_records`` with the reason and its JSON text, exactly as serialised.
+Landing never edits that text.
+
+While ``connection_lock`` is held, every transaction runs on the session that holds the
+advisory lock: if that session dies (Postgres restarted), the lock died with it and the
+next write raises ``LockLostError`` instead of writing beside a second run.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import logging
 import re
+import uuid
 import zlib
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Iterator
+from typing import Any, Iterator
 
 import orjson
 import psycopg2
 from psycopg2 import sql
 from psycopg2.extensions import connection as PgConnection
 
+log = logging.getLogger(__name__)
 
 RAW_TABLES = (
     "bigcommerce_orders", "bigcommerce_order_coupons", "bigcommerce_customers", "bigcommerce_subscribers",
@@ -68,6 +82,20 @@ create table if not exists state.sync_runs (
     error text,
     primary key (run_id, connection_id, stream)
 );
+alter table state.sync_runs add column if not exists records_rejected integer not null default 0;
+-- Records the extract could not land (issue 15): why, and their JSON text as serialised from the API's answer.
+create table if not exists state.rejected_records (
+    connection_id text not null,
+    raw_table text not null,
+    record_key text not null,            -- the primary key, or 'sha256:<hash of payload_text>' when unreadable
+    pk text,                             -- null when the primary key could not be read
+    reason text not null,                -- e.g. 'payload_not_storable: unsupported Unicode escape sequence'
+    payload_text text not null,          -- the record's JSON text (escapes kept: \\u0000 stays six characters)
+    run_id text not null,
+    first_rejected_at timestamptz not null default now(),
+    last_rejected_at timestamptz not null default now(),
+    primary key (connection_id, raw_table, record_key)
+);
 """
 
 RAW_DDL = """
@@ -93,6 +121,32 @@ class RawRecord:
     flag: str | None = None
 
 
+@dataclass(frozen=True)
+class RejectedRecord:
+    """A record that did not land: ``pk`` when readable, the reason (no record content), the JSON text."""
+
+    pk: str | None
+    reason: str
+    payload_text: str
+
+    @property
+    def record_key(self) -> str:
+        if self.pk is not None and storable_text(self.pk):
+            return self.pk
+        return "sha256:" + hashlib.sha256(self.payload_text.encode("utf-8", "backslashreplace")).hexdigest()
+
+
+@dataclass
+class LandResult:
+    changed: int = 0  # rows inserted or replaced
+    rejected: list[RejectedRecord] = field(default_factory=list)
+    landed_keys: list[str] = field(default_factory=list)  # the pk of each row inserted or replaced
+
+    @property
+    def rejected_count(self) -> int:
+        return len(self.rejected)
+
+
 @dataclass
 class StreamRun:
     """One row of ``state.sync_runs``, filled in as the stream runs."""
@@ -109,6 +163,7 @@ class StreamRun:
     records_flagged: int = 0
     requests: int = 0
     retries: int = 0
+    records_rejected: int = 0
     status: str = "running"
     error: str | None = None
 
@@ -123,19 +178,56 @@ def _copy_text(value: str | None) -> str:
     return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
-def _payload_json(payload: dict) -> str:
-    """The record as JSON text: orjson (landing's hottest step), the standard library for what orjson
-    refuses (integers beyond 64 bits). Key order is irrelevant to jsonb; jsonb cannot hold NUL."""
+class UnstorablePayload(ValueError):
+    """The record has a value no JSON text can carry faithfully."""
+
+
+def payload_json(payload: Any) -> str:
+    """The record as JSON text, never edited afterwards: orjson (landing's hottest step; it writes the
+    ``orjson.Fragment`` literals of ``ecomsync.http.parse_json`` verbatim); the standard library for what
+    orjson refuses (integers beyond 64 bits, lone surrogates — then as ASCII escapes, so the text is valid
+    UTF-8). Payloads parsed by ``ecomsync.http.parse_json`` hold no NaN/inf floats (orjson would write null)."""
     try:
-        text = orjson.dumps(payload).decode()
+        return orjson.dumps(payload).decode()
     except TypeError:
-        text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
-    return text.replace("\\u0000", "")
+        try:
+            return _stdlib_json(payload)
+        except (TypeError, ValueError) as exc:
+            raise UnstorablePayload(f"no faithful JSON text ({type(exc).__name__})") from None
+
+
+def _stdlib_json(payload: Any) -> str:
+    """``json.dumps`` (ASCII escapes) with ``orjson.Fragment`` literals written verbatim."""
+    marker, literals = uuid.uuid4().hex, []
+
+    def literal(value: Any) -> str:
+        if not isinstance(value, orjson.Fragment):
+            raise TypeError(f"{type(value).__name__} is not JSON")
+        literals.append(orjson.dumps(value).decode())
+        return f"{marker}:{len(literals) - 1}"
+
+    text = json.dumps(payload, ensure_ascii=True, separators=(",", ":"), allow_nan=False, default=literal)
+    for index, value in enumerate(literals):
+        text = text.replace(f'"{marker}:{index}"', value, 1)
+    return text
+
+
+def storable_text(value: Any) -> bool:
+    """True for a str Postgres ``text`` can hold (no NUL, valid UTF-8: no lone surrogates)."""
+    if not isinstance(value, str) or "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class Warehouse:
     def __init__(self, url: str):
         self.url = url
+        self._held: PgConnection | None = None  # the session holding connection_lock's advisory lock
+        self._held_for: str | None = None
 
     def connect(self) -> PgConnection:
         conn = psycopg2.connect(self.url)
@@ -144,12 +236,41 @@ class Warehouse:
 
     @contextmanager
     def transaction(self) -> Iterator[PgConnection]:
+        """One transaction, committed on success. Inside ``connection_lock`` it runs on the lock's own
+        session, so nothing is written once the lock is gone (``LockLostError``)."""
+        if self._held is not None:
+            with self._on_held_session() as conn:
+                yield conn
+            return
         conn = self.connect()
         try:
             with conn:
                 yield conn
         finally:
             conn.close()
+
+    @contextmanager
+    def _on_held_session(self) -> Iterator[PgConnection]:
+        conn = self._held
+        assert conn is not None
+        if conn.closed:
+            raise self._lock_lost(None)
+        try:
+            with conn:
+                yield conn
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+            if conn.closed:  # the server ended the session, and the advisory lock with it
+                raise self._lock_lost(exc) from None
+            raise
+
+    def _lock_lost(self, exc: BaseException | None) -> "LockLostError":
+        cause = f" ({type(exc).__name__}: {exc.diag.message_primary or 'connection closed'})" \
+            if isinstance(exc, psycopg2.Error) and exc.diag is not None and exc.diag.message_primary else \
+            (f" ({type(exc).__name__})" if exc is not None else "")
+        return LockLostError(
+            f"the warehouse session holding the extract lock of {self._held_for} ended{cause} — Postgres "
+            "restarted or the connection dropped, so the advisory lock is gone and another run may hold it now; "
+            "this run stopped before writing again. The next run resumes from the committed watermark.")
 
     def ensure_schema(self) -> None:
         with self.transaction() as conn, conn.cursor() as cur:
@@ -161,31 +282,42 @@ class Warehouse:
 
     # -- landing -----------------------------------------------------------
     def land(self, conn: PgConnection, table: str, connection_id: str, records: list[RawRecord],
-             run_id: str, sync_mode: str, landed_keys: set[str] | None = None) -> int:
+             run_id: str, sync_mode: str) -> int:
+        """``land_batch``, returning only how many rows were inserted or changed."""
+        return self.land_batch(conn, table, connection_id, records, run_id, sync_mode).changed
+
+    def land_batch(self, conn: PgConnection, table: str, connection_id: str, records: list[RawRecord],
+                   run_id: str, sync_mode: str) -> LandResult:
         """Upsert ``records`` into ``raw.<table>`` inside the caller's transaction.
 
-        Returns how many rows were inserted or changed (their ``pk`` added to
-        ``landed_keys`` when given). A record repeated within the batch (the same
-        order on two pages) keeps its newest version.
+        A record repeated within the batch (the same order on two pages) keeps its newest version; a
+        landed row is replaced only by a different payload whose ``source_updated_at`` is not older (either
+        side null, or the landed row flagged ``future_timestamp``: replaced). Records Postgres refuses are recorded in ``state.rejected_records`` (same
+        transaction) and returned in ``LandResult.rejected``; a record that lands clears its old rejection.
         """
         if table not in RAW_TABLES or not _TABLE_NAME.match(table):
             raise ValueError(f"unknown raw table {table!r}")
+        result = LandResult()
         if not records:
-            return 0
-        # COPY's text format: JSON needs only its backslashes doubled, far cheaper than CSV-quoting
-        # its many double quotes.
-        buffer = io.StringIO("".join(
-            f"{_copy_text(record.pk)}\t"
-            f"{_copy_text(_payload_json(record.payload))}\t"
-            f"{record.source_updated_at.isoformat() if record.source_updated_at else NULL_FIELD}\t"
-            f"{_copy_text(record.flag)}\t{ordinal}\n"
-            for ordinal, record in enumerate(records)))
+            return result
+        rows: list[tuple[RawRecord, str]] = []
+        for record in records:
+            try:
+                text = payload_json(record.payload)
+            except UnstorablePayload as exc:
+                result.rejected.append(RejectedRecord(record.pk, f"payload_not_storable: {exc}",
+                                                      fallback_json_text(record.payload)))
+                continue
+            if not storable_text(record.pk) or (record.flag is not None and not storable_text(record.flag)):
+                result.rejected.append(RejectedRecord(None, "invalid_primary_key: not storable as text", text))
+                continue
+            rows.append((record, text))
         with conn.cursor() as cur:
             cur.execute("create temporary table if not exists landing_batch "
                         "(pk text, payload jsonb, source_updated_at timestamptz, flag text, ordinal int) "
                         "on commit delete rows")
             cur.execute("truncate landing_batch")
-            cur.copy_expert("copy landing_batch (pk, payload, source_updated_at, flag, ordinal) from stdin", buffer)
+            result.rejected.extend(self._copy_batch(cur, rows))
             cur.execute(sql.SQL("""
                 insert into raw.{table} as target
                     (connection_id, pk, payload, source_updated_at, loaded_at, run_id, sync_mode, flag)
@@ -201,13 +333,65 @@ class Warehouse:
                     sync_mode = excluded.sync_mode,
                     flag = excluded.flag
                 where target.payload is distinct from excluded.payload
+                  and (target.source_updated_at is null or excluded.source_updated_at is null
+                       or excluded.source_updated_at >= target.source_updated_at
+                       or coalesce(target.flag, '') like '%%future_timestamp%%')
                 returning pk
             """).format(table=sql.Identifier(table)),
                 {"connection_id": connection_id, "run_id": run_id, "sync_mode": sync_mode})
-            landed = [pk for (pk,) in cur.fetchall()]
-        if landed_keys is not None:
-            landed_keys.update(landed)
-        return len(landed)
+            result.landed_keys = [pk for (pk,) in cur.fetchall()]
+            result.changed = len(result.landed_keys)
+            cur.execute("delete from state.rejected_records where connection_id = %s and raw_table = %s "
+                        "and record_key in (select pk from landing_batch)", (connection_id, table))
+        self.record_rejections(conn, table, connection_id, result.rejected, run_id)
+        return result
+
+    @staticmethod
+    def _copy_batch(cur, rows: list[tuple[RawRecord, str]]) -> list[RejectedRecord]:
+        """COPY the rows into ``landing_batch``; when Postgres refuses the batch, again one row at a time,
+        each under a savepoint, so only the refused rows are left out (and returned as rejected)."""
+        lines = [f"{_copy_text(record.pk)}\t{_copy_text(text)}\t"
+                 f"{record.source_updated_at.isoformat() if record.source_updated_at else NULL_FIELD}\t"
+                 f"{_copy_text(record.flag)}\t{ordinal}\n" for ordinal, (record, text) in enumerate(rows)]
+        statement = "copy landing_batch (pk, payload, source_updated_at, flag, ordinal) from stdin"
+        cur.execute("savepoint landing_copy")
+        try:
+            # COPY's text format: JSON needs only its backslashes doubled, far cheaper than CSV-quoting
+            # its many double quotes.
+            cur.copy_expert(statement, io.StringIO("".join(lines)))
+            cur.execute("release savepoint landing_copy")
+            return []
+        except psycopg2.DataError:
+            cur.execute("rollback to savepoint landing_copy")
+        rejected = []
+        for line, (record, text) in zip(lines, rows):
+            try:
+                cur.copy_expert(statement, io.StringIO(line))
+                cur.execute("release savepoint landing_copy")
+                cur.execute("savepoint landing_copy")
+            except psycopg2.DataError as exc:
+                cur.execute("rollback to savepoint landing_copy")
+                rejected.append(RejectedRecord(record.pk, f"payload_not_storable: {exc.diag.message_primary}", text))
+        cur.execute("release savepoint landing_copy")
+        return rejected
+
+    @staticmethod
+    def record_rejections(conn: PgConnection, table: str, connection_id: str, rejected: list[RejectedRecord],
+                          run_id: str) -> None:
+        """Upsert rejected records into ``state.rejected_records`` in the caller's transaction."""
+        if not rejected:
+            return
+        unique = {record.record_key: record for record in rejected}
+        with conn.cursor() as cur:
+            cur.executemany("""
+                insert into state.rejected_records
+                    (connection_id, raw_table, record_key, pk, reason, payload_text, run_id)
+                values (%s, %s, %s, %s, %s, %s, %s)
+                on conflict (connection_id, raw_table, record_key) do update set
+                    reason = excluded.reason, payload_text = excluded.payload_text, run_id = excluded.run_id,
+                    last_rejected_at = now()
+            """, [(connection_id, table, key, record.pk if record.pk is None or storable_text(record.pk) else None,
+                   record.reason, record.payload_text, run_id) for key, record in unique.items()])
 
     # -- watermarks ----------------------------------------------------------
     def watermark(self, connection_id: str, stream: str) -> datetime | None:
@@ -275,18 +459,35 @@ class Warehouse:
                         "where connection_id = %s", (at, connection_id))
 
     # -- run log -----------------------------------------------------------------
+    def record_failed_run(self, run: StreamRun) -> None:
+        """The failed run's row, on a session of its own (the lock's session may be the thing that failed).
+        Best effort: a warehouse that is down cannot take it, and the run's own error is what matters."""
+        try:
+            conn = self.connect()
+            try:
+                with conn:
+                    self.record_stream_run(run, conn)
+            finally:
+                conn.close()
+        except psycopg2.Error as exc:
+            log.warning("could not record the failed run of %s %s: %s", run.connection_id, run.stream,
+                        type(exc).__name__)
+
     def record_stream_run(self, run: StreamRun, conn: PgConnection | None = None) -> None:
         statement = """
             insert into state.sync_runs (run_id, connection_id, stream, sync_mode, started_at, finished_at, status,
-                records_fetched, records_landed, records_flagged, requests, retries, window_start, window_end, error)
+                records_fetched, records_landed, records_flagged, records_rejected, requests, retries, window_start,
+                window_end, error)
             values (%(run_id)s, %(connection_id)s, %(stream)s, %(sync_mode)s, %(started_at)s,
                     case when %(status)s = 'running' then null else now() end, %(status)s,
-                    %(records_fetched)s, %(records_landed)s, %(records_flagged)s, %(requests)s, %(retries)s,
+                    %(records_fetched)s, %(records_landed)s, %(records_flagged)s, %(records_rejected)s,
+                    %(requests)s, %(retries)s,
                     %(window_start)s, %(window_end)s, %(error)s)
             on conflict (run_id, connection_id, stream) do update set
                 finished_at = excluded.finished_at, status = excluded.status,
                 records_fetched = excluded.records_fetched, records_landed = excluded.records_landed,
-                records_flagged = excluded.records_flagged, requests = excluded.requests,
+                records_flagged = excluded.records_flagged, records_rejected = excluded.records_rejected,
+                requests = excluded.requests,
                 retries = excluded.retries, window_start = excluded.window_start,
                 window_end = excluded.window_end, error = excluded.error
         """
@@ -300,7 +501,12 @@ class Warehouse:
     # -- concurrency -----------------------------------------------------------------
     @contextmanager
     def connection_lock(self, connection_id: str) -> Iterator[None]:
-        """One extract per store/location at a time; a second one is refused, not interleaved."""
+        """One extract per store/location at a time; a second one is refused, not interleaved.
+
+        The session that takes the advisory lock is the one every ``transaction`` inside uses: if it dies,
+        so did the lock, and the next write raises ``LockLostError`` rather than racing a second run.
+        """
+        outer = (self._held, self._held_for)  # nested: the innermost lock's session serves the transactions
         conn = self.connect()
         conn.autocommit = True
         key = zlib.crc32(f"ecomsync.extract:{connection_id}".encode())
@@ -310,10 +516,28 @@ class Warehouse:
                 if not cur.fetchone()[0]:
                     raise ConcurrentRunError(f"another extract of {connection_id} is running; "
                                              "this run was refused so the two cannot interleave")
+            conn.autocommit = False
+            self._held, self._held_for = conn, connection_id
             yield
         finally:
+            self._held, self._held_for = outer
             conn.close()  # closing the session releases the lock
 
 
 class ConcurrentRunError(RuntimeError):
     pass
+
+
+class LockLostError(RuntimeError):
+    """The advisory lock's session ended while the run held it: the run stops before writing again. Unlike
+    ``ConcurrentRunError`` (another run holds the lock: do not retry) a retry is right: it resumes from the
+    committed watermark once it holds the lock again."""
+
+
+def fallback_json_text(payload: Any) -> str:
+    """JSON text for a payload ``payload_json`` refuses (non-finite numbers written as the standard library
+    writes them: NaN, Infinity): kept only in ``state.rejected_records.payload_text``."""
+    try:
+        return json.dumps(payload, ensure_ascii=True, separators=(",", ":"), default=lambda value: repr(value))
+    except (TypeError, ValueError):
+        return repr(payload).encode("ascii", "backslashreplace").decode().replace("\x00", "\\x00")

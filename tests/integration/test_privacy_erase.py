@@ -23,6 +23,7 @@ from psycopg2 import sql
 from ecomsync.crm.ledger import SyncStore
 from ecomsync.dbt import run_dbt
 from ecomsync.privacy import CrmObject, erase_contact
+from ecomsync.warehouse import RejectedRecord, StreamRun, Warehouse
 from tests.integration.dbt.raw_warehouse_fixture import (LOCATION, STORE_A, STORE_B, bigcommerce_line,
                                                          bigcommerce_order, create_warehouse_tables, land,
                                                          land_hand_checked_fixture)
@@ -144,6 +145,32 @@ def land_extras(url: str) -> None:
     ])
 
 
+# state.*: what the extract wrote about records it failed on (issue 15). Before error texts were redacted, a
+# failed run quoted the record (psycopg2's CONTEXT line); a rejected record keeps its JSON text.
+ADA_FAILED_RUN = "run-ada-failed"
+ADA_RUN_ERROR = ('DataError: invalid input syntax for type json\nCONTEXT:  JSON data, line 1: '
+                 '{"id":11,"email":"Ada@Example.com","first_name":"Ada\\')
+NADA_RUN_ERROR = 'DataError: invalid input syntax for type json\nCONTEXT:  JSON data, line 1: {"email":"nada@example.com"'
+ADA_REJECTED = [  # (connection_id, raw table, pk, payload text): by her email, and by the key of her raw record
+    (STORE_B, "bigcommerce_customers", "99", '{"id":99,"email":" ADA@example.com","first_name":"A\\u0000"}'),
+    (STORE_A, "bigcommerce_customers", "11", '{"id":11,"last_name":"Lovelace\\u0000"}'),
+]
+NADA_REJECTED = (STORE_B, "bigcommerce_customers", "15", '{"id":15,"email":"nada@example.com","x":"\\u0000"}')
+
+
+def write_state_schema(url: str) -> None:
+    """The extract's run log and rejected records, written by the extract's own Warehouse."""
+    warehouse = Warehouse(url)
+    warehouse.ensure_schema()
+    for run_id, error in ((ADA_FAILED_RUN, ADA_RUN_ERROR), ("run-nada-failed", NADA_RUN_ERROR)):
+        warehouse.record_stream_run(StreamRun(run_id=run_id, connection_id=STORE_A, stream="customers",
+                                              sync_mode="incremental", started_at=NOW, status="failed", error=error))
+    with warehouse.transaction() as conn:
+        for connection_id, table, pk, text in ADA_REJECTED + [NADA_REJECTED]:
+            warehouse.record_rejections(conn, table, connection_id,
+                                        [RejectedRecord(pk, "payload_not_storable: test", text)], "run-x")
+
+
 def write_sync_schema(url: str) -> None:
     """The ledger, rejections and run reports as the load writes them (its own SyncStore)."""
     store = SyncStore(url)
@@ -211,6 +238,7 @@ def erasure(local_pg, tmp_path_factory):
         create_warehouse_tables(url)
         land_hand_checked_fixture(url, NOW)
         land_extras(url)
+        write_state_schema(url)
         run_dbt(["build"], url, target_path=target)
         write_sync_schema(url)
         run = SimpleNamespace(before=snapshot(url))
@@ -233,7 +261,7 @@ def erasure(local_pg, tmp_path_factory):
 
 
 def test_the_fixture_names_ada_in_every_schema(erasure):  # issue 9: security (the trace search can fail)
-    assert {table.split(".")[0] for table in traces(erasure.before)} == {"raw", "crm", "segments", "sync"}
+    assert {table.split(".")[0] for table in traces(erasure.before)} == {"raw", "crm", "segments", "sync", "state"}
     for table, keys in ADA_RAW.items():
         assert keys <= {row_key(text) for text in erasure.before[table]}, table
     assert any(text.startswith(ADA_EXCLUDED_RECORD) for text in erasure.before["crm.excluded_records"])
@@ -256,7 +284,9 @@ def test_other_peoples_data_is_untouched(erasure):  # issue 9: security
     assert before.keys() == after.keys()
     for table in before:
         if table.split(".")[0] in ("state", "crm", "segments"):
-            assert not_adas(table, after[table]) == not_adas(table, before[table]), table
+            scrubbed = f"({ADA_FAILED_RUN},"  # her failed run stays, its error scrubbed (below)
+            assert [t for t in not_adas(table, after[table]) if not t.startswith(scrubbed)] == \
+                not_adas(table, before[table]), table
     assert len(not_adas("crm.contacts", after["crm.contacts"])) == 3  # dan, eve, nada
     ada_objects = {(object_type, key) for object_type, key, _, _ in ADA_LEDGER}
     assert after["sync.ledger"] == without(before["sync.ledger"], ada_objects)
@@ -293,6 +323,13 @@ def test_the_report_lists_her_crm_ids_and_what_was_involved(erasure):  # issue 9
         assert report.deleted.get(table, 0) == traces(erasure.before).get(table, 0), table
     assert report.deleted["crm.contacts"] == 1 and report.deleted["crm.ecom_orders"] == 6
     assert report.scrubbed_run_reports == 3
+    # issue 15: what the extract kept about her failed records
+    assert report.deleted["state.rejected_records"] == len(ADA_REJECTED) and report.scrubbed_sync_runs == 1
+    rejected_left = [row_key(text) for text in erasure.after_erase["state.rejected_records"]]
+    assert rejected_left == [(NADA_REJECTED[0], NADA_REJECTED[1])]  # nada@… is someone else
+    [her_run] = [t for t in erasure.after_erase["state.sync_runs"] if t.startswith(f"({ADA_FAILED_RUN},")]
+    assert "[erased]" in her_run and "Example.com" not in her_run
+    assert any("nada@example.com" in t for t in erasure.after_erase["state.sync_runs"])
     text = report.as_text()
     assert "DELETE /api/3/contacts/AC-C1" in text and "DELETE /api/3/ecomOrders/AC-O4" in text
     assert f"contact_tag {EMAIL}|bigcommerce-customer: no CRM id in the ledger" in text
@@ -302,8 +339,8 @@ def test_dry_run_changes_nothing_and_reports_what_the_erase_did(erasure):  # iss
     assert erasure.after_dry == erasure.before
     dry, real = erasure.dry, erasure.report
     assert dry.dry_run and not real.dry_run
-    assert (dry.deleted, dry.scrubbed_run_reports, dry.crm_objects, dry.connections) == (
-        real.deleted, real.scrubbed_run_reports, real.crm_objects, real.connections)
+    assert (dry.deleted, dry.scrubbed_run_reports, dry.scrubbed_sync_runs, dry.crm_objects, dry.connections) == (
+        real.deleted, real.scrubbed_run_reports, real.scrubbed_sync_runs, real.crm_objects, real.connections)
 
 
 def test_the_cli_prints_the_report(erasure):  # issue 9: security
@@ -316,5 +353,6 @@ def test_the_cli_prints_the_report(erasure):  # issue 9: security
 def test_a_second_erase_is_a_no_op(erasure):  # issue 9: security
     again = erasure.again
     assert set(again.deleted.values()) == {0}
-    assert (again.crm_objects, again.scrubbed_run_reports, again.connections) == ([], 0, [])
+    assert (again.crm_objects, again.scrubbed_run_reports, again.scrubbed_sync_runs, again.connections) == (
+        [], 0, 0, [])
     assert erasure.after_again == erasure.after_rebuild

@@ -16,6 +16,10 @@ import uuid
 import psycopg2
 import pytest
 
+from ecomsync.crm.activecampaign import ActiveCampaignClient
+from ecomsync.extract import ExtractRequest
+from ecomsync.http import CredentialError
+from ecomsync.tasks import Credentials, extract_store
 from pipeline_harness import (ALL_TOKENS, Sandboxes, crm_state, duplicates, run_pipeline, settings_for,
                               warehouse_state)
 
@@ -155,3 +159,35 @@ def test_no_token_in_logs_xcom_output_or_the_warehouse(run, request):  # issue 9
     assert len(places["logs"]) > 1000 and len(places["warehouse"]) > 10000  # the search had material
     leaks = {(place, token) for place, text in places.items() for token in ALL_TOKENS if token in text}
     assert leaks == set()
+
+
+# -- issue 15: a token pasted with a trailing newline ---------------------------------------------------------
+@pytest.fixture
+def small_stack(local_pg, tmp_path):
+    sandboxes = Sandboxes()
+    name, url = new_database(local_pg)
+    try:
+        yield sandboxes, settings_for(sandboxes.urls, tmp_path), url
+    finally:
+        sandboxes.close()
+        local_pg.drop_database(name)
+
+
+def test_a_token_pasted_with_a_trailing_newline_works_and_a_broken_one_is_named_not_shown(small_stack):  # B10
+    sandboxes, settings, url = small_stack
+    store = settings.config.enabled_stores[0]
+    good = settings.bigcommerce[store.store_hash]
+    # The old session sent it as is: requests refused the header and quoted the whole token in the exception,
+    # which went to state.sync_runs.error.
+    pasted = Credentials(good.base_url, good.token + "\n")
+    assert extract_store(settings.config, store, pasted, ExtractRequest(run_id="pasted"), url)["streams"]
+    crm = Credentials(settings.crm.base_url, settings.crm.token + "\r\n")
+    assert ActiveCampaignClient(crm.base_url, crm.token, requests_per_second=50).get("/connections") is not None
+    broken = Credentials(good.base_url, "abc\n" + good.token)
+    with pytest.raises(CredentialError) as excinfo:
+        extract_store(settings.config, store, broken, ExtractRequest(run_id="broken"), url)
+    assert good.token not in str(excinfo.value) and "X-Auth-Token" in str(excinfo.value)
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute("select count(*) from state.sync_runs where status <> 'success' or error is not null")
+        assert cur.fetchone()[0] == 0
+    assert not any(token in warehouse_text(url) for token in ALL_TOKENS)

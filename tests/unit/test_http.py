@@ -8,7 +8,9 @@ import time
 import pytest
 import requests
 
-from ecomsync.http import ApiError, ApiSession, AuthError, HeaderQuotaPacer, TokenBucketPacer
+from ecomsync.http import (ApiError, ApiSession, AuthError, CredentialError, HeaderQuotaPacer, RedirectRefused,
+                            TokenBucketPacer, clean_token)
+from ecomsync.redact import error_text
 from sandbox.core import FaultPlan, Request, Response, SandboxApp, serve
 
 TOKEN = "s3cr3t-token-value"
@@ -161,3 +163,105 @@ def test_one_session_shared_by_threads_counts_every_request(monkeypatch):
         sys.setswitchinterval(switch_interval)
     assert session.stats.as_dict() == {"requests": threads_n * requests_each, "retries": 0, "rate_limited": 0,
                                        "by_status": {200: threads_n * requests_each}}
+
+
+# -- issue 15: redirects, tokens, error texts ---------------------------------------------------------------
+class RecordingApp(SandboxApp):
+    """Any request is answered 200 with an empty list; every request's headers are kept."""
+
+    def __init__(self):
+        super().__init__(None)
+        self.seen: list[dict[str, str]] = []
+        self.add_route("GET", r"/items", self.record)
+        self.add_route("POST", r"/items", self.record)
+
+    def record(self, request: Request, *_groups) -> Response:
+        self.seen.append(dict(request.headers))
+        return Response(200, [])
+
+
+class RedirectingApp(SandboxApp):
+    """Answers every request to /items with ``status`` and a Location."""
+
+    def __init__(self, location: str, status: int = 302):
+        super().__init__(None)
+        self.location, self.status = location, status
+        for method in ("GET", "POST"):
+            self.add_route(method, r"/items", lambda request, *_: Response(self.status, None, {"Location": self.location}))
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+@pytest.mark.parametrize("header", ["X-Auth-Token", "Api-Token", "Authorization"])
+def test_credentials_never_follow_a_redirect_to_another_host(served, header, status):  # issue 15, B10
+    elsewhere = RecordingApp()
+    # Another host name for the same loopback server: requests compares host names, so does ApiSession.
+    other_port = served(elsewhere).rsplit(":", 1)[1]
+    target = f"http://localhost:{other_port}/items?token=abc123&email=ada@example.com"
+    session = ApiSession(served(RedirectingApp(target, status)), {header: f"Bearer {TOKEN}"}, sleep=no_sleep)
+    with pytest.raises(RedirectRefused) as excinfo:
+        session.request_json("GET", "/items")
+    message = str(excinfo.value)
+    assert f"http://localhost:{other_port}/items" in message  # the error names the new location …
+    assert "abc123" not in message and "ada@example.com" not in message and TOKEN not in message  # … no query
+    assert elsewhere.seen == []  # nothing reached the other host, let alone the token
+
+
+def test_a_redirect_to_another_scheme_or_port_is_refused_and_not_an_empty_success(served):  # issue 15
+    here = served(RecordingApp())
+    port = int(here.rsplit(":", 1)[1])
+    for target in (f"https://127.0.0.1:{port}/items", f"http://127.0.0.1:{port + 1}/items", "/items"):
+        session = ApiSession(served(RedirectingApp(target)), {"X-Auth-Token": TOKEN}, sleep=no_sleep)
+        if target == "/items":  # same origin, a read: followed (and the redirecting app answers 302 again)
+            with pytest.raises(RedirectRefused, match="more than 5 redirects"):
+                session.request_json("GET", "/items")
+            continue
+        with pytest.raises(RedirectRefused, match="not followed"):
+            session.request_json("GET", "/items")
+
+
+def test_a_same_origin_redirect_of_a_read_is_followed_with_the_token(served):
+    app = RecordingApp()
+    base = served(app)
+    app.add_route("GET", r"/old", lambda request, *_: Response(301, None, {"Location": f"{base}/items"}))
+    session = ApiSession(base, {"X-Auth-Token": TOKEN}, sleep=no_sleep)
+    assert session.request_json("GET", "/old")[:2] == (200, [])
+    assert app.seen[0]["x-auth-token"] == TOKEN
+
+
+def test_a_write_is_never_redirected(served):
+    here = served(RecordingApp())
+    session = ApiSession(served(RedirectingApp(f"{here}/items", 302)), {"Api-Token": TOKEN}, sleep=no_sleep)
+    with pytest.raises(RedirectRefused):
+        session.request_json("POST", "/items", json_body={"a": 1})
+
+
+def test_a_pasted_trailing_newline_is_trimmed_and_a_broken_token_is_refused_without_its_value(served):  # issue 15
+    app = QuotaApp(1000, 30)
+    session = ApiSession(served(app), {"X-Auth-Token": TOKEN + "\n"}, sleep=no_sleep)
+    assert session.request_json("GET", "/items")[0] == 200
+    assert clean_token("  " + TOKEN + "\r\n", "conn") == TOKEN
+    for broken in ("", "  \n", "abc\ndef-" + TOKEN, TOKEN + "\x00"):
+        with pytest.raises(CredentialError) as excinfo:
+            ApiSession(served(app), {"Authorization": f"Bearer {broken}"}, sleep=no_sleep)
+        assert TOKEN not in str(excinfo.value) and "Authorization" in str(excinfo.value)
+
+
+def test_no_error_text_carries_a_token_a_header_value_or_a_query(served):  # issue 15, B10
+    # requests' own exceptions quote header values and URLs: ApiSession names only their type.
+    session = ApiSession("http://127.0.0.1:1", {"X-Auth-Token": TOKEN}, sleep=no_sleep, max_attempts=2)
+    with pytest.raises(ApiError) as excinfo:
+        session.request_json("GET", "/items", params={"email": "ada@example.com", "key": "abc123"})
+    assert "ConnectionError" in str(excinfo.value)
+    # and the one scrubber used for every stored error text
+    text = error_text(RuntimeError(f"failed GET https://api.example.com/v3/customers?email:in=ada@example.com "
+                                   f"with X-Auth-Token: {TOKEN} for Bob@Example.org"))
+    assert TOKEN not in text and "ada@example.com" not in text and "Bob@Example.org" not in text
+    assert "https://api.example.com/v3/customers?[query]" in text and "[secret]" in text
+
+
+def test_each_page_wait_for_the_quota_is_counted(served):  # issue 19: progress
+    app = QuotaApp(quota=2, window_s=0.3)
+    session = ApiSession(served(app), {"X-Auth-Token": TOKEN}, pacer=HeaderQuotaPacer(reserve=0))
+    for _ in range(4):
+        session.request_json("GET", "/items")
+    assert session.stats.waited_s > 0.1 and session.pacer.quota_left() is not None
