@@ -90,7 +90,7 @@ square as (
         variations.sku,
         coalesce(
             line_items.base_price_cents,
-            round(line_items.total_cents / nullif(line_items.quantity, 0))::bigint,
+            round(line_items.total_cents / nullif(coalesce(line_items.quantity, 1), 0))::bigint,
             0
         ) as price_cents,
         -- the CRM counts whole units; a weighed 0.5 kg line is one product
