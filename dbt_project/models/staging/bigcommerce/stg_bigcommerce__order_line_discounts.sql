@@ -4,17 +4,28 @@
     discounts are the sums over its lines. The amount is in the order's transactional currency. -#}
 with
 
-line_items as (
+-- MATERIALIZED: each order's payload is read once, not once per line (see stg_bigcommerce__order_line_items)
+orders as materialized (
+
+    select
+        connection_id,
+        pk as order_id,
+        upper(trim(payload ->> 'default_currency_code')) as currency_code,
+        payload -> 'consignments' as consignments
+    from {{ source('bigcommerce', 'orders') }}
+
+),
+
+line_items as materialized (
 
     select
         source.connection_id,
-        source.pk as order_id,
-        upper(trim(source.payload ->> 'default_currency_code')) as currency_code,
+        source.order_id,
+        source.currency_code,
         line_item
-    from {{ source('bigcommerce', 'orders') }} as source
+    from orders as source
     cross join lateral jsonb_each(
-        case when jsonb_typeof(source.payload -> 'consignments') = 'object'
-             then source.payload -> 'consignments' else '{}'::jsonb end
+        case when jsonb_typeof(source.consignments) = 'object' then source.consignments else '{}'::jsonb end
     ) as kind (name, consignments)
     cross join lateral jsonb_array_elements(
         case when jsonb_typeof(kind.consignments) = 'array' then kind.consignments else '[]'::jsonb end
