@@ -6,10 +6,10 @@
     Numbers are validated by pattern before the cast, so the cast itself cannot fail. JSON numbers arrive
     as plain decimal text (jsonb never prints an exponent), so the pattern needs no exponent form. -#}
 
-{#- Decimal text (money, quantities) to numeric; at most 13 integer digits, so any amount in minor
-    units (x 10^4 at most) still fits a bigint. -#}
+{#- Decimal text (money, quantities) to numeric; at most 11 integer digits (99 billion), so an amount
+    in minor units (x 10^4 at most) and its sum over 10,000 lines still fit a bigint. -#}
 {% macro safe_numeric(expression) -%}
-    (case when ({{ expression }})::text ~ '^\s*[+-]?(\d{1,13}(\.\d*)?|\.\d+)\s*$' then ({{ expression }})::text::numeric end)
+    (case when ({{ expression }})::text ~ '^\s*[+-]?(\d{1,11}(\.\d*)?|\.\d+)\s*$' then ({{ expression }})::text::numeric end)
 {%- endmacro %}
 
 {#- Whole numbers: bigint (Square money in minor units) and integer (ids, status ids, quantities). -#}

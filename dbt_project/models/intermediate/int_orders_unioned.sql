@@ -100,7 +100,12 @@ bigcommerce as (
             when customers.email_status = 'invalid' then 'invalid_email'
             when customers.email_status is distinct from 'valid' then 'missing_email'
             when not {{ is_known_currency('orders.currency_code') }} then 'unknown_currency'
-            when orders.has_unreadable_money or coalesce(refunds.has_unreadable_refund, false) then 'invalid_amount'
+            when orders.has_unreadable_money
+                or coalesce(refunds.has_unreadable_refund, false)
+                or refunds.refunded_amount < 0
+                or (refunds.refunded_amount is not null
+                    and {{ to_minor_units('refunds.refunded_amount', 'orders.currency_code') }} is null)
+                then 'invalid_amount'
             when orders.total_inc_tax_cents is null or orders.total_inc_tax_cents < 0 then 'invalid_total'
             when orders.created_at is null or orders.has_unreadable_date then 'invalid_date'
             when unreadable_lines.order_id is not null then 'invalid_line_item'
@@ -156,7 +161,10 @@ square as (
             when customers.email_status = 'invalid' then 'invalid_email'
             when customers.email_status is distinct from 'valid' then 'missing_email'
             when not {{ is_known_currency('payments.currency') }} then 'unknown_currency'
-            when payments.has_unreadable_money or coalesce(square_orders.has_unreadable_money, false) then 'invalid_amount'
+            when payments.has_unreadable_money
+                or coalesce(square_orders.has_unreadable_money, false)
+                or payments.refunded_cents < 0
+                then 'invalid_amount'
             when payments.amount_cents is null or payments.amount_cents < 0 then 'invalid_total'
             when payments.created_at is null or payments.has_unreadable_date then 'invalid_date'
             when unreadable_lines.order_id is not null then 'invalid_line_item'

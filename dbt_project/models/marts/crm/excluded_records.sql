@@ -46,7 +46,7 @@ excluded_orders as (
             when 'guest_checkout' then 'checkout without a customer account'
             when 'unknown_currency' then 'currency ' || coalesce(quote_literal(currency), 'missing')
                 || ' is not an ISO 4217 code'
-            when 'invalid_amount' then 'a money field (total, shipping, tax, discount or refund) is not a number'
+            when 'invalid_amount' then 'a money field (total, shipping, tax, discount or refund) is not a readable amount'
             when 'invalid_total' then 'total ' || coalesce(gross_price_cents::text || ' cents', 'missing')
                 || ' is not a valid order total'
             when 'invalid_date' then 'the order date is missing or not a readable date'
