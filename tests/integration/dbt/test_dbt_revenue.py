@@ -248,3 +248,20 @@ def test_revenue_thresholds_follow_net_revenue(query):  # G1
     assert ("fay@example.com", "order_count_gte_1") in members
     # rita: 140.00 net crosses 100 USD
     assert ("rita@example.com", "total_revenue_gte_100_usd") in members
+
+
+def test_before_the_refunds_table_exists_net_is_gross(warehouse_url, tmp_path):  # B12, P3
+    # a warehouse whose extract has not created raw.bigcommerce_refunds yet: the build goes on, net = gross
+    from raw_warehouse_fixture import create_warehouse_tables
+
+    create_warehouse_tables(warehouse_url)
+    with psycopg2.connect(warehouse_url) as conn, conn.cursor() as cur:
+        cur.execute("drop table raw.bigcommerce_refunds")
+        cur.execute("insert into state.connections (connection_id, source, external_id, name) "
+                    "values (%s, 'bigcommerce', 'r3v3nu3aaa', 'R')", (STORE,))
+    land(warehouse_url, "bigcommerce_customers", [(STORE, "1", {"id": 1, "email": "rita@example.com"})])
+    land(warehouse_url, "bigcommerce_orders", [(STORE, "103", order(103, 14, "100.0000"))])
+    summary = run_dbt(["build", "-s", "+ecom_orders"], warehouse_url, target_path=tmp_path)
+    assert summary.failed_nodes == []
+    [row] = dict_rows(warehouse_url, "select total_price_cents from crm.ecom_orders")
+    assert row["total_price_cents"] == 10000
