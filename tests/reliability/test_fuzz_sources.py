@@ -379,5 +379,9 @@ def test_every_record_is_modelled_or_excluded_and_others_are_unaffected(
                                   for key in lost[:3]))
     changed = {key: (outcome, found.get(key)) for key, outcome in good.items() if found.get(key) != outcome}
     assert not changed, f"good records changed their outcome ({context}): {changed}"
-    print(f"batch {batch}: {len(generated_keys)} generated records, each modelled or excluded; "
-          f"{len(good)} good records unchanged")
+    tally: dict[str, int] = {}
+    for key in generated_keys:
+        where = found[key][0].split(" {")[0]
+        tally[where] = tally.get(where, 0) + 1
+    print(f"batch {batch}: {len(generated_keys)} generated records, each modelled or excluded "
+          f"({', '.join(f'{where}: {n}' for where, n in sorted(tally.items()))}); {len(good)} good records unchanged")
