@@ -261,7 +261,7 @@ def test_before_the_refunds_table_exists_net_is_gross(warehouse_url, tmp_path): 
                     "values (%s, 'bigcommerce', 'r3v3nu3aaa', 'R')", (STORE,))
     land(warehouse_url, "bigcommerce_customers", [(STORE, "1", {"id": 1, "email": "rita@example.com"})])
     land(warehouse_url, "bigcommerce_orders", [(STORE, "103", order(103, 14, "100.0000"))])
-    summary = run_dbt(["build", "-s", "+ecom_orders"], warehouse_url, target_path=tmp_path)
+    summary = run_dbt(["run", "-s", "+ecom_orders"], warehouse_url, target_path=tmp_path)
     assert summary.failed_nodes == []
     [row] = dict_rows(warehouse_url, "select total_price_cents from crm.ecom_orders")
     assert row["total_price_cents"] == 10000
