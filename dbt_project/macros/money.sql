@@ -1,9 +1,11 @@
 {#- Decimal money (BigCommerce's "336.3200" strings, or JSON numbers) to integer minor units of its
     currency: cents for USD or EUR, yen for JPY (no minor unit), fils for KWD (three digits) — the unit
     Square amounts and the CRM's money fields use. Goes through numeric, never float, so
-    "0.1000" + "0.2000" USD is exactly 30. Columns holding the result are named `*_cents`. -#}
+    "0.1000" + "0.2000" USD is exactly 30; more decimals than the currency has are rounded half away
+    from zero ("19.99999" USD is 2000). Text that is not a decimal number gives null (safe_numeric), so
+    callers can tell "not sent" from "unreadable". Columns holding the result are named `*_cents`. -#}
 {% macro to_minor_units(expression, currency_expression) -%}
-    (round(({{ expression }})::numeric * power(10::numeric, {{ currency_exponent(currency_expression) }})))::bigint
+    (round({{ safe_numeric(expression) }} * power(10::numeric, {{ currency_exponent(currency_expression) }})))::bigint
 {%- endmacro %}
 
 {#- ISO 4217 minor-unit digits; every code not listed has two. -#}

@@ -1,4 +1,5 @@
-{#- BigCommerce order status ids (GET /v2/order_statuses) to their standard names. -#}
+{#- BigCommerce order status ids (GET /v2/order_statuses) to their standard names; 'Unknown' for an id
+    outside 0–14 (such an order is excluded as `unknown_status`). -#}
 {% macro bigcommerce_status_name(status_id) -%}
     case {{ status_id }}
         when 0 then 'Incomplete'
@@ -16,6 +17,7 @@
         when 12 then 'Manual Verification Required'
         when 13 then 'Disputed'
         when 14 then 'Partially Refunded'
+        else 'Unknown'
     end
 {%- endmacro %}
 
@@ -29,24 +31,35 @@
         when {{ status_id }} = 5 then 'cancelled'
         when {{ status_id }} = 6 then 'failed'
         when {{ status_id }} = 13 then 'disputed'
-        else 'pending'
+        when {{ status_id }} in (1, 7, 8, 9, 11, 12) then 'pending'
+        else 'unknown'
     end
 {%- endmacro %}
 
-{#- A Square payment's status in the CRM's words; a refund outranks the payment's own state. -#}
-{% macro square_payment_status(payments) -%}
+{#- A Square payment's status in the CRM's words; a refund outranks the payment's own state, and a
+    payment still under way whose order was CANCELED is Cancelled. -#}
+{% macro square_payment_status(status, amount_cents, refunded_cents, order_state) -%}
     case
-        when {{ payments }}.refunded_cents > 0 and {{ payments }}.refunded_cents >= {{ payments }}.amount_cents then 'Refunded'
-        when {{ payments }}.refunded_cents > 0 then 'Partially Refunded'
-        when {{ payments }}.status = 'COMPLETED' then 'Completed'
-        when {{ payments }}.status in ('APPROVED', 'PENDING') then 'Pending'
-        when {{ payments }}.status = 'CANCELED' then 'Cancelled'
-        when {{ payments }}.status = 'FAILED' then 'Failed'
+        when {{ refunded_cents }} > 0 and {{ refunded_cents }} >= {{ amount_cents }} then 'Refunded'
+        when {{ refunded_cents }} > 0 then 'Partially Refunded'
+        when {{ status }} = 'COMPLETED' then 'Completed'
+        when {{ status }} in ('APPROVED', 'PENDING') and {{ order_state }} = 'CANCELED' then 'Cancelled'
+        when {{ status }} in ('APPROVED', 'PENDING') then 'Pending'
+        when {{ status }} = 'CANCELED' then 'Cancelled'
+        when {{ status }} = 'FAILED' then 'Failed'
+        else 'Unknown'
     end
 {%- endmacro %}
 
 {% macro order_status_names() -%}
     {{ return(['Incomplete', 'Pending', 'Shipped', 'Partially Shipped', 'Refunded', 'Cancelled', 'Declined',
                'Awaiting Payment', 'Awaiting Pickup', 'Awaiting Shipment', 'Completed', 'Awaiting Fulfillment',
-               'Manual Verification Required', 'Disputed', 'Partially Refunded', 'Failed']) }}
+               'Manual Verification Required', 'Disputed', 'Partially Refunded', 'Failed', 'Unknown']) }}
+{%- endmacro %}
+
+{#- Why an order is not synced, in precedence order (int_orders_unioned; crm.excluded_records). -#}
+{% macro order_exclusion_reasons() -%}
+    {{ return(['archived_order', 'payment_failed', 'payment_canceled', 'unknown_status', 'guest_checkout',
+               'invalid_email', 'missing_email', 'unknown_currency', 'invalid_amount', 'invalid_total',
+               'invalid_date', 'invalid_line_item']) }}
 {%- endmacro %}

@@ -1,9 +1,18 @@
-{#- One row per product line of every order, described from the catalog (category, image, description). -#}
+{#- One row per product line of every order, described from the catalog (category, image, description).
+    Fields a source may omit but the CRM requires get documented defaults, so one missing optional field
+    never costs the order (docs/analysts.md "Line items"):
+      name      the line's name, else the catalog product's, else 'Custom amount' (Square CUSTOM_AMOUNT
+                lines may have none, api.json OrderLineItem) / 'Gift card' / 'Custom product' (BigCommerce)
+      quantity  1 when not sent (Square documents it as required; BigCommerce always sends it)
+      price     the unit price, else (Square) the line total / quantity, else 0
+    Linear in the number of lines: each source's lines are joined to their orders and the catalog by
+    hash joins on materialised keys, never re-reading an order's JSON per line. -#}
 with
 
 orders as (
 
-    select * from {{ ref('int_orders_unioned') }}
+    select connection_id, order_external_id, source, source_order_connection_id, source_order_id
+    from {{ ref('int_orders_unioned') }}
 
 ),
 
@@ -39,14 +48,15 @@ bigcommerce as (
         orders.connection_id,
         orders.order_external_id,
         row_number() over (
-            partition by orders.connection_id, orders.order_external_id order by line_items.line_item_id::bigint
+            partition by orders.connection_id, orders.order_external_id
+            order by line_items.line_item_number nulls last, line_items.line_item_id
         ) as line_number,
         -- product_id 0 is a custom product typed in at checkout
         coalesce(nullif(line_items.product_id, '0'), 'custom:' || line_items.line_item_id) as product_external_id,
-        line_items.name,
+        coalesce(line_items.name, products.name, 'Custom product') as name,
         coalesce(line_items.sku, products.sku) as sku,
-        line_items.unit_price_inc_tax_cents as price_cents,
-        line_items.quantity,
+        coalesce(line_items.unit_price_inc_tax_cents, 0) as price_cents,
+        coalesce(line_items.quantity, 1) as quantity,
         products.category_name,
         products.description,
         products.image_url,
@@ -72,11 +82,19 @@ square as (
         -- S12: the catalog item (not the variation) is the product
         coalesce(variations.item_id, line_items.catalog_object_id, 'custom:' || line_items.line_item_uid)
             as product_external_id,
-        coalesce(line_items.name, products.name) as name,
+        coalesce(
+            line_items.name,
+            products.name,
+            case line_items.item_type when 'GIFT_CARD' then 'Gift card' else 'Custom amount' end
+        ) as name,
         variations.sku,
-        line_items.base_price_cents as price_cents,
+        coalesce(
+            line_items.base_price_cents,
+            round(line_items.total_cents / nullif(coalesce(line_items.quantity, 1), 0))::bigint,
+            0
+        ) as price_cents,
         -- the CRM counts whole units; a weighed 0.5 kg line is one product
-        ceil(line_items.quantity)::integer as quantity,
+        coalesce(ceil(line_items.quantity)::integer, 1) as quantity,
         products.category_name,
         products.description,
         products.image_url,

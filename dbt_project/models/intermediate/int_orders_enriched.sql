@@ -13,21 +13,15 @@ order_lines as (
 
 ),
 
-bigcommerce_coupons as (
+bigcommerce_line_discounts as (
 
-    select * from {{ ref('stg_bigcommerce__order_coupons') }}
+    select * from {{ ref('stg_bigcommerce__order_line_discounts') }}
 
 ),
 
 square_discounts as (
 
     select * from {{ ref('stg_square__order_discounts') }}
-
-),
-
-bigcommerce_orders as (
-
-    select * from {{ ref('stg_bigcommerce__orders') }}
 
 ),
 
@@ -50,7 +44,7 @@ order_products as (
             )
             order by line_number
         ) as order_products,
-        sum(quantity)::integer as product_quantity
+        sum(quantity)::bigint as product_quantity
     from order_lines
     group by connection_id, order_external_id
 
@@ -58,41 +52,35 @@ order_products as (
 
 discounts as (
 
-    -- coupon types 3 (shipping discount) and 4 (free shipping) discount the shipping
+    -- BigCommerce: the line items' applied_discounts summed per coupon code (a manual discount has no
+    -- code: it keeps its name, "Manual Discount" in the API, else 'Manual discount'); coupons first
     select
         orders.connection_id,
         orders.order_external_id,
-        coupons.coupon_code as name,
-        case when coupons.coupon_type in (3, 4) then 'shipping' else 'order' end as discount_type,
-        {{ to_minor_units('coupons.discount_amount', 'orders.currency') }} as discount_cents,
-        1 as kind_order,
-        lpad(coupons.order_coupon_id, 12, '0') as sort_key
+        coalesce(line_discounts.coupon_code, line_discounts.name, 'Manual discount') as name,
+        'order' as discount_type,
+        -- a sum beyond bigint (only hostile input gets there) is left out rather than failing the build
+        case when abs(coalesce(sum(line_discounts.amount_cents), 0)) < 9e18
+             then coalesce(sum(line_discounts.amount_cents), 0)::bigint end as discount_cents,
+        case when line_discounts.coupon_code is not null then 1 else 2 end as kind_order,
+        min(lpad(coalesce(line_discounts.discount_id, ''), 12, '0')) as sort_key
     from orders
-    inner join bigcommerce_coupons as coupons
-        on coupons.connection_id = orders.source_order_connection_id
-        and coupons.order_id = orders.source_order_id
+    inner join bigcommerce_line_discounts as line_discounts
+        on line_discounts.connection_id = orders.source_order_connection_id
+        and line_discounts.order_id = orders.source_order_id
     where orders.source = 'bigcommerce'
-
-    union all
-
-    -- a discount the merchant typed in has no code
-    select
-        bigcommerce_orders.connection_id,
-        bigcommerce_orders.order_id,
-        'Manual discount',
-        'order',
-        bigcommerce_orders.manual_discount_cents,
-        2,
-        ''
-    from bigcommerce_orders
-    where bigcommerce_orders.manual_discount_cents > 0
+    group by
+        orders.connection_id,
+        orders.order_external_id,
+        coalesce(line_discounts.coupon_code, line_discounts.name, 'Manual discount'),
+        case when line_discounts.coupon_code is not null then 1 else 2 end
 
     union all
 
     select
         orders.connection_id,
         orders.order_external_id,
-        square_discounts.name,
+        coalesce(square_discounts.name, 'Discount'),
         'order',
         square_discounts.applied_cents,
         1,

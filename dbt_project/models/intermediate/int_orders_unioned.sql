@@ -1,11 +1,31 @@
-{#- Every order of both sources in one shape, with the reason it will not sync (null = it syncs):
-    no customer account, no valid email, a currency the CRM cannot take, a missing or negative total.
+{#- Every order of both sources in one shape, with its money under the revenue rule (macros/revenue.sql)
+    and the reason it will not sync (null = it syncs, see order_exclusion_reasons()): an archived order,
+    a failed or cancelled payment, an unknown status, no customer account, no valid email, a currency the
+    CRM cannot take, money or dates that were sent but cannot be read, a missing or negative total.
     A Square "order" in the CRM is a payment (S12), joined to the Square order it paid for. -#}
 with
 
 bigcommerce_orders as (
 
     select * from {{ ref('stg_bigcommerce__orders') }}
+
+),
+
+bigcommerce_refunds as (
+
+    select * from {{ ref('stg_bigcommerce__refunds') }}
+
+),
+
+bigcommerce_line_items as (
+
+    select * from {{ ref('stg_bigcommerce__order_line_items') }}
+
+),
+
+bigcommerce_line_discounts as (
+
+    select * from {{ ref('stg_bigcommerce__order_line_discounts') }}
 
 ),
 
@@ -24,9 +44,42 @@ square_orders as (
 
 ),
 
+square_line_items as (
+
+    select * from {{ ref('stg_square__order_line_items') }}
+
+),
+
 customers as (
 
     select * from {{ ref('int_customers_unioned') }}
+
+),
+
+refunds_per_order as (
+
+    select
+        connection_id,
+        order_id,
+        sum(refunded_amount) as refunded_amount,
+        bool_or(has_unreadable_amount) as has_unreadable_refund
+    from bigcommerce_refunds
+    where order_id is not null
+    group by connection_id, order_id
+
+),
+
+bigcommerce_unreadable_lines as (
+
+    select connection_id, order_id from bigcommerce_line_items where has_unreadable_value
+    union
+    select connection_id, order_id from bigcommerce_line_discounts where has_unreadable_amount
+
+),
+
+square_unreadable_lines as (
+
+    select distinct connection_id, order_id from square_line_items where has_unreadable_value
 
 ),
 
@@ -41,25 +94,39 @@ bigcommerce as (
         orders.customer_id as customer_external_id,
         case when orders.is_guest_checkout then orders.billing_email else customers.email end as email,
         case
+            when orders.is_archived then 'archived_order'
+            when {{ bigcommerce_money_state('orders.status_id') }} is null then 'unknown_status'
             when orders.is_guest_checkout then 'guest_checkout'
             when customers.email_status = 'invalid' then 'invalid_email'
             when customers.email_status is distinct from 'valid' then 'missing_email'
             when not {{ is_known_currency('orders.currency_code') }} then 'unknown_currency'
+            when orders.has_unreadable_money
+                or coalesce(refunds.has_unreadable_refund, false)
+                or refunds.refunded_amount < 0
+                or (refunds.refunded_amount is not null
+                    and {{ to_minor_units('refunds.refunded_amount', 'orders.currency_code') }} is null)
+                then 'invalid_amount'
             when orders.total_inc_tax_cents is null or orders.total_inc_tax_cents < 0 then 'invalid_total'
+            when orders.created_at is null or orders.has_unreadable_date then 'invalid_date'
+            when unreadable_lines.order_id is not null then 'invalid_line_item'
         end as exclusion_reason,
+        orders.status_id_text as source_status,
         orders.order_id as order_number,
         'https://store-' || split_part(orders.connection_id, ':', 2) || '.mybigcommerce.com/manage/orders/'
             || orders.order_id as order_url,
         {{ bigcommerce_status_name('orders.status_id') }} as status,
         {{ bigcommerce_status_group('orders.status_id') }} as status_group,
-        orders.total_inc_tax_cents as total_price_cents,
+        {{ bigcommerce_money_state('orders.status_id') }} as money_state,
+        not orders.is_archived as is_live,
+        orders.total_inc_tax_cents as gross_price_cents,
+        coalesce({{ to_minor_units('refunds.refunded_amount', 'orders.currency_code') }}, 0) as refunded_cents,
         orders.shipping_cost_inc_tax_cents as shipping_amount_cents,
         orders.total_tax_cents as tax_amount_cents,
         coalesce(orders.manual_discount_cents, 0) + coalesce(orders.coupon_discount_cents, 0) as discount_amount_cents,
         orders.currency_code as currency,
         orders.shipping_method,
         orders.created_at as external_created_at,
-        orders.updated_at as external_updated_at,
+        coalesce(orders.updated_at, orders.created_at) as external_updated_at,
         orders.sync_mode,
         orders.loaded_at as landed_at
     from bigcommerce_orders as orders
@@ -67,6 +134,12 @@ bigcommerce as (
         on customers.source = 'bigcommerce'
         and customers.connection_id = orders.connection_id
         and customers.customer_external_id = orders.customer_id
+    left join refunds_per_order as refunds
+        on refunds.connection_id = orders.connection_id
+        and refunds.order_id = orders.order_id
+    left join bigcommerce_unreadable_lines as unreadable_lines
+        on unreadable_lines.connection_id = orders.connection_id
+        and unreadable_lines.order_id = orders.order_id
 
 ),
 
@@ -81,22 +154,39 @@ square as (
         payments.customer_id as customer_external_id,
         customers.email,
         case
+            when payments.status = 'FAILED' then 'payment_failed'
+            when payments.status = 'CANCELED' then 'payment_canceled'
+            when {{ square_money_state('payments.status', 'square_orders.state') }} is null then 'unknown_status'
             when payments.customer_id is null then 'guest_checkout'
             when customers.email_status = 'invalid' then 'invalid_email'
             when customers.email_status is distinct from 'valid' then 'missing_email'
             when not {{ is_known_currency('payments.currency') }} then 'unknown_currency'
+            when payments.has_unreadable_money
+                or coalesce(square_orders.has_unreadable_money, false)
+                or payments.refunded_cents < 0
+                then 'invalid_amount'
             when payments.amount_cents is null or payments.amount_cents < 0 then 'invalid_total'
+            when payments.created_at is null or payments.has_unreadable_date then 'invalid_date'
+            when unreadable_lines.order_id is not null then 'invalid_line_item'
         end as exclusion_reason,
+        payments.status as source_status,
         coalesce(payments.receipt_number, payments.order_id, payments.payment_id) as order_number,
         coalesce(
             payments.receipt_url,
             'https://squareup.com/dashboard/sales/transactions/' || coalesce(payments.order_id, payments.payment_id)
         ) as order_url,
-        {{ square_payment_status('payments') }} as status,
+        {{ square_payment_status('payments.status', 'payments.amount_cents', 'payments.refunded_cents', 'square_orders.state') }}
+            as status,
         -- the family name of each Square status is its name in snake case ('Partially Refunded' → partially_refunded)
-        lower(replace({{ square_payment_status('payments') }}, ' ', '_')) as status_group,
+        lower(replace(
+            {{ square_payment_status('payments.status', 'payments.amount_cents', 'payments.refunded_cents', 'square_orders.state') }},
+            ' ', '_'
+        )) as status_group,
+        {{ square_money_state('payments.status', 'square_orders.state') }} as money_state,
+        true as is_live,
         -- S12: the payment's amount is the order total; its time is the order date
-        payments.amount_cents as total_price_cents,
+        payments.amount_cents as gross_price_cents,
+        payments.refunded_cents,
         -- Square orders carry no shipping cost (delivery fees are service charges)
         0::bigint as shipping_amount_cents,
         coalesce(square_orders.total_tax_cents, 0) as tax_amount_cents,
@@ -104,7 +194,7 @@ square as (
         payments.currency,
         square_orders.fulfillment_type as shipping_method,
         payments.created_at as external_created_at,
-        greatest(payments.updated_at, square_orders.updated_at) as external_updated_at,
+        greatest(coalesce(payments.updated_at, payments.created_at), square_orders.updated_at) as external_updated_at,
         payments.sync_mode,
         greatest(payments.loaded_at, square_orders.loaded_at) as landed_at
     from square_payments as payments
@@ -114,14 +204,29 @@ square as (
         on customers.source = 'square'
         and customers.connection_id = payments.connection_id
         and customers.customer_external_id = payments.customer_id
+    left join square_unreadable_lines as unreadable_lines
+        on unreadable_lines.connection_id = square_orders.connection_id
+        and unreadable_lines.order_id = payments.order_id
 
 ),
 
-final as (
+unioned as (
 
     select *, status_group = 'incomplete' as is_incomplete from bigcommerce
     union all
     select *, false as is_incomplete from square
+
+),
+
+-- the revenue rule, once for both sources
+final as (
+
+    select
+        unioned.*,
+        {{ net_revenue_cents('money_state', 'is_live and not is_incomplete', 'gross_price_cents', 'refunded_cents') }}
+            as net_revenue_cents,
+        {{ is_purchase('money_state', 'is_live and not is_incomplete') }} as is_purchase
+    from unioned
 
 )
 

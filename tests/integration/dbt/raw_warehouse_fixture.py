@@ -12,7 +12,7 @@ from email.utils import format_datetime
 import psycopg2
 
 RAW_TABLES = [
-    "bigcommerce_orders", "bigcommerce_order_coupons", "bigcommerce_customers", "bigcommerce_subscribers",
+    "bigcommerce_orders", "bigcommerce_refunds", "bigcommerce_customers", "bigcommerce_subscribers",
     "bigcommerce_products", "bigcommerce_categories", "bigcommerce_order_statuses", "square_locations",
     "square_customers", "square_payments", "square_orders", "square_catalog_objects",
 ]
@@ -67,10 +67,14 @@ def bigcommerce_order(order_id: int, customer_id: int, status_id: int, *, email:
                       created: str, modified: str, currency: str = "USD", opt_in: bool = False,
                       line_items: list[dict] | None = None, shipping: str = "0.0000", tax: str = "0.0000",
                       discount: str = "0.0000", coupon_discount: str = "0.0000",
-                      shipping_method: str = "Flat Rate") -> dict:
+                      shipping_method: str = "Flat Rate", display_currency: str | None = None) -> dict:
+    """A v2 order. ``currency`` is the transactional currency (``default_currency_code``, the money's);
+    ``display_currency`` the one prices were shown in (``currency_code``), the same unless given."""
     return {
         "id": order_id, "customer_id": customer_id, "status_id": status_id, "status": "ignored label",
-        "date_created": created, "date_modified": modified, "currency_code": currency,
+        "date_created": created, "date_modified": modified, "currency_code": display_currency or currency,
+        "default_currency_code": currency, "store_default_currency_code": currency,
+        "refunded_amount": "0.0000",  # documented as always 0 (orders.v2.oas2.yml): never read
         "total_inc_tax": total, "total_ex_tax": total, "shipping_cost_inc_tax": shipping, "total_tax": tax,
         "discount_amount": discount, "coupon_discount": coupon_discount, "is_email_opt_in": opt_in,
         "billing_address": {"first_name": "Bill", "last_name": "Ing", "email": email, "phone": "123"},
@@ -79,9 +83,28 @@ def bigcommerce_order(order_id: int, customer_id: int, status_id: int, *, email:
     }
 
 
-def bigcommerce_line(line_id: int, product_id: int, name: str, price: str, quantity: int, sku: str = "") -> dict:
+def bigcommerce_line(line_id: int, product_id: int, name: str, price: str, quantity: int, sku: str = "",
+                     discounts: list[dict] | None = None) -> dict:
     return {"id": line_id, "product_id": product_id, "name": name, "sku": sku, "price_inc_tax": price,
-            "price_ex_tax": price, "quantity": quantity, "total_inc_tax": price}
+            "price_ex_tax": price, "quantity": quantity, "total_inc_tax": price,
+            "applied_discounts": discounts or []}
+
+
+def applied_discount(amount: str, code: str | None, name: str | None = None, discount_id: str = "1",
+                     target: str = "order") -> dict:
+    """orders.v2.oas2.yml orderProductAppliedDiscounts; ``code`` None is a manual discount."""
+    return {"id": discount_id, "amount": amount, "name": name or ("Manual Discount" if code is None else code),
+            "code": code, "target": target}
+
+
+def bigcommerce_refund(refund_id: int, order_id: int, amount: float, *, created: str = "2024-07-02T10:00:00+00:00",
+                       declined: bool = False, offline: bool = False) -> dict:
+    """GET /v3/orders/payment_actions/refunds, one refund (orders.v3.yml RefundID_Get data)."""
+    return {"id": refund_id, "order_id": order_id, "user_id": 0, "created": created, "reason": "test",
+            "total_amount": amount, "total_tax": 0, "uses_merchant_override_values": False,
+            "payments": [{"id": refund_id * 10, "provider_id": "storecredit", "amount": amount,
+                          "offline": offline, "is_declined": declined, "declined_message": ""}],
+            "items": [{"item_type": "ORDER", "item_id": order_id, "quantity": None, "requested_amount": None}]}
 
 
 def land_hand_checked_fixture(url: str, now: datetime, loaded_at: datetime | None = None) -> None:
@@ -136,8 +159,13 @@ def land_hand_checked_fixture(url: str, now: datetime, loaded_at: datetime | Non
             1001, 11, 10, email="ada@example.com", total="336.3200", shipping="19.9900", tax="0.1000",
             discount="0.2000", coupon_discount="5.0000",
             created="Wed, 10 Jan 2018 21:05:30 -0530", modified="Thu, 11 Jan 2018 09:00:00 +0000",
-            line_items=[bigcommerce_line(1, 501, "Widget", "19.9900", 2, "W-1"),
-                        bigcommerce_line(2, 502, "Gadget", "0.1000", 1)])),
+            # SAVE5 (5.00) and a 0.20 manual discount, spread over the lines in proportion to their price
+            line_items=[bigcommerce_line(1, 501, "Widget", "19.9900", 2, "W-1",
+                                         [applied_discount("4.9800", "SAVE5", discount_id="7"),
+                                          applied_discount("0.1900", None, discount_id="manual")]),
+                        bigcommerce_line(2, 502, "Gadget", "0.1000", 1,
+                                         discounts=[applied_discount("0.0200", "SAVE5", discount_id="7"),
+                                                    applied_discount("0.0100", None, discount_id="manual")])])),
         (STORE_A, "1002", bigcommerce_order(
             1002, 0, 11, email="guest@example.com", total="50.0000",
             created="Fri, 12 Jan 2018 10:00:00 +0000", modified="Fri, 12 Jan 2018 10:00:00 +0000")),
@@ -154,10 +182,6 @@ def land_hand_checked_fixture(url: str, now: datetime, loaded_at: datetime | Non
         (STORE_B, "2001", bigcommerce_order(
             2001, 11, 2, email="ada@example.com", total="100.0000", currency="EUR",
             created="Tue, 01 Jan 2019 00:00:00 +0000", modified="Tue, 01 Jan 2019 00:00:00 +0000")),
-    ], loaded_at)
-    land(url, "bigcommerce_order_coupons", [
-        (STORE_A, "7", {"id": 7, "coupon_id": 3, "order_id": 1001, "code": "SAVE5", "amount": 5, "type": 2,
-                        "discount": "5.0000"}),
     ], loaded_at)
 
     land(url, "square_locations", [(LOCATION, "LOC1", {"id": "LOC1", "name": "Downtown", "status": "ACTIVE"})], loaded_at)

@@ -69,7 +69,7 @@ def test_bigcommerce_order_maps_every_field(query):  # B12, B4
     ]
     assert order["order_discounts"] == [
         {"name": "SAVE5", "type": "order", "discountAmount": 500},
-        {"name": "Manual discount", "type": "order", "discountAmount": 20},
+        {"name": "Manual Discount", "type": "order", "discountAmount": 20},
     ]
     assert order["sync_mode"] == "incremental"
 
@@ -157,11 +157,13 @@ def test_profile_per_connection_and_across_all(query):  # G1, S11
     profiles = {(r["email"], r["connection_id"]): r
                 for r in query("select * from segments.contact_ecommerce_profile")}
     everywhere = profiles[("ada@example.com", "all")]
-    assert everywhere["revenue_cents_by_currency"] == {"USD": 33632 + 1000 + 500, "EUR": 10000}
+    # PAY3 (5.00) was refunded in full: revenue 0, gross 500 (the revenue rule, macros/revenue.sql)
+    assert everywhere["revenue_cents_by_currency"] == {"USD": 33632 + 1000 + 0, "EUR": 10000}
+    assert everywhere["gross_revenue_cents_by_currency"] == {"USD": 33632 + 1000 + 500, "EUR": 10000}
     assert (everywhere["order_count"], everywhere["product_count"], everywhere["distinct_product_count"]) == (4, 5, 3)
     assert everywhere["first_order_at"] == utc("2018-01-11T02:35:30+00:00")
     assert everywhere["last_order_at"] == utc("2024-07-01T08:00:00+00:00")
-    assert (everywhere["last_order_key"], everywhere["last_order_total_cents"]) == (f"{LOCATION}|PAY3", 500)
+    assert (everywhere["last_order_key"], everywhere["last_order_total_cents"]) == (f"{LOCATION}|PAY3", 0)
     assert everywhere["accepts_marketing"] and everywhere["has_abandoned_cart"] and everywhere["has_refunded_order"]
     store_b = profiles[("ada@example.com", STORE_B)]
     assert (store_b["order_count"], store_b["revenue_cents_by_currency"], store_b["accepts_marketing"]) == (

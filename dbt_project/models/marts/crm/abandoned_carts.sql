@@ -17,7 +17,8 @@ final as (
         order_external_id as external_checkout_id,
         customer_external_id,
         email,
-        total_price_cents,
+        -- the cart's value: nothing was taken, so its revenue is 0, but the CRM shows what was left behind
+        gross_price_cents as total_price_cents,
         currency,
         external_updated_at + {{ idle }} as abandoned_at,
         external_created_at,

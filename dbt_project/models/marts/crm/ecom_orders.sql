@@ -17,7 +17,9 @@ final as (
         order_number,
         order_url,
         status,
-        total_price_cents,
+        -- AC totalPrice is the order's revenue under the revenue rule (macros/revenue.sql): the CRM sums
+        -- it for its totals, so the CRM and the segments agree
+        net_revenue_cents as total_price_cents,
         shipping_amount_cents,
         tax_amount_cents,
         discount_amount_cents,
@@ -28,10 +30,14 @@ final as (
         order_products,
         order_discounts,
         sync_mode,
-        landed_at
+        landed_at,
+        -- not sent: a live order whose money was taken or is being taken; only a purchase may fire
+        -- "makes a purchase" (source 1)
+        is_purchase
     from orders
-    -- B4: every status syncs except incomplete checkouts (those are abandoned carts);
-    -- B5/S1: guests and customers without a valid email are in excluded_records instead
+    -- B4: every status syncs except incomplete checkouts (those are abandoned carts); archived orders,
+    -- failed or cancelled Square payments, guests, customers without a valid email and unreadable
+    -- records are in excluded_records instead
     where exclusion_reason is null
       and not is_incomplete
       and {{ is_enabled_connection('connection_id') }}

@@ -1,4 +1,5 @@
-{#- Every record that will not reach the CRM and why (B5, S1): counted and reported, never silently dropped. -#}
+{#- Every record that will not reach the CRM and why (B5, S1, issues 13 and 15): counted and reported,
+    never silently dropped. -#}
 with
 
 customers as (
@@ -37,11 +38,19 @@ excluded_orders as (
         order_external_id as external_id,
         exclusion_reason as reason,
         case exclusion_reason
+            when 'archived_order' then 'the order was archived (is_deleted): no live order'
+            when 'payment_failed' then 'the payment failed: no money was taken'
+            when 'payment_canceled' then 'the payment was canceled: no money was taken'
+            when 'unknown_status' then 'status ' || coalesce(quote_literal(source_status), 'missing')
+                || ' is not a status of the source'
             when 'guest_checkout' then 'checkout without a customer account'
             when 'unknown_currency' then 'currency ' || coalesce(quote_literal(currency), 'missing')
                 || ' is not an ISO 4217 code'
-            when 'invalid_total' then 'total ' || coalesce(total_price_cents::text || ' cents', 'missing')
+            when 'invalid_amount' then 'a money field (total, shipping, tax, discount or refund) is not a readable amount'
+            when 'invalid_total' then 'total ' || coalesce(gross_price_cents::text || ' cents', 'missing')
                 || ' is not a valid order total'
+            when 'invalid_date' then 'the order date is missing or not a readable date'
+            when 'invalid_line_item' then 'a line item''s price, quantity or discount is not a number'
             else 'customer ' || coalesce(customer_external_id, '?') || ' has no valid email'
         end
         || ' (' || coalesce(status, 'unknown status') || ', '

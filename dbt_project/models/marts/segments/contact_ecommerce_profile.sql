@@ -1,5 +1,6 @@
 {#- One row per contact and connection, plus one per contact across all connections ('all').
-    Revenue is a map per currency ({"USD": 12345}): amounts in different currencies are never added. -#}
+    Revenue is a map per currency ({"USD": 12345}): amounts in different currencies are never added.
+    Revenue follows the revenue rule (macros/revenue.sql), as the CRM's totals do; gross beside it. -#}
 with
 
 ecom_customers as (
@@ -53,6 +54,7 @@ order_totals as (
         email,
         connection_id,
         count(*) as order_count,
+        count(*) filter (where is_purchase) as purchase_count,
         sum(product_quantity) as product_count,
         min(ordered_at) as first_order_at,
         max(ordered_at) as last_order_at,
@@ -67,9 +69,15 @@ revenue as (
     select
         email,
         connection_id,
-        jsonb_object_agg(currency, revenue_cents order by currency) as revenue_cents_by_currency
+        jsonb_object_agg(currency, revenue_cents order by currency) as revenue_cents_by_currency,
+        jsonb_object_agg(currency, gross_revenue_cents order by currency) as gross_revenue_cents_by_currency
     from (
-        select email, connection_id, currency, sum(total_price_cents) as revenue_cents
+        select
+            email,
+            connection_id,
+            currency,
+            sum(total_price_cents) as revenue_cents,
+            sum(gross_price_cents) as gross_revenue_cents
         from order_history
         group by email, connection_id, currency
     ) as per_currency
@@ -124,7 +132,9 @@ final as (
         customer_scopes.accepts_marketing,
         customer_scopes.customer_since,
         coalesce(revenue.revenue_cents_by_currency, '{}'::jsonb) as revenue_cents_by_currency,
+        coalesce(revenue.gross_revenue_cents_by_currency, '{}'::jsonb) as gross_revenue_cents_by_currency,
         coalesce(order_totals.order_count, 0) as order_count,
+        coalesce(order_totals.purchase_count, 0) as purchase_count,
         coalesce(order_totals.product_count, 0) as product_count,
         coalesce(distinct_products.distinct_product_count, 0) as distinct_product_count,
         order_totals.first_order_at,

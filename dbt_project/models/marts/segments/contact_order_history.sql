@@ -1,5 +1,7 @@
 {#- Every synced order of a contact with running totals, once per connection and once across all
-    connections (connection_id = 'all'): the n-th order, revenue and products so far. -#}
+    connections (connection_id = 'all'): the n-th order, revenue and products so far. Revenue follows
+    the revenue rule (macros/revenue.sql): it is crm.ecom_orders.total_price_cents, what the CRM sums;
+    the gross (what the order was worth before refunds and failures) is its own column. -#}
 with
 
 orders as (
@@ -8,16 +10,27 @@ orders as (
 
 ),
 
+order_money as (
+
+    select connection_id, order_external_id, gross_price_cents
+    from {{ ref('int_orders_unioned') }}
+
+),
+
 scoped as (
 
     select
         orders.*,
+        order_money.gross_price_cents,
         scope.connection_id as connection_scope,
         (
             select coalesce(sum((product ->> 'quantity')::integer), 0)
             from jsonb_array_elements(orders.order_products) as product
         ) as product_quantity
     from orders
+    inner join order_money
+        on order_money.connection_id = orders.connection_id
+        and order_money.order_external_id = orders.external_id
     cross join lateral (values (orders.connection_id), ('all')) as scope (connection_id)
 
 ),
@@ -34,6 +47,8 @@ final as (
         status,
         currency,
         total_price_cents,
+        gross_price_cents,
+        is_purchase,
         product_quantity,
         row_number() over contact_orders as order_sequence,
         sum(product_quantity) over contact_orders as running_product_count,

@@ -10,7 +10,7 @@ renamed as (
 
     select
         connection_id,
-        payload ->> 'id' as customer_id,
+        pk as customer_id,
         {{ normalize_email("payload ->> 'email'") }} as email,
         nullif(trim(payload ->> 'first_name'), '') as first_name,
         nullif(trim(payload ->> 'last_name'), '') as last_name,

@@ -10,7 +10,7 @@ renamed as (
 
     select
         connection_id,
-        payload ->> 'id' as product_id,
+        pk as product_id,
         payload ->> 'name' as name,
         nullif(payload ->> 'sku', '') as sku,
         nullif(payload ->> 'description', '') as description,
@@ -21,7 +21,8 @@ renamed as (
             from jsonb_array_elements(
                 case when jsonb_typeof(payload -> 'images') = 'array' then payload -> 'images' else '[]'::jsonb end
             ) as image
-            order by (image ->> 'is_thumbnail')::boolean desc nulls last, (image ->> 'sort_order')::integer nulls last
+            order by {{ safe_boolean("image ->> 'is_thumbnail'") }} desc nulls last,
+                     {{ safe_integer("image ->> 'sort_order'") }} nulls last
             limit 1
         ) as image_url,
         payload #>> '{custom_url,url}' as url_path,

@@ -10,7 +10,7 @@ renamed as (
 
     select
         connection_id,
-        payload ->> 'id' as subscriber_id,
+        pk as subscriber_id,
         {{ normalize_email("payload ->> 'email'") }} as email,
         coalesce(payload -> 'consents' ? 'marketing_newsletter', false) as has_newsletter_consent,
         {{ parse_rfc3339("payload ->> 'date_modified'") }} as updated_at

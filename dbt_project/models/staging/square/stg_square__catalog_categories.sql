@@ -11,7 +11,7 @@ renamed as (
 
     select
         connection_id,
-        payload ->> 'id' as category_id,
+        pk as category_id,
         payload #>> '{category_data,name}' as name,
         {{ parse_rfc3339("payload ->> 'updated_at'") }} as updated_at
 

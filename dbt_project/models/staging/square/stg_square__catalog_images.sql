@@ -11,7 +11,7 @@ renamed as (
 
     select
         connection_id,
-        payload ->> 'id' as image_id,
+        pk as image_id,
         payload #>> '{image_data,url}' as url,
         {{ parse_rfc3339("payload ->> 'updated_at'") }} as updated_at
 

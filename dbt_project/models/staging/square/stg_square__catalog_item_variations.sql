@@ -11,7 +11,7 @@ renamed as (
 
     select
         connection_id,
-        payload ->> 'id' as variation_id,
+        pk as variation_id,
         payload #>> '{item_variation_data,item_id}' as item_id,
         payload #>> '{item_variation_data,name}' as name,
         nullif(payload #>> '{item_variation_data,sku}', '') as sku,

@@ -12,7 +12,7 @@ renamed as (
 
     select
         connection_id,
-        payload ->> 'id' as item_id,
+        pk as item_id,
         payload #>> '{item_data,name}' as name,
         coalesce(
             nullif(payload #>> '{item_data,description_plaintext}', ''),
@@ -25,7 +25,7 @@ renamed as (
         ) as category_id,
         payload #>> '{item_data,image_ids,0}' as image_id,
         nullif(payload #>> '{item_data,ecom_uri}', '') as product_url,
-        coalesce((payload ->> 'is_deleted')::boolean, false) as is_deleted,
+        coalesce({{ safe_boolean("payload ->> 'is_deleted'") }}, false) as is_deleted,
         {{ parse_rfc3339("payload ->> 'updated_at'") }} as updated_at
 
     from source

@@ -10,7 +10,7 @@ renamed as (
 
     select
         connection_id,
-        payload ->> 'id' as location_id,
+        pk as location_id,
         payload ->> 'name' as name,
         payload ->> 'status' as status,
         nullif(payload ->> 'website_url', '') as website_url,

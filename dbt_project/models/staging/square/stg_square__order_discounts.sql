@@ -10,7 +10,7 @@ discounts as (
 
     select
         source.connection_id,
-        source.payload ->> 'id' as order_id,
+        source.pk as order_id,
         discount.value as discount,
         discount.ordinality as discount_number
     from source
@@ -18,12 +18,13 @@ discounts as (
         case when jsonb_typeof(source.payload -> 'discounts') = 'array'
              then source.payload -> 'discounts' else '[]'::jsonb end
     ) with ordinality as discount (value, ordinality)
+    where jsonb_typeof(discount.value) = 'object'
 
 ),
 
 renamed as (
 
-    select
+    select distinct on (connection_id, order_id, coalesce(discount ->> 'uid', discount_number::text))
         connection_id,
         order_id,
         coalesce(discount ->> 'uid', discount_number::text) as discount_uid,
@@ -31,10 +32,14 @@ renamed as (
         discount ->> 'name' as name,
         discount ->> 'type' as discount_type,
         discount ->> 'scope' as scope,
-        coalesce((discount #>> '{applied_money,amount}')::bigint, (discount #>> '{amount_money,amount}')::bigint, 0)
-            as applied_cents
+        coalesce(
+            {{ safe_bigint("discount #>> '{applied_money,amount}'") }},
+            {{ safe_bigint("discount #>> '{amount_money,amount}'") }},
+            0
+        ) as applied_cents
 
     from discounts
+    order by connection_id, order_id, coalesce(discount ->> 'uid', discount_number::text), discount_number
 
 )
 

@@ -1,0 +1,69 @@
+{#- Refunds (GET /v3/orders/payment_actions/refunds, orders.v3.yml RefundID_Get): the money given back.
+    The v2 order's `refunded_amount` is documented as always 0, so it is never read. A refund pays back
+    through one or more `payments`; a payment the provider declined (`is_declined`) gave nothing back.
+    Offline payments count: the merchant recorded that money went back outside BigCommerce
+    (guides/orders-refunds.mdx "Offline order refunds"). A refund without payments counts its
+    `total_amount`. Amounts are JSON numbers (2 decimals) in the order's transactional currency, so they
+    stay decimal here and int_orders_unioned converts the order's sum to its minor units.
+    Until the extract has created raw.bigcommerce_refunds the model is empty (net revenue = gross). -#}
+{%- set refunds_relation = source('bigcommerce', 'refunds') -%}
+{%- set refunds_exist = (not execute) or (adapter.get_relation(
+        database=refunds_relation.database, schema=refunds_relation.schema,
+        identifier=refunds_relation.identifier) is not none) -%}
+with
+
+source as (
+
+    {%- if refunds_exist %}
+    select connection_id, pk, payload from {{ refunds_relation }}
+    {%- else %}
+    select null::text as connection_id, null::text as pk, null::jsonb as payload where false
+    {%- endif %}
+
+),
+
+payments as (
+
+    select
+        source.connection_id,
+        source.pk,
+        count(*) as payment_count,
+        sum({{ safe_numeric("payment ->> 'amount'") }})
+            filter (where coalesce({{ safe_boolean("payment ->> 'is_declined'") }}, false) is false)
+            as paid_back_amount,
+        bool_or({{ is_unreadable("payment ->> 'amount'", safe_numeric("payment ->> 'amount'")) }})
+            as has_unreadable_amount
+    from source
+    cross join lateral jsonb_array_elements(
+        case when jsonb_typeof(source.payload -> 'payments') = 'array'
+             then source.payload -> 'payments' else '[]'::jsonb end
+    ) as payment
+    group by source.connection_id, source.pk
+
+),
+
+renamed as (
+
+    select
+        source.connection_id,
+        source.pk as refund_id,
+        nullif(trim(source.payload ->> 'order_id'), '') as order_id,
+        case
+            when payments.payment_count > 0 then coalesce(payments.paid_back_amount, 0)
+            else {{ safe_numeric("source.payload ->> 'total_amount'") }}
+        end as refunded_amount,
+        case
+            when payments.payment_count > 0 then payments.has_unreadable_amount
+            else source.payload ->> 'total_amount' is null
+                or {{ is_unreadable("source.payload ->> 'total_amount'", safe_numeric("source.payload ->> 'total_amount'")) }}
+        end as has_unreadable_amount,
+        {{ parse_rfc3339("source.payload ->> 'created'") }} as created_at
+
+    from source
+    left join payments
+        on payments.connection_id = source.connection_id
+        and payments.pk = source.pk
+
+)
+
+select * from renamed
