@@ -526,6 +526,12 @@ class Push:
                 accepted = item.natural_key in imported
                 if accepted and item.action in ("create", "update"):
                     self.done(item, None, _outcome(item))
+                if accepted and ("contact", item.natural_key) in self.crm_ids:
+                    # The import upserts by email and answers no id: had the CRM lost the contact, the id
+                    # known is stale. Forget it; a later tag or subscription looks the contact up by email.
+                    self.store.forget_crm_id("contact", item.natural_key)
+                    with self.lock:
+                        self.crm_ids.pop(("contact", item.natural_key), None)
                 for link in links.get(item.natural_key, []):
                     if accepted:
                         self.done(link, None, _outcome(link))
