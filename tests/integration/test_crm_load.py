@@ -6,6 +6,7 @@ Tests that need other mart contents change the copy's crm tables the way a later
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import os
@@ -548,6 +549,12 @@ def test_load_killed_between_a_create_and_its_ledger_row_then_rerun_leaves_no_du
     assert killed["status"] == "interrupted" and report.run_id in killed["error"]
     assert any("killed-run" in w and "interrupted" in w for w in report.warnings)
     assert push(warehouse, crm).writes == 0
+    # issue 14: the rerun's look-up finds what the killed run created and updates it with source 0 —
+    # each purchase and cart fired exactly once, whichever create the kill fell after
+    fired = collections.Counter(crm.fired())
+    assert set(fired.values()) == {1}, fired
+    assert {key for trigger, key in fired if trigger == "makes_a_purchase"} == {
+        f"{STORE_A}|1001", f"{STORE_A}|1005", f"{LOCATION}|PAY1", f"{LOCATION}|PAY3"}
 
 
 def test_lost_answers_on_creates_are_looked_up_not_repeated(warehouse, crm):  # S6 B10
