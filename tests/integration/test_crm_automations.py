@@ -7,6 +7,7 @@ loopback port; its automation log (``/__admin/activecampaign/automations``) is w
 from __future__ import annotations
 
 import collections
+import logging
 import os
 import uuid
 
@@ -210,6 +211,22 @@ def test_a_rejection_never_shadows_what_the_ledger_already_has(warehouse, crm): 
     assert query(warehouse, "select count(*) as n from sync.rejections where run_id = 'racer'") == [{"n": 0}]
 
 
+# -- issue 19: progress per phase ----------------------------------------------------------------------
+def test_each_phase_logs_its_progress(warehouse, crm, caplog, monkeypatch):
+    monkeypatch.setattr("ecomsync.crm.push.PROGRESS_EVERY_S", 0.0)  # every wait reports, as a long phase would
+    caplog.set_level(logging.INFO, logger="ecomsync.crm.push")
+    historical_marts(warehouse)
+
+    push(warehouse, crm)
+
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("CRM ")]
+    for phase, planned in (("connections", 3), ("bulk import", 3), ("e-commerce customers", 5), ("orders", 5),
+                           ("abandoned carts", 1)):
+        assert any(line.startswith(f"CRM {phase} finished: {planned}/{planned} done") for line in lines), lines
+    assert any("in progress" in line for line in lines)
+    assert all("requests/s" in line for line in lines if " done, " in line)
+
+
 # -- the property: random sequences of syncs -------------------------------------------------------
 ORDERS = (f"{STORE_A}|1001", f"{STORE_A}|1005", f"{LOCATION}|PAY1", f"{LOCATION}|PAY3")
 MODES = ("historical", "incremental", "catch_up")
@@ -222,7 +239,7 @@ step = st.one_of(
 )
 
 
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=10, deadline=None, print_blob=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=st.lists(step, min_size=2, max_size=8))
 def test_any_sequence_of_syncs_fires_one_purchase_automation_at_most_and_none_for_history(
         local_pg, marts_template, steps):  # B3 B9 S8 S10 P4
