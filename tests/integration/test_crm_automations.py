@@ -17,7 +17,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg2 import sql
 
-from ecomsync.crm.activecampaign import account_key
 from ecomsync.crm.ledger import LoadAlreadyRunning, SyncStore
 from tests.integration.test_crm_load import (ALL, BC, LOCATION, SETTINGS, STORE_A, Crm, add_live_order, crm,  # noqa: F401
                                              execute, marts_template, push, query, warehouse)
@@ -185,7 +184,7 @@ def test_an_excluded_order_of_a_disabled_connection_is_not_deleted(warehouse, cr
 def test_two_spellings_of_one_account_take_one_lock(warehouse, crm, spelt):  # P4 (issue 15)
     holder = SyncStore(warehouse)
     holder.ensure_schema()
-    holder.acquire_account_lock(account_key(spelt.format(port=crm.server.server_port)))
+    holder.acquire_account_lock(spelt.format(port=crm.server.server_port))
     try:
         with pytest.raises(LoadAlreadyRunning):
             push(warehouse, crm)  # the client spells it http://127.0.0.1:<port>

@@ -26,7 +26,7 @@ from psycopg2.extras import RealDictCursor
 
 from ecomsync import tasks
 from ecomsync.config import CrmSettings, load_config
-from ecomsync.crm.activecampaign import ActiveCampaignClient, account_key
+from ecomsync.crm.activecampaign import ActiveCampaignClient
 from ecomsync.crm.ledger import LoadAlreadyRunning, SyncStore
 from ecomsync.crm.push import run_push
 from ecomsync.dbt import run_dbt
@@ -623,7 +623,7 @@ def test_429_retry_after_is_honoured_and_nothing_is_lost(warehouse):  # B10
 def test_a_second_concurrent_load_is_refused(warehouse, crm):
     holder = SyncStore(warehouse)
     holder.ensure_schema()
-    holder.acquire_account_lock(account_key(crm.url))
+    holder.acquire_account_lock(crm.url)
     try:
         with pytest.raises(LoadAlreadyRunning, match="another CRM load .* is running"):
             push(warehouse, crm)

@@ -16,6 +16,8 @@ from typing import Any, Callable
 import psycopg2
 from psycopg2.extras import Json, RealDictCursor
 
+from ecomsync.crm.activecampaign import account_key
+
 SYNC_DDL = """
 create schema if not exists sync;
 create table if not exists sync.ledger (
@@ -101,10 +103,10 @@ class SyncStore:
     def acquire_account_lock(self, account: str) -> None:
         """A session-level advisory lock per CRM account: two loads never interleave (released on close).
 
-        ``account`` is the normalised account (``activecampaign.account_key``), so two spellings of one
-        account's URL take the same lock."""
-        key = int.from_bytes(hashlib.sha256(f"ecomsync.load_crm:{account}".encode()).digest()[:8], "big",
-                             signed=True)
+        Keyed on the normalised account URL (``activecampaign.account_key``), so every spelling of one
+        account's URL (``127.0.0.1``/``localhost``, case, trailing slash, default port) takes the same lock."""
+        key = int.from_bytes(hashlib.sha256(f"ecomsync.load_crm:{account_key(account)}".encode()).digest()[:8],
+                             "big", signed=True)
         with self.lock, self.conn.cursor() as cur:
             cur.execute("select pg_try_advisory_lock(%s)", (key,))
             if not cur.fetchone()[0]:
@@ -221,7 +223,7 @@ class SyncStore:
 
     def finish_report(self, run_id: str, started_at: datetime, *, finished_at: datetime, status: str,
                       counts: dict, requests: int, warnings: list[str], plan: dict | None, error: str | None,
-                      automations: dict[str, int]) -> None:
+                      automations: dict[str, int] | None = None) -> None:
         with self.lock, self.conn.cursor() as cur:
             cur.execute(
                 """update sync.run_reports set finished_at = %s, status = %s, counts = %s, requests = %s,
@@ -229,4 +231,4 @@ class SyncStore:
                    where run_id = %s and started_at = %s""",
                 (finished_at, status, Json(counts), requests, Json(warnings),
                  None if plan is None else Json(plan, dumps=lambda v: json.dumps(v, default=str)), error,
-                 Json(automations), run_id, started_at))
+                 Json(automations or {}), run_id, started_at))

@@ -143,7 +143,7 @@ def run_push(wh_url: str, client: ActiveCampaignClient, crm_settings: CrmSetting
     store = SyncStore(wh_url)
     try:
         store.ensure_schema()
-        store.acquire_account_lock(client.account_key)  # one lock however the account's URL is spelt
+        store.acquire_account_lock(client.account)  # keyed on the normalised account: one lock however it is spelt
         report = RunReport(run_id=run_id, mode=mode, started_at=datetime.now(timezone.utc))
         interrupted = store.mark_interrupted_reports(client.account, run_id,
                                                      lambda spelt: _same_account(spelt, client.account_key))
@@ -312,19 +312,20 @@ class Push:
         return items
 
     def decide_automations(self, items: list[Item]) -> None:
-        """Ask ``may_start_automation`` for every planned write: orders and carts first, as a contact is live
-        when one of its orders or carts may start an automation in this run (B3: tagged when they buy)."""
+        """Ask ``may_start_automation`` for every planned object: tags and list memberships last, as a contact is
+        live when one of its orders or carts may start an automation in this run (B3: tagged when they buy)."""
         def ask(item: Item) -> bool:
             in_crm = (item.object_type, item.natural_key) in self.ledger or item.action != "create"
             return a.may_start_automation(item.object_type, in_crm=in_crm, live=item.live,
                                           is_purchase=item.is_purchase)
 
-        for item in items:
-            if item.object_type in ("ecom_order", "abandoned_cart"):
+        links = ("contact_tag", "list_membership")
+        for item in items:  # connections, contacts, tags and customers ask too: the answer is no
+            if item.object_type not in links:
                 item.fires = ask(item)
         live_contacts = {item.payload["email"] for item in items if item.fires}
         for item in items:
-            if item.object_type in ("contact_tag", "list_membership"):
+            if item.object_type in links:
                 item.live = item.payload["email"] in live_contacts
                 item.fires = ask(item)
 
