@@ -4,6 +4,7 @@
 Real Postgres with crm marts from a real dbt run (the fixtures of test_crm_load), the ActiveCampaign sandbox on a
 loopback port; its automation log (``/__admin/activecampaign/automations``) is what the CRM would have started.
 """
+# ruff: noqa: F811 — the fixtures (warehouse, crm, marts_template) are test_crm_load's, imported by name.
 from __future__ import annotations
 
 import collections
@@ -13,13 +14,26 @@ import uuid
 
 import psycopg2
 import pytest
+from ecomsync.crm.ledger import LoadAlreadyRunning, SyncStore
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg2 import sql
 
-from ecomsync.crm.ledger import LoadAlreadyRunning, SyncStore
-from tests.integration.test_crm_load import (ALL, BC, LOCATION, SETTINGS, STORE_A, Crm, add_live_order, crm,  # noqa: F401
-                                             execute, marts_template, push, query, warehouse)
+from tests.integration.test_crm_load import (  # noqa: F401
+    ALL,
+    BC,
+    LOCATION,
+    SETTINGS,
+    STORE_A,
+    Crm,
+    add_live_order,
+    crm,
+    execute,
+    marts_template,
+    push,
+    query,
+    warehouse,
+)
 
 BULK_THRESHOLD = SETTINGS.bulk_import_threshold  # 100
 
@@ -212,8 +226,8 @@ def test_a_rejection_never_shadows_what_the_ledger_already_has(warehouse, crm): 
 
 # -- issue 19: progress per phase ----------------------------------------------------------------------
 def test_each_phase_logs_its_progress(warehouse, crm, caplog, monkeypatch):
-    monkeypatch.setattr("ecomsync.crm.push.PROGRESS_EVERY_S", 0.0)  # every wait reports, as a long phase would
-    caplog.set_level(logging.INFO, logger="ecomsync.crm.push")
+    monkeypatch.setattr("ecomsync.crm.report.PROGRESS_EVERY_S", 0.0)  # every wait reports, as a long phase would
+    caplog.set_level(logging.INFO, logger="ecomsync.crm")
     historical_marts(warehouse)
 
     push(warehouse, crm)

@@ -4,14 +4,14 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
 from ecomsync.crm import automations as a
 from ecomsync.crm import payloads as p
 from ecomsync.crm.activecampaign import account_key
 from ecomsync.crm.ledger import LedgerEntry, Rejection
-from ecomsync.crm.push import Item, RunReport, decide, plan_summary
+from ecomsync.crm.plan import Item, decide
+from ecomsync.crm.report import RunReport, plan_summary
+from hypothesis import given
+from hypothesis import strategies as st
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
 STORE = "bigcommerce:k3x9q2m7a1"

@@ -35,8 +35,8 @@ never do):
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta
 from collections.abc import Iterable
+from datetime import datetime, timedelta
 
 HISTORICAL = "historical"
 REALTIME_MODES = frozenset({"incremental", "catch_up"})

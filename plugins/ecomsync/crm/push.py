@@ -30,13 +30,9 @@ ones). Each phase logs its progress (planned / done / rejected, requests, rate) 
 from __future__ import annotations
 
 import logging
-import re
 import threading
-import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from functools import cached_property
 from typing import Any, Callable
 
 import psycopg2.errors
@@ -44,24 +40,16 @@ import psycopg2.errors
 from ecomsync.config import CrmSettings
 from ecomsync.crm import automations as a
 from ecomsync.crm import payloads as p
+from ecomsync.crm import report as rp
 from ecomsync.crm.activecampaign import ActiveCampaignClient, account_key
 from ecomsync.crm.ledger import LedgerEntry, Rejection, SyncStore
+from ecomsync.crm.plan import INVALID_MART_ROW, MART_TABLES, Item, decide
+from ecomsync.crm.report import Progress, RunReport, plan_summary
 from ecomsync.http import ApiError, AuthError
 
 log = logging.getLogger(__name__)
 
 MODES = ("normal", "dry_run", "full_resync")
-OUTCOMES = ("created", "updated", "unchanged", "rejected", "skipped", "removed")
-PROGRESS_EVERY_S = 10.0
-PLAN_SAMPLES = 3
-# crm mart → (object type, natural key column): what a malformed row of it is rejected as.
-MART_TABLES = {"connections": ("connection", "connection_id"), "contacts": ("contact", "email"),
-               "ecom_customers": ("ecom_customer", "ecom_customer_key"), "ecom_orders": ("ecom_order", "order_key"),
-               "abandoned_carts": ("abandoned_cart", "cart_key")}
-INVALID_MART_ROW = "invalid_mart_row"
-EMAIL_ADDRESS = re.compile(r"([^\s@|]+)@([^\s@|]+)")
-PHONE_FIELDS = frozenset({"phone"})
-_count_lock = threading.Lock()
 # Answers that are about the record itself, not the run: the record is rejected, the run goes on.
 RECORD_ERROR_STATUSES = frozenset({400, 409, 413, 422})
 # Wire fields ActiveCampaign defines for an order; the rest of the planned payload only feeds the hash.
@@ -69,69 +57,6 @@ ORDER_WIRE_FIELDS = ("externalid", "externalcheckoutid", "email", "orderNumber",
                      "shippingAmount", "taxAmount", "discountAmount", "currency", "shippingMethod",
                      "externalCreatedDate", "externalUpdatedDate", "abandonedDate", "orderProducts",
                      "orderDiscounts")
-
-
-@dataclass
-class Item:
-    """One CRM object the marts want: its planned payload and what to do with it."""
-
-    object_type: str
-    natural_key: str
-    connection_id: str | None
-    payload: dict[str, Any]
-    live: bool = False  # from real time (automations.is_live); for a tag or list link: its contact is live
-    is_purchase: bool = False  # orders only: money taken or being taken
-    action: str = ""  # create | update | unchanged | skipped | remove
-    reason: str = ""
-    fires: bool = False  # the write may start an automation (automations.may_start_automation)
-
-    @cached_property
-    def hash(self) -> str:
-        return p.payload_hash(self.payload)
-
-
-@dataclass
-class RunReport:
-    run_id: str
-    mode: str
-    started_at: datetime
-    finished_at: datetime | None = None
-    status: str = "running"
-    counts: dict[str, dict[str, int]] = field(default_factory=dict)
-    requests: int = 0
-    warnings: list[str] = field(default_factory=list)
-    plan: dict[str, Any] | None = None
-    rejections: list[dict[str, Any]] = field(default_factory=list)
-    error: str | None = None
-    automations: dict[str, int] = field(default_factory=dict)  # trigger → writes that could start one
-
-    def count_automation(self, object_type: str) -> None:
-        with _count_lock:
-            for trigger, n in a.audit([object_type]).items():
-                self.automations[trigger] = self.automations.get(trigger, 0) + n
-
-    def count(self, object_type: str, outcome: str, n: int = 1) -> None:
-        with _count_lock:  # the push threads count concurrently
-            per_type = self.counts.setdefault(object_type, dict.fromkeys(OUTCOMES, 0))
-            per_type[outcome] += n
-
-    @property
-    def writes(self) -> int:
-        return sum(c["created"] + c["updated"] for c in self.counts.values())
-
-    def as_dict(self) -> dict[str, Any]:
-        """Small and JSON-able for XCom: counts, warnings, rejected keys with the CRM's code, the plan's samples.
-
-        XCom and task logs are no place for personal data: the samples' emails and phones are masked
-        (``sync.run_reports`` keeps the plan unmasked).
-        """
-        return {"run_id": self.run_id, "mode": self.mode, "status": self.status,
-                "started_at": self.started_at.isoformat(),
-                "finished_at": self.finished_at.isoformat() if self.finished_at else None,
-                "counts": self.counts, "writes": self.writes, "requests": self.requests,
-                "automations": dict(self.automations),
-                "warnings": list(self.warnings), "rejections": self.rejections[:20], "plan": masked(self.plan),
-                "error": self.error}
 
 
 def run_push(wh_url: str, client: ActiveCampaignClient, crm_settings: CrmSettings, *, run_id: str,
@@ -413,7 +338,7 @@ class Push:
         pending = set(futures)
         failed = False
         while pending and not failed:
-            done, pending = wait(pending, timeout=PROGRESS_EVERY_S, return_when=FIRST_EXCEPTION)
+            done, pending = wait(pending, timeout=rp.PROGRESS_EVERY_S, return_when=FIRST_EXCEPTION)
             failed = any(future.exception() is not None for future in done)
             progress.log(len(futures) - len(pending))
         for future in pending:
@@ -723,30 +648,6 @@ class Push:
             log.warning("%s", message)
 
 
-def decide(item: Item, entry: LedgerEntry | None, rejection: Rejection | None, *, mode: str,
-           enabled_connections: set[str], master_list_found: bool, retry_rejected: bool) -> tuple[str, str]:
-    """(action, reason) for one object: create, update, unchanged or skipped."""
-    if item.connection_id is not None and item.connection_id not in enabled_connections:
-        return "skipped", "connection disabled"
-    if item.object_type == "list_membership" and not master_list_found:
-        return "skipped", "master list missing"
-    in_crm = entry is not None and not (entry.crm_id is None and entry.status != "synced")
-    accepted_as_is = in_crm and entry.payload_hash == item.hash and entry.status in ("synced", "recovered")
-    # A rejection never shadows what the ledger holds: the CRM accepted that very payload (e.g. a racing
-    # second load's 422 "duplicate" of it) — only a payload the CRM never took waits as "rejected before".
-    if (rejection is not None and rejection.payload_hash == item.hash and not retry_rejected
-            and not accepted_as_is):
-        return "skipped", "rejected before, payload unchanged"
-    if not in_crm:
-        return "create", ""
-    if mode == "full_resync":
-        # Full resync ignores hashes; a tag link has nothing to update, it exists or not.
-        return ("unchanged", "") if item.object_type == "contact_tag" else ("update", "full resync")
-    if accepted_as_is:
-        return "unchanged", ""
-    return "update", ""
-
-
 class MissingDependency(Exception):
     """An object's parent (connection, customer, contact) has no CRM id: the object waits for a later run."""
 
@@ -768,59 +669,6 @@ def _unless_not_found(call: Callable[[str], Any], crm_id: str) -> tuple[Any, Api
         if exc.status != 404:
             raise
         return None, exc
-
-
-def masked(value: Any, field: str | None = None) -> Any:
-    """``value`` with every email address reduced to its first letter and domain, and phones to their end."""
-    if isinstance(value, dict):
-        return {key: masked(inner, key) for key, inner in value.items()}
-    if isinstance(value, list):
-        return [masked(inner) for inner in value]
-    if isinstance(value, str):
-        if field in PHONE_FIELDS and value:
-            return "***" + value[-2:]
-        return EMAIL_ADDRESS.sub(lambda match: f"{match[1][0]}***@{match[2]}", value)
-    return value
-
-
-def plan_summary(items: list[Item]) -> dict[str, Any]:
-    """Per object type: what a real run would create and update, with a few sample payloads."""
-    plan: dict[str, Any] = {}
-    for item in items:
-        entry = plan.setdefault(item.object_type, {"create": 0, "update": 0, "unchanged": 0, "skipped": 0,
-                                                   "remove": 0, "samples": []})
-        entry[item.action] += 1
-        if item.action in ("create", "update", "remove") and len(entry["samples"]) < PLAN_SAMPLES:
-            sample = {"action": item.action, "key": item.natural_key, "payload": item.payload}
-            if item.object_type in ("ecom_order", "abandoned_cart") and item.action != "remove":
-                sample["source"] = a.source_flag(item.fires)
-            if item.fires:
-                sample["automation"] = a.TRIGGERS[item.object_type]
-            entry["samples"].append(sample)
-    return plan
-
-
-class Progress:
-    """Logs one phase's progress — planned / done / rejected, requests, rate — at most every
-    ``PROGRESS_EVERY_S`` seconds, and once at its end (issue 19)."""
-
-    def __init__(self, phase: str, planned: int, client: ActiveCampaignClient, report: RunReport,
-                 object_types: set[str]):
-        self.phase, self.planned, self.client, self.report = phase, planned, client, report
-        self.object_types = object_types
-        self.started = self.last = time.monotonic()
-        self.requests_before = client.requests_made
-
-    def log(self, done: int, final: bool = False) -> None:
-        now = time.monotonic()
-        if not final and now - self.last < PROGRESS_EVERY_S:
-            return
-        self.last = now
-        rejected = sum(self.report.counts.get(t, {}).get("rejected", 0) for t in self.object_types)
-        requests = self.client.requests_made - self.requests_before
-        log.info("CRM %s %s: %d/%d done, %d rejected (whole run), %d requests, %.1f requests/s",
-                 self.phase, "finished" if final else "in progress", done, self.planned, rejected, requests,
-                 requests / max(now - self.started, 1e-6))
 
 
 def _same_account(spelt: str, key: str) -> bool:
