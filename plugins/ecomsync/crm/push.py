@@ -39,6 +39,7 @@ import psycopg2.errors
 
 from ecomsync.config import CrmSettings
 from ecomsync.crm import automations as a
+from ecomsync.crm import bulk_import as bi
 from ecomsync.crm import payloads as p
 from ecomsync.crm import report as rp
 from ecomsync.crm.activecampaign import ActiveCampaignClient, account_key
@@ -431,23 +432,14 @@ class Push:
         and list status too, so its tag and list items are done with it (or skipped with it when the CRM
         refuses the contact). A contact sent only for its links (its own payload unchanged) is not counted.
         """
-        tags: dict[str, list[str]] = {}
-        subscribed: set[str] = set()
-        links: dict[str, list[Item]] = {}
-        for item in items:
-            if item.object_type == "contact_tag":
-                tags.setdefault(item.payload["email"], []).append(item.payload["tag"])
-            if item.object_type == "list_membership" and item.action != "skipped":
-                subscribed.add(item.payload["email"])
-            if item.object_type in ("contact_tag", "list_membership") and item.action in ("create", "update"):
-                links.setdefault(item.payload["email"], []).append(item)
+        tags, subscribed, links = bi.links_by_email(items)
         progress = Progress("bulk import", len(contacts), self.client, self.report, {"contact"})
         for number, batch in enumerate(p.chunks(contacts, p.BULK_IMPORT_MAX_CONTACTS)):
             entries = {item.natural_key: p.bulk_import_contact(
                 item.payload, tags.get(item.natural_key, []),
                 self.master_list_id if item.natural_key in subscribed else None,
                 exclude_automations=item.natural_key not in automations_allowed) for item in batch}
-            imported = self.bulk_import_batch(batch, entries)
+            imported = bi.import_batch(self.client, batch, entries, self.reject)
             for item in batch:
                 accepted = item.natural_key in imported
                 if accepted and item.action in ("create", "update"):
@@ -467,35 +459,6 @@ class Push:
                         self.report.count(link.object_type, "skipped")
             progress.log(min(len(contacts), (number + 1) * p.BULK_IMPORT_MAX_CONTACTS))
         progress.log(len(contacts), final=True)
-
-    def bulk_import_batch(self, batch: list[Item], entries: dict[str, dict]) -> set[str]:
-        """Import one batch; returns the emails the CRM imported, every other contact is rejected.
-
-        A batch failing validation is not queued at all and names its bad entries by index: those are
-        rejected, the rest is sent again. ``import/info`` lists the contacts that failed by email.
-        """
-        queued = list(batch)
-        while queued:
-            try:
-                info = self.client.bulk_import([entries[item.natural_key] for item in queued])
-                break
-            except ApiError as exc:
-                reasons = (exc.body or {}).get("failureReasons") if isinstance(exc.body, dict) else None
-                bad = {r["contact"]: r.get("failureReason") for r in reasons or []
-                       if isinstance(r, dict) and isinstance(r.get("contact"), int) and 0 <= r["contact"] < len(queued)}
-                if exc.status != 400 or not bad:
-                    raise
-                for index, reason in sorted(bad.items(), reverse=True):
-                    self.reject(queued.pop(index), ApiError(str(reason), 400, {"errors": [
-                        {"code": "bulk_import_validation", "detail": reason}]}))
-        else:
-            return set()
-        failed = {str(email).strip().lower() for email in info.get("failure") or []}
-        for item in queued:
-            if item.natural_key in failed:
-                self.reject(item, ApiError("bulk import failure", None, {"errors": [
-                    {"code": "bulk_import_failure", "detail": "import/info lists the contact as failed"}]}))
-        return {item.natural_key for item in queued} - failed
 
     def resolve_tags(self, names: set[str]) -> None:
         for name in sorted(names):
