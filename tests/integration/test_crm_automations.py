@@ -15,6 +15,7 @@ import uuid
 import psycopg2
 import pytest
 from ecomsync.crm.ledger import LoadAlreadyRunning, SyncStore
+from ecomsync.privacy import erase_contact
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg2 import sql
@@ -205,6 +206,17 @@ def test_two_spellings_of_one_account_take_one_lock(warehouse, crm, spelt):  # P
         assert crm.request_log() == []
     finally:
         holder.close()
+
+
+def test_erase_locks_an_account_once_however_its_reports_spell_it(warehouse, crm):  # P4 (issue 15)
+    push(warehouse, crm)
+    port = crm.server.server_port
+    execute(warehouse, "insert into sync.run_reports (run_id, account, mode, started_at, status) "
+                       "values ('other-spelling', %s, 'normal', now(), 'success')", (f"http://localhost:{port}/",))
+
+    report = erase_contact(warehouse, "dan@example.com", dry_run=True)  # LoadAlreadyRunning before the fix
+
+    assert report.dry_run
 
 
 def test_a_rejection_never_shadows_what_the_ledger_already_has(warehouse, crm):  # P4 (issue 15)
