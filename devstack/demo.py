@@ -175,13 +175,13 @@ def summary(warehouse_url: str, since: datetime) -> str:
                               "group by 1, 2 order by 1, 2"):
             lines.append("  " + "  ".join(str(v) for v in row))
         lines.append("CRM writes (this run) — per object type: created, updated, unchanged, rejected, skipped")
-        reports = _rows(cur, "select run_id, mode, counts, requests, warnings from sync.run_reports "
+        reports = _rows(cur, "select run_id, mode, counts, requests, warnings, automations from sync.run_reports "
                              "where started_at >= %s order by started_at", (since,))
         for report in reports:
             if len(report) == 1:
                 lines.append(f"  {report[0]}")
                 continue
-            _run_id, mode, counts, requests, warnings = report
+            _run_id, mode, counts, requests, warnings, automations = report
             writes = 0
             for object_type, c in sorted((counts or {}).items()):
                 writes += int(c.get("created", 0)) + int(c.get("updated", 0))
@@ -189,6 +189,8 @@ def summary(warehouse_url: str, since: datetime) -> str:
                              f"  unchanged {c.get('unchanged', 0):>5}  rejected {c.get('rejected', 0):>3}"
                              f"  skipped {c.get('skipped', 0):>3}")
             lines.append(f"  total CRM writes: {writes}; requests: {requests}; mode: {mode}")
+            fired = ", ".join(f"{trigger} {n}" for trigger, n in sorted((automations or {}).items())) or "none"
+            lines.append(f"  writes that could start an automation, per trigger: {fired}")
             for warning in warnings or []:
                 lines.append(f"  warning: {warning}")
     lines.append("Try it (psql \"" + warehouse_url + "\"):")

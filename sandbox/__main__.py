@@ -4,7 +4,7 @@ Options: ``--seed``, the three ports, ``--fixtures DIR`` (a directory with
 ``bigcommerce/`` and ``square/`` sub-folders in the APIs' native shapes), and
 ``--rate-limits off`` for fast local loops. Stops on SIGTERM / Ctrl-C.
 
-``python -m sandbox crm-dump --url http://127.0.0.1:8103 [--duplicates] [--writes]``
+``python -m sandbox crm-dump --url http://127.0.0.1:8103 [--duplicates] [--writes] [--automations]``
 prints what a running ActiveCampaign sandbox holds, as JSON.
 """
 from __future__ import annotations
@@ -32,14 +32,16 @@ def build_apps(seed: int, fixtures: Path | None, rate_limits: bool) -> dict:
     }
 
 
-def crm_dump(url: str, duplicates: bool, writes: bool) -> dict:
-    """The CRM sandbox's stored objects, plus its duplicate counts and write log when asked."""
+def crm_dump(url: str, duplicates: bool, writes: bool, automations: bool = False) -> dict:
+    """The CRM sandbox's stored objects, plus its duplicate counts, write log and automation log when asked."""
     admin = f"{url.rstrip('/')}/__admin/activecampaign"
     dump = {"state": _get_json(f"{admin}/state")}
     if duplicates:
         dump["duplicates"] = _get_json(f"{admin}/duplicates")
     if writes:
         dump["writes"] = _get_json(f"{admin}/writes")["writes"]
+    if automations:
+        dump["automations"] = _get_json(f"{admin}/automations")
     return dump
 
 
@@ -62,9 +64,11 @@ def main(argv: list[str] | None = None) -> None:
     dump_cmd.add_argument("--url", default=f"http://127.0.0.1:{DEFAULT_PORTS['activecampaign']}")
     dump_cmd.add_argument("--duplicates", action="store_true", help="add the duplicate counts")
     dump_cmd.add_argument("--writes", action="store_true", help="add the write log")
+    dump_cmd.add_argument("--automations", action="store_true",
+                          help="add the automation log (every automation a write started) and counts per trigger")
     args = parser.parse_args(argv)
     if args.command == "crm-dump":
-        print(json.dumps(crm_dump(args.url, args.duplicates, args.writes), indent=2, ensure_ascii=False))
+        print(json.dumps(crm_dump(args.url, args.duplicates, args.writes, args.automations), indent=2, ensure_ascii=False))
         return
 
     apps = build_apps(args.seed, args.fixtures, args.rate_limits == "on")

@@ -15,6 +15,22 @@ Auth: header ``Api-Token: sandbox-ac-token``; anything else is a 401
 Rate limit: ``requests_per_second`` (5) per account in a sliding one-second
 window, no burst; over it a 429 with ``Retry-After`` (whole seconds).
 
+Automations (source: /work/shared/api-specs/README.md, ActiveCampaign, "Automations start on
+more than orders"; the ``source`` field of ``POST|PUT /api/3/ecomOrders`` in the same section):
+
+- ``tag_added``: a tag is newly added to a contact — ``POST contactTags`` or a bulk-import
+  contact's ``tags`` (re-adding a tag the contact has starts nothing: no tag is added);
+- ``subscribed_to_list``: a contact's status on a list becomes 1 (subscribed) — ``POST
+  contactLists`` or a bulk-import contact's ``subscribe``;
+- a bulk import starts both unless ``exclude_automations`` is true — per contact, as the
+  official request example of ``/import/bulk_import`` puts it
+  (ac-v3-ecom-contacts-subset.openapi.json, ``contacts[].exclude_automations``), or for the
+  whole request (the guide's wording); ``contact/sync``, ``contactTags`` and ``contactLists``
+  have no such switch;
+- ``makes_a_purchase`` / ``abandoned_cart``: an ecomOrder with ``source`` 1 (order / cart) on
+  create **and on update** — whether a PUT with ``source`` 1 fires again is undocumented, so
+  the sandbox takes the inconvenient reading: it fires every time.
+
 Bulk imports are processed asynchronously but deterministically: a batch is
 applied once ``import_completes_after_requests`` further API requests (any) have
 arrived, so an immediate ``import/info`` poll sees ``queued`` and a later one
@@ -24,8 +40,12 @@ Admin endpoints (never rate-limited, never faulted), under ``/__admin/activecamp
 
 - ``GET state``: every stored object in the API's read shape (``ecomOrders`` carry
   their ``orderProducts`` and ``orderDiscounts`` as objects, not ids).
-- ``GET writes[?since=seq]``: every successful write with its payload and the
-  automation it would fire (``makes_a_purchase``, ``abandoned_cart`` or null).
+- ``GET writes[?since=seq]``: every successful write with its payload, the first
+  automation it started (``automation``: a trigger name or null) and all of them
+  (``automations``: ``[{trigger, object_type, object_id}]``; a bulk import's are added
+  when the batch is processed).
+- ``GET automations[?since=seq]``: the automation log — every automation a write started,
+  ``{seq, write_seq, trigger, object_type, object_id, contact, key}`` — and ``counts`` per trigger.
 - ``GET duplicates``: per object type, how many objects repeat a natural key.
 - ``POST reset``: forget everything (the master list is recreated per the options).
 - ``PUT master-list`` ``{"name": ...}`` renames (or recreates) the master list;
@@ -193,6 +213,7 @@ class Account:
         self.next_ids = {name: 1 for name in self.TABLES}
         self.imports: dict[str, dict] = {}
         self.writes: list[dict] = []
+        self.automations: list[dict] = []
         # Contacts are unique by email (delete_contact drops a deleted one), so an index stays exact.
         self.contact_ids_by_email: dict[str, int] = {}
 
@@ -262,6 +283,7 @@ class ActiveCampaignApp(SandboxApp):
         admin: list[tuple[str, str, Callable[[Request], Response]]] = [
             ("GET", "/state", self.admin_state),
             ("GET", "/writes", self.admin_writes),
+            ("GET", "/automations", self.admin_automations),
             ("GET", "/duplicates", self.admin_duplicates),
             ("POST", "/reset", self.admin_reset),
             ("PUT", "/master-list", self.admin_rename_master_list),
@@ -317,11 +339,42 @@ class ActiveCampaignApp(SandboxApp):
         return Response(404, {"message": f"No Result found for route {request.method} {request.path}"})
 
     # -- helpers ------------------------------------------------------------------
-    def _record_write(self, request: Request, object_type: str, object_id: Any, automation: str | None = None) -> None:
-        self.account.writes.append({
-            "seq": len(self.account.writes) + 1, "at": now_iso(), "method": request.method, "path": request.path,
-            "object_type": object_type, "object_id": str(object_id), "payload": request.json(),
-            "automation": automation})
+    def _record_write(self, request: Request, object_type: str, object_id: Any,
+                      automations: Iterable[tuple[str, str, Any]] = ()) -> dict:
+        """Log a successful write and the automations it started: ``(trigger, object_type, object_id)``."""
+        write = {"seq": len(self.account.writes) + 1, "at": now_iso(), "method": request.method, "path": request.path,
+                 "object_type": object_type, "object_id": str(object_id), "payload": request.json(),
+                 "automation": None, "automations": []}
+        self.account.writes.append(write)
+        for trigger, fired_type, fired_id in automations:
+            self._start_automation(write, trigger, fired_type, fired_id)
+        return write
+
+    def _start_automation(self, write: dict, trigger: str, object_type: str, object_id: Any) -> None:
+        """One automation started by ``write``; ``key`` names the object across the CRM's ids (for tests)."""
+        entry = {"seq": len(self.account.automations) + 1, "write_seq": write["seq"], "at": now_iso(),
+                 "trigger": trigger, "object_type": object_type, "object_id": str(object_id),
+                 **self._automation_subject(object_type, object_id)}
+        self.account.automations.append(entry)
+        write["automations"].append({"trigger": trigger, "object_type": object_type, "object_id": str(object_id)})
+        if write["automation"] is None:
+            write["automation"] = trigger
+
+    def _automation_subject(self, object_type: str, object_id: Any) -> dict:
+        """The contact's email and a natural key of the object an automation started for."""
+        if object_type == "ecomOrder":
+            order = self.account.tables["ecomOrders"][int(object_id)]
+            connection = self.account.tables["connections"].get(order["connectionid"]) or {}
+            ref = order["externalid"] or order["externalcheckoutid"]
+            return {"contact": order["email"].strip().lower(),
+                    "key": f"{connection.get('service')}:{connection.get('externalid')}|{ref}"}
+        if object_type == "contactTag":
+            link = self.account.tables["contactTags"][int(object_id)]
+            email = self.account.tables["contacts"][link["contact"]]["email"].lower()
+            return {"contact": email, "key": f"{email}|{self.account.tables['tags'][link['tag']]['tag']}"}
+        membership = self.account.tables["contactLists"][int(object_id)]
+        email = self.account.tables["contacts"][membership["contact"]]["email"].lower()
+        return {"contact": email, "key": f"{email}|list:{membership['list']}"}
 
     def _valid_email(self, email: Any) -> str:
         if not isinstance(email, str) or not EMAIL_PATTERN.match(email.strip()) \
@@ -635,10 +688,12 @@ class ActiveCampaignApp(SandboxApp):
             raise field_missing("abandonedDate")
 
     @staticmethod
-    def _automation(order: dict) -> str | None:
+    def _order_automations(order: dict) -> list[tuple[str, str, Any]]:
+        """``source`` 1 starts "makes a purchase" (an order) or the abandoned-cart automation (a cart), on a
+        create and — the undocumented, inconvenient reading — on every update too."""
         if order["source"] != 1:
-            return None
-        return "makes_a_purchase" if order["externalid"] else "abandoned_cart"
+            return []
+        return [("makes_a_purchase" if order["externalid"] else "abandoned_cart", "ecomOrder", order["id"])]
 
     def _replace_lines(self, order: dict, payload: dict) -> None:
         """A write carrying orderProducts / orderDiscounts replaces all of them."""
@@ -673,7 +728,7 @@ class ActiveCampaignApp(SandboxApp):
         order["state"] = 1 if order["externalid"] else 0
         self.account.insert("ecomOrders", order)
         self._replace_lines(order, payload)
-        self._record_write(request, "ecomOrder", order["id"], self._automation(order))
+        self._record_write(request, "ecomOrder", order["id"], self._order_automations(order))
         return Response(201, self._order_answer(order, ORDER_INT_FIELDS_ON_CREATE, numeric_products=True))
 
     def update_order(self, request: Request) -> Response:
@@ -688,7 +743,7 @@ class ActiveCampaignApp(SandboxApp):
             self._order_discounts(payload["orderDiscounts"], candidate)
         order.update(candidate, state=1 if candidate["externalid"] else 0, updatedDate=now_iso())
         self._replace_lines(order, payload)
-        self._record_write(request, "ecomOrder", order["id"], self._automation(order))
+        self._record_write(request, "ecomOrder", order["id"], self._order_automations(order))
         return Response(200, self._order_answer(order, ORDER_INT_FIELDS_ON_UPDATE, numeric_products=False))
 
     def list_orders(self, request: Request) -> Response:
@@ -875,12 +930,14 @@ class ActiveCampaignApp(SandboxApp):
                 "links": {"contact": f"{API}/contactTags/{ctid}/contact", "tag": f"{API}/contactTags/{ctid}/tag"},
                 "tag": str(ct["tag"])}
 
-    def _link_tag(self, contact_id: int, tag_id: int) -> dict:
-        """The link between a contact and a tag; the same pair twice gives the existing link."""
+    def _link_tag(self, contact_id: int, tag_id: int) -> tuple[dict, bool]:
+        """The link between a contact and a tag, and whether it is new (the same pair twice gives the existing
+        link; only a new one is a "tag is added" trigger)."""
         existing = next((ct for ct in self.account.rows("contactTags")
                          if ct["contact"] == contact_id and ct["tag"] == tag_id), None)
-        return existing or self.account.insert("contactTags", {"contact": contact_id, "tag": tag_id,
-                                                               "cdate": now_iso()})
+        if existing is not None:
+            return existing, False
+        return self.account.insert("contactTags", {"contact": contact_id, "tag": tag_id, "cdate": now_iso()}), True
 
     def add_contact_tag(self, request: Request) -> Response:
         payload = root_object(request, "contactTag")
@@ -892,8 +949,9 @@ class ActiveCampaignApp(SandboxApp):
         if tag_id not in self.account.tables["tags"]:
             raise ApiError(Response(404, {"errors": [{"status": 404, "title": "Not Found",
                                                       "detail": "Tag not found"}]}))
-        link = self._link_tag(contact_id, tag_id)
-        self._record_write(request, "contactTag", link["id"])
+        link, added = self._link_tag(contact_id, tag_id)
+        # "Tag is added" starts automations; contactTags has no switch to prevent it.
+        self._record_write(request, "contactTag", link["id"], [("tag_added", "contactTag", link["id"])] if added else [])
         return Response(201, {"contactTag": self._contact_tag_view(link)})
 
     # -- lists and memberships ----------------------------------------------------
@@ -916,15 +974,18 @@ class ActiveCampaignApp(SandboxApp):
         page, meta = self._page(request, rows)
         return Response(200, {"lists": [self._list_view(lst) for lst in page], "meta": meta})
 
-    def _set_list_status(self, contact_id: int, list_id: int, status: int, sourceid: int = 0) -> dict:
+    def _set_list_status(self, contact_id: int, list_id: int, status: int, sourceid: int = 0) -> tuple[dict, bool]:
+        """The membership, and whether the contact just subscribed (its status became 1): a trigger."""
         stamp = now_iso()
         membership = next((cl for cl in self.account.rows("contactLists")
                            if cl["contact"] == contact_id and cl["list"] == list_id), None)
         if membership is None:
             return self.account.insert("contactLists", {"contact": contact_id, "list": list_id, "status": status,
-                                                        "sourceid": sourceid, "sdate": stamp, "udate": stamp})
+                                                        "sourceid": sourceid, "sdate": stamp, "udate": stamp}), \
+                status == 1
+        subscribed = status == 1 and membership["status"] != 1
         membership.update(status=status, udate=stamp)
-        return membership
+        return membership, subscribed
 
     def update_list_status(self, request: Request) -> Response:
         payload = root_object(request, "contactList")
@@ -935,9 +996,11 @@ class ActiveCampaignApp(SandboxApp):
             raise field_invalid("status", f"status must be 1 (subscribe) or 2 (unsubscribe), got {status!r}")
         contact = self.account.get("contacts", contact_id, "Contact")
         self.account.get("lists", list_id, "List")
-        membership = self._set_list_status(contact_id, list_id, int(status),
-                                           as_id(payload.get("sourceid", 0), "sourceid"))
-        self._record_write(request, "contactList", membership["id"])
+        membership, subscribed = self._set_list_status(contact_id, list_id, int(status),
+                                                       as_id(payload.get("sourceid", 0), "sourceid"))
+        # "Subscribes to a list" starts automations; contactLists has no switch to prevent it.
+        self._record_write(request, "contactList", membership["id"],
+                           [("subscribed_to_list", "contactList", membership["id"])] if subscribed else [])
         return Response(200, {"contacts": [self._contact_row(contact)],
                               "contactList": self._contact_list_row(membership, status_as_int=True)})
 
@@ -964,10 +1027,11 @@ class ActiveCampaignApp(SandboxApp):
             raise self._import_refused("JSON payload did not pass validation. Please fix failure Reasons and retry. "
                                        "The import was not queued for processing.", reasons)
         batch_id = str(uuid.UUID(int=random.Random(f"batch:{len(self.account.imports)}").getrandbits(128), version=4))
+        write = self._record_write(request, "import", batch_id)
         self.account.imports[batch_id] = {"batchId": batch_id, "status": "queued", "contacts": contacts,
+                                          "exclude_automations": _truthy(body.get("exclude_automations")),
                                           "due_at_request": self.api_requests + self.import_completes_after_requests,
-                                          "success": [], "failure": []}
-        self._record_write(request, "import", batch_id)
+                                          "success": [], "failure": [], "write": write}
         return Response(200, {"Success": 1, "queued_contacts": len(contacts), "batchId": batch_id,
                               "message": "Contact import queued"})
 
@@ -979,6 +1043,8 @@ class ActiveCampaignApp(SandboxApp):
             return "Field 'email' is required"
         if not isinstance(contact.get("tags", []), list) or not all(isinstance(t, str) for t in contact.get("tags", [])):
             return "Field 'tags' must be a list of tag names"
+        if contact.get("exclude_automations") not in (None, True, False, 0, 1, "0", "1", "true", "false"):
+            return "Field 'exclude_automations' must be a boolean"
         for field in ("subscribe", "unsubscribe"):
             entries = contact.get(field, [])
             if not isinstance(entries, list) or not all(isinstance(e, dict) and "listid" in e for e in entries):
@@ -1005,11 +1071,17 @@ class ActiveCampaignApp(SandboxApp):
             return
         contact, _ = self._upsert_contact(email, {target: item[source] for source, target in (
             ("first_name", "firstName"), ("last_name", "lastName"), ("phone", "phone")) if source in item})
+        # Automations run unless the contact (or the whole request) sets exclude_automations.
+        quiet = _truthy(item["exclude_automations"]) if "exclude_automations" in item else batch["exclude_automations"]
         for name in item.get("tags", []):
             tag = self._tag_by_name(name) or self._insert_tag(name)
-            self._link_tag(contact["id"], tag["id"])
+            link, added = self._link_tag(contact["id"], tag["id"])
+            if added and not quiet:
+                self._start_automation(batch["write"], "tag_added", "contactTag", link["id"])
         for list_id, status in list_changes:
-            self._set_list_status(contact["id"], list_id, status)
+            membership, subscribed = self._set_list_status(contact["id"], list_id, status)
+            if subscribed and not quiet:
+                self._start_automation(batch["write"], "subscribed_to_list", "contactList", membership["id"])
         batch["success"].append(str(contact["id"]))
 
     def import_info(self, request: Request) -> Response:
@@ -1049,6 +1121,12 @@ class ActiveCampaignApp(SandboxApp):
     def admin_writes(self, request: Request) -> Response:
         since = int(request.arg("since", "0"))
         return Response(200, {"writes": [w for w in self.account.writes if w["seq"] > since]})
+
+    def admin_automations(self, request: Request) -> Response:
+        since = int(request.arg("since", "0"))
+        entries = [a for a in self.account.automations if a["seq"] > since]
+        return Response(200, {"automations": entries,
+                              "counts": dict(collections.Counter(a["trigger"] for a in entries))})
 
     @staticmethod
     def _repeats(rows: list[dict], *keys: Callable[[dict], Any]) -> int:
@@ -1125,6 +1203,10 @@ class ActiveCampaignApp(SandboxApp):
             return Response(400, {"error": "body must be {\"emails\": [\"...\"]}"})
         self.rejected_emails = {e.strip().lower() for e in emails}
         return Response(200, {"emails": sorted(self.rejected_emails)})
+
+
+def _truthy(value: Any) -> bool:
+    return value in (True, 1, "1", "true")
 
 
 def create_app(enforce_rate_limit: bool = True, **options: Any) -> ActiveCampaignApp:

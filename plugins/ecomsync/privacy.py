@@ -21,6 +21,7 @@ import psycopg2
 from psycopg2 import sql
 from psycopg2.extras import Json
 
+from ecomsync.crm.activecampaign import account_key
 from ecomsync.crm.ledger import LoadAlreadyRunning, SyncStore
 from ecomsync.crm.payloads import OBJECT_TYPES
 
@@ -199,7 +200,11 @@ def erase_contact(wh_url: str, email: str, *, dry_run: bool = False) -> ErasureR
             present = _present_tables(cur)
             if "sync.run_reports" in present:
                 cur.execute(LOAD_ACCOUNTS)
+                locked: set[str] = set()
                 for (account,) in cur.fetchall():
+                    if account_key(account) in locked:  # another spelling of an account already locked
+                        continue
+                    locked.add(account_key(account))
                     store = SyncStore(wh_url)
                     load_locks.append(store)
                     try:

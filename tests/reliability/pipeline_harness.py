@@ -147,7 +147,12 @@ def crm_state(sandboxes: Sandboxes) -> dict[str, Any]:
 
 
 # Assigned by the CRM when an object is written: differ between two equal runs.
-VOLATILE_KEYS = {"id", "links", "cdate", "udate", "adate", "edate", "sdate", "tstamp", "createdDate", "updatedDate"}
+VOLATILE_KEYS = {"id", "links", "cdate", "udate", "adate", "edate", "sdate", "tstamp", "createdDate", "updatedDate",
+                 # an order's stored ``source`` is the last write's: a rerun updates what a killed load created
+                 # with source 0 (issue 14: an update never fires "makes a purchase")
+                 "source"}
+# The sandbox's own log of import batches, not CRM objects: a killed load's batch is queued again by the rerun.
+NOT_CRM_OBJECTS = {"imports"}
 # Fields that hold the CRM id of another object, and the collection it belongs to.
 REFERENCES = {"connectionid": "connections", "connection": "connections", "customerid": "ecomCustomers",
               "customer": "ecomCustomers", "contact": "contacts", "tag": "tags", "list": "lists",
@@ -181,7 +186,8 @@ def normalise_crm(state: dict[str, Any]) -> dict[str, Any]:
             return sorted((strip(v) for v in value), key=lambda v: json.dumps(v, sort_keys=True))
         return value
 
-    return {collection: strip(items) for collection, items in state.items() if isinstance(items, list)}
+    return {collection: strip(items) for collection, items in state.items()
+            if isinstance(items, list) and collection not in NOT_CRM_OBJECTS}
 
 
 def duplicates(sandboxes: Sandboxes) -> dict[str, Any]:

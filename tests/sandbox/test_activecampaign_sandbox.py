@@ -390,6 +390,68 @@ def test_the_write_log_names_the_automation_each_order_write_fires(crm):  # B9, 
     assert crm.admin("GET", "writes?since=3").json()["writes"][0]["seq"] == 4
 
 
+def automations(crm: Crm) -> list[tuple[str, str]]:
+    return [(a["trigger"], a["key"]) for a in crm.admin("GET", "automations").json()["automations"]]
+
+
+def test_an_order_update_with_source_1_fires_again_and_source_0_never(crm):  # B9 S8 S10
+    # api-specs README "Automations start on more than orders": undocumented, so the inconvenient reading.
+    connection = crm.connection()
+    customer = crm.customer(connection)
+    order = crm.call("POST", "ecomOrders", order_payload(connection, customer, "1", source=1)).json()["ecomOrder"]
+    crm.call("PUT", f"ecomOrders/{order['id']}", {"ecomOrder": {"orderNumber": "1-b", "source": 1}})
+    crm.call("PUT", f"ecomOrders/{order['id']}", {"ecomOrder": {"orderNumber": "1-c", "source": 0}})
+    cart = crm.call("POST", "ecomOrders", cart_payload(connection, customer, "chk-9", source=1)).json()["ecomOrder"]
+    crm.call("PUT", f"ecomOrders/{cart['id']}", {"ecomOrder": {"shippingMethod": "DHL", "source": 1}})
+    key = "bigcommerce:store-1|"
+    assert automations(crm) == [("makes_a_purchase", key + "1"), ("makes_a_purchase", key + "1"),
+                                ("abandoned_cart", key + "chk-9"), ("abandoned_cart", key + "chk-9")]
+    writes = [w for w in crm.writes() if w["object_type"] == "ecomOrder"]
+    assert [len(w["automations"]) for w in writes] == [1, 1, 0, 1, 1]
+    assert writes[0]["automations"] == [{"trigger": "makes_a_purchase", "object_type": "ecomOrder",
+                                         "object_id": order["id"]}]
+
+
+def test_adding_a_tag_and_subscribing_to_a_list_are_triggers_once_each(crm):  # B3 B9
+    contact = crm.call("POST", "contact/sync", {"contact": {"email": "Anna@Example.com"}}).json()["contact"]["id"]
+    tag = crm.call("POST", "tags", {"tag": {"tag": "bigcommerce-customer", "tagType": "contact"}}).json()["tag"]["id"]
+    for _ in range(2):  # the second add finds the existing link: no tag is added, nothing starts
+        assert crm.call("POST", "contactTags", {"contactTag": {"contact": contact, "tag": tag}}).status_code == 201
+    for status in (1, 1, 2, 1):  # subscribe, again (no change), unsubscribe, re-subscribe
+        crm.call("POST", "contactLists", {"contactList": {"list": 1, "contact": contact, "status": status}})
+    assert automations(crm) == [("tag_added", "anna@example.com|bigcommerce-customer"),
+                                ("subscribed_to_list", "anna@example.com|list:1"),
+                                ("subscribed_to_list", "anna@example.com|list:1")]
+    assert crm.admin("GET", "automations?since=1").json()["counts"] == {"subscribed_to_list": 2}
+    assert [w["automation"] for w in crm.writes() if w["object_type"] == "contact"] == [None]
+
+
+@pytest.mark.parametrize("where", ["request", "contact"])
+def test_a_bulk_import_fires_tag_and_list_automations_unless_it_excludes_them(crm, spec, where):  # B9 S8
+    def batch(n: int, exclude: bool | None) -> dict:
+        contacts = [{"email": f"c{n}-{i}@example.com", "tags": ["square-customer"], "subscribe": [{"listid": 1}]}
+                    for i in range(2)]
+        if exclude is not None and where == "contact":
+            for contact in contacts:
+                contact["exclude_automations"] = exclude
+        body = {"contacts": contacts}
+        if exclude is not None and where == "request":
+            body["exclude_automations"] = exclude
+        return body
+
+    for n, exclude in enumerate((True, None, False)):
+        queued = conforms(spec, crm.call("POST", "import/bulk_import", batch(n, exclude)))
+        for _ in range(3):
+            crm.call("GET", "import/info", batchId=queued["batchId"])
+    fired = automations(crm)
+    assert sorted(fired) == sorted([(trigger, f"c{n}-{i}@example.com|{what}") for n in (1, 2) for i in range(2)
+                                    for trigger, what in (("tag_added", "square-customer"),
+                                                          ("subscribed_to_list", "list:1"))])
+    imports = [w for w in crm.writes() if w["object_type"] == "import"]
+    assert [len(w["automations"]) for w in imports] == [0, 4, 4]
+    assert crm.state()["contactLists"] and len(crm.state()["contactTags"]) == 6  # applied either way
+
+
 def test_two_posts_of_the_same_order_are_one_duplicate(crm):  # S6
     connection = crm.connection()
     customer = crm.customer(connection)
@@ -487,13 +549,15 @@ def test_the_cli_dumps_state_duplicates_and_writes(crm):
     customer = crm.customer(connection)
     for _ in range(2):
         crm.call("POST", "ecomOrders", order_payload(connection, customer, "1001"))
-    done = subprocess.run([sys.executable, "-m", "sandbox", "crm-dump", "--url", crm.url, "--duplicates", "--writes"],
-                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    done = subprocess.run([sys.executable, "-m", "sandbox", "crm-dump", "--url", crm.url, "--duplicates", "--writes",
+                           "--automations"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     dump = json.loads(done.stdout)
     assert [o["externalid"] for o in dump["state"]["ecomOrders"]] == ["1001", "1001"]
     assert dump["duplicates"]["ecomOrders"] == 1
     assert [w["object_type"] for w in dump["writes"]] == ["connection", "ecomCustomer", "ecomOrder", "ecomOrder"]
+    assert dump["automations"]["counts"] == {"makes_a_purchase": 2}
+    assert [a["write_seq"] for a in dump["automations"]["automations"]] == [3, 4]
     plain = subprocess.run([sys.executable, "-m", "sandbox", "crm-dump", "--url", crm.url],
                            cwd=REPO, capture_output=True, text=True, timeout=60)
     assert set(json.loads(plain.stdout)) == {"state"}

@@ -1,13 +1,17 @@
-"""The pure parts of the CRM load: payloads, hashes, the source flag, planning, batching."""
+"""The pure parts of the CRM load: payloads, hashes, the automation decision, planning, batching, the account key."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
 import pytest
-
+from ecomsync.crm import automations as a
 from ecomsync.crm import payloads as p
+from ecomsync.crm.activecampaign import account_key
 from ecomsync.crm.ledger import LedgerEntry, Rejection
-from ecomsync.crm.push import Item, RunReport, decide, plan_summary
+from ecomsync.crm.plan import Item, decide
+from ecomsync.crm.report import RunReport, plan_summary
+from hypothesis import given
+from hypothesis import strategies as st
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
 STORE = "bigcommerce:k3x9q2m7a1"
@@ -60,28 +64,87 @@ def test_naive_timestamps_are_refused():
 
 
 @pytest.mark.parametrize("mode", ["incremental", "catch_up"])
-def test_incremental_and_catch_up_orders_fire_automations(mode):  # B9
-    assert p.order_source(mode, STORE, NOW - timedelta(days=900), NOW, 24) == 1
-    assert p.cart_source(mode) == 1
+def test_incremental_and_catch_up_records_are_live(mode):  # B9
+    assert a.is_live(mode, STORE, NOW - timedelta(days=900), NOW, 24)
+    assert a.is_live(mode, LOCATION, None, NOW, 24)
 
 
-def test_historical_orders_and_carts_fire_nothing():  # B9
-    assert p.order_source("historical", STORE, NOW - timedelta(hours=1), NOW, 24) == 0
-    assert p.cart_source("historical") == 0
+def test_historical_records_are_never_live_on_bigcommerce():  # B9
+    assert not a.is_live("historical", STORE, NOW - timedelta(hours=1), NOW, 24)
 
 
-def test_square_historical_restart_fires_only_inside_the_window():  # S8
-    assert p.order_source("historical", LOCATION, NOW - timedelta(hours=23, minutes=59), NOW, 24) == 1
-    assert p.order_source("historical", LOCATION, NOW - timedelta(hours=24, minutes=1), NOW, 24) == 0
-    assert p.order_source("historical", LOCATION, NOW - timedelta(hours=30), NOW, 48) == 1
-    assert p.order_source("historical", LOCATION, None, NOW, 24) == 0
+def test_square_historical_restart_is_live_only_inside_the_window():  # S8
+    assert a.is_live("historical", LOCATION, NOW - timedelta(hours=23, minutes=59), NOW, 24)
+    assert not a.is_live("historical", LOCATION, NOW - timedelta(hours=24, minutes=1), NOW, 24)
+    assert a.is_live("historical", LOCATION, NOW - timedelta(hours=30), NOW, 48)
+    assert not a.is_live("historical", LOCATION, None, NOW, 24)
+    assert not a.is_live("historical", LOCATION, NOW + timedelta(hours=1), NOW, 24)  # a clock ahead
 
 
 def test_unknown_sync_mode_is_an_error_not_a_guess():
-    with pytest.raises(ValueError, match="sync_mode"):
-        p.order_source("backfill", STORE, NOW, NOW, 24)
-    with pytest.raises(ValueError, match="sync_mode"):
-        p.cart_source(None)
+    with pytest.raises(ValueError, match="unknown sync_mode 'backfill'"):
+        a.is_live("backfill", STORE, NOW, NOW, 24)
+    with pytest.raises(ValueError):
+        a.is_live(None, STORE, NOW, NOW, 24)
+
+
+OBJECT_TYPES = ("connection", "contact", "tag", "contact_tag", "list_membership", "ecom_customer", "ecom_order",
+                "abandoned_cart")
+
+
+@given(object_type=st.sampled_from(OBJECT_TYPES), in_crm=st.booleans(), live=st.booleans(),
+       is_purchase=st.booleans())
+def test_only_a_new_live_write_may_start_an_automation(object_type, in_crm, live, is_purchase):  # B3 B9 S8 S10
+    fires = a.may_start_automation(object_type, in_crm=in_crm, live=live, is_purchase=is_purchase)
+    expected = (object_type in a.TRIGGERS and not in_crm and live
+                and (is_purchase or object_type != "ecom_order"))
+    assert fires == expected
+    # what the order is sent with: source 1 exactly when it may fire
+    assert a.source_flag(fires) == (1 if fires else 0)
+
+
+def test_a_failed_or_cancelled_payment_never_fires():  # S8 (issue 13: no purchase, no automation)
+    assert not a.may_start_automation("ecom_order", in_crm=False, live=True, is_purchase=False)
+    assert a.may_start_automation("abandoned_cart", in_crm=False, live=True)
+
+
+def test_the_audit_counts_writes_per_trigger():
+    assert a.audit(["ecom_order", "contact_tag", "ecom_order", "list_membership", "abandoned_cart"]) == {
+        "makes_a_purchase": 2, "tag_added": 1, "subscribed_to_list": 1, "abandoned_cart": 1}
+
+
+@given(column=st.sampled_from(sorted(p.NON_PAYLOAD_COLUMNS)), value=st.one_of(
+    st.none(), st.booleans(), st.sampled_from(["historical", "incremental", "catch_up"]),
+    st.datetimes(timezones=st.just(timezone.utc))))
+def test_non_payload_columns_are_never_sent_nor_hashed(column, value):  # P4
+    row = order_row()
+    changed = order_row(**{column: value})
+    assert p.order_payload(row) == p.order_payload(changed)
+    assert p.payload_hash(p.order_payload(row)) == p.payload_hash(p.order_payload(changed))
+    assert p.row_hash(row) == p.row_hash(changed)
+    assert column not in p.order_payload(changed)
+
+
+@pytest.mark.parametrize("spelt", ["http://127.0.0.1:8103", "http://localhost:8103/", "HTTP://LocalHost:8103//",
+                                   "http://[::1]:8103", " http://127.0.0.1:8103/ "])
+def test_one_account_however_its_url_is_spelt(spelt):  # issue 15
+    assert account_key(spelt) == "http://localhost:8103"
+
+
+def test_account_key_drops_default_ports_and_keeps_real_differences():  # issue 15
+    assert account_key("https://Acct.API-us1.com:443/") == account_key("https://acct.api-us1.com") == \
+        "https://acct.api-us1.com"
+    assert account_key("http://acct.example:80") == "http://acct.example"
+    assert account_key("https://acct.api-us1.com:8443") != account_key("https://acct.api-us1.com")
+    assert account_key("https://one.api-us1.com") != account_key("https://two.api-us1.com")
+    with pytest.raises(ValueError):
+        account_key("not a url")
+
+
+def test_bulk_entry_excludes_automations_unless_told_otherwise():  # B9
+    contact = {"email": "ada@example.com", "firstName": "Ada", "lastName": "L", "phone": ""}
+    assert p.bulk_import_contact(contact, ["bigcommerce-customer"], "3")["exclude_automations"] is True
+    assert p.bulk_import_contact(contact, [], None, exclude_automations=False)["exclude_automations"] is False
 
 
 def test_bulk_batches_hold_at_most_250_contacts():  # B3
@@ -95,7 +158,8 @@ def test_bulk_entry_subscribes_only_when_given_a_list():  # B7
     contact = p.contact_payload({"email": "ada@example.com", "first_name": "Ada", "last_name": None, "phone": None})
     entry = p.bulk_import_contact(contact, ["bigcommerce-customer"], "3")
     assert entry == {"email": "ada@example.com", "first_name": "Ada", "last_name": "", "phone": "",
-                     "tags": ["bigcommerce-customer"], "subscribe": [{"listid": 3}]}
+                     "tags": ["bigcommerce-customer"], "subscribe": [{"listid": 3}],
+                     "exclude_automations": True}
     assert "subscribe" not in p.bulk_import_contact(contact, [], None)
 
 
@@ -135,6 +199,15 @@ def test_rejected_record_waits_for_a_new_payload_or_a_request():
     assert plan(it, rejection=Rejection(it.hash, "email_invalid"))[0] == "skipped"
     assert plan(it, rejection=Rejection("older payload", "email_invalid"))[0] == "create"
     assert plan(it, rejection=Rejection(it.hash, "email_invalid"), retry=True)[0] == "create"
+    # an update the CRM refused waits too
+    assert plan(it, LedgerEntry("7", "old", "synced"), Rejection(it.hash, "field_invalid"))[0] == "skipped"
+
+
+def test_a_rejection_never_shadows_what_the_ledger_holds():  # issue 15
+    it = item()
+    # a racing second load got 422 "duplicate" for the payload the first load had pushed
+    assert plan(it, LedgerEntry("7", it.hash, "synced"), Rejection(it.hash, "duplicate")) == ("unchanged", "")
+    assert plan(it, LedgerEntry("7", "old", "synced"), Rejection("older", "duplicate")) == ("update", "")
 
 
 def test_list_membership_needs_the_master_list():  # B7
@@ -147,11 +220,13 @@ def test_plan_summary_counts_and_samples_per_type():
     items = [item(key=f"{STORE}|{n}", payload={"n": n}) for n in range(5)]
     for it, action in zip(items, ["create", "create", "update", "unchanged", "create"]):
         it.action = action
-    items[0].source = 0
+    items[1].fires = True
     summary = plan_summary(items)["ecom_order"]
     assert (summary["create"], summary["update"], summary["unchanged"], summary["skipped"]) == (3, 1, 1, 0)
     assert [s["key"] for s in summary["samples"]] == [f"{STORE}|0", f"{STORE}|1", f"{STORE}|2"]
     assert summary["samples"][0] == {"action": "create", "key": f"{STORE}|0", "payload": {"n": 0}, "source": 0}
+    assert summary["samples"][1] == {"action": "create", "key": f"{STORE}|1", "payload": {"n": 1}, "source": 1,
+                                     "automation": "makes_a_purchase"}
 
 
 def test_plan_samples_sent_to_xcom_mask_emails_and_phones():

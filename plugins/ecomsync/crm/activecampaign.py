@@ -15,6 +15,8 @@ import threading
 import time
 from typing import Any, Callable
 
+from urllib3.util import parse_url
+
 from ecomsync.http import ApiError, ApiSession, RequestStats, TokenBucketPacer
 
 log = logging.getLogger(__name__)
@@ -24,9 +26,33 @@ _pacers: dict[str, TokenBucketPacer] = {}
 _pacers_lock = threading.Lock()
 
 
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]", "0:0:0:0:0:0:0:1"})
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def account_key(base_url: str) -> str:
+    """The CRM account behind an API URL, spelt one way: what the advisory lock and the token bucket key on.
+
+    ``urllib3.util.parse_url`` lower-cases scheme and host; on top of it: no default port, no trailing slash
+    or dot, no user info, query or fragment, and every loopback name (``127.0.0.1``, ``::1``) is ``localhost``
+    — so ``HTTPS://Acct.API-us1.com:443/`` and ``https://acct.api-us1.com`` are one account (issue 15).
+    ValueError for a URL without a host.
+    """
+    url = parse_url(base_url.strip())
+    if not url.host:
+        raise ValueError(f"CRM account URL {base_url!r} has no host")
+    scheme = (url.scheme or "https").lower()
+    host = url.host.lower().rstrip(".")
+    if host in LOOPBACK_HOSTS or host.startswith("127."):
+        host = "localhost"
+    port = f":{url.port}" if url.port and url.port != DEFAULT_PORTS.get(scheme) else ""
+    path = (url.path or "").rstrip("/")
+    return f"{scheme}://{host}{port}{path}"
+
+
 def account_pacer(base_url: str, requests_per_second: float) -> TokenBucketPacer:
-    """The one token bucket of a CRM account in this process."""
-    key = base_url.rstrip("/")
+    """The one token bucket of a CRM account in this process (however its URL is spelt)."""
+    key = account_key(base_url)
     with _pacers_lock:
         pacer = _pacers.get(key)
         if pacer is None or abs(pacer.interval - 1.0 / requests_per_second) > 1e-9:
@@ -46,6 +72,7 @@ class ActiveCampaignClient:
     def __init__(self, base_url: str, token: str, *, requests_per_second: float, timeout: float = 30.0,
                  sleep: Callable[[float], None] = time.sleep):
         self.account = base_url.rstrip("/")
+        self.account_key = account_key(base_url)
         self.pacer = account_pacer(self.account, requests_per_second)
         self.sleep = sleep
         # One session for the push threads: its counters are thread-safe, its token bucket is the account's.
@@ -223,6 +250,12 @@ class ActiveCampaignClient:
 
     def update_ecom_order(self, crm_id: str, payload: dict[str, Any]) -> None:
         self.put(f"/ecomOrders/{crm_id}", {"ecomOrder": payload})
+
+    def delete_ecom_order(self, crm_id: str) -> bool:
+        """``DELETE /api/3/ecomOrders/{id}`` (spec: delete-order, answers ``{}``); False when the CRM no longer
+        had it (404). Safe to repeat."""
+        status, _, _ = self.session.request_json("DELETE", f"/ecomOrders/{crm_id}", allow_statuses=frozenset({404}))
+        return status != 404
 
 
 def _id(item: dict[str, Any] | None) -> str | None:

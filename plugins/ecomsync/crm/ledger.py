@@ -11,10 +11,12 @@ import json
 import threading
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Callable
 
 import psycopg2
 from psycopg2.extras import Json, RealDictCursor
+
+from ecomsync.crm.activecampaign import account_key
 
 SYNC_DDL = """
 create schema if not exists sync;
@@ -58,6 +60,8 @@ create table if not exists sync.run_reports (
     account text,
     primary key (run_id, started_at)
 );
+alter table sync.run_reports add column if not exists automations jsonb not null default '{}'::jsonb;
+alter table sync.ledger add column if not exists status_reason text;
 """
 
 
@@ -97,9 +101,12 @@ class SyncStore:
                         + SYNC_DDL + "commit;")
 
     def acquire_account_lock(self, account: str) -> None:
-        """A session-level advisory lock per CRM account: two loads never interleave (released on close)."""
-        key = int.from_bytes(hashlib.sha256(f"ecomsync.load_crm:{account}".encode()).digest()[:8], "big",
-                             signed=True)
+        """A session-level advisory lock per CRM account: two loads never interleave (released on close).
+
+        Keyed on the normalised account URL (``activecampaign.account_key``), so every spelling of one
+        account's URL (``127.0.0.1``/``localhost``, case, trailing slash, default port) takes the same lock."""
+        key = int.from_bytes(hashlib.sha256(f"ecomsync.load_crm:{account_key(account)}".encode()).digest()[:8],
+                             "big", signed=True)
         with self.lock, self.conn.cursor() as cur:
             cur.execute("select pg_try_advisory_lock(%s)", (key,))
             if not cur.fetchone()[0]:
@@ -124,6 +131,16 @@ class SyncStore:
         return {(r["object_type"], r["natural_key"]): LedgerEntry(r["crm_id"], r["payload_hash"], r["status"])
                 for r in self.query("select object_type, natural_key, crm_id, payload_hash, status from sync.ledger")}
 
+    def clear_shadowing_rejections(self) -> int:
+        """Drop rejections of objects the ledger holds with the same payload: the CRM has that very version
+        (e.g. two loads raced and the second got a 422 ``duplicate``), so it must not be skipped as rejected."""
+        with self.lock, self.conn.cursor() as cur:
+            cur.execute("""delete from sync.rejections r using sync.ledger l
+                           where l.object_type = r.object_type and l.natural_key = r.natural_key
+                             and l.payload_hash = r.payload_hash and l.crm_id is not null
+                             and l.status in ('synced', 'recovered')""")
+            return cur.rowcount
+
     def rejections(self) -> dict[tuple[str, str], Rejection]:
         return {(r["object_type"], r["natural_key"]): Rejection(r["payload_hash"], r["error_code"])
                 for r in self.query("select object_type, natural_key, payload_hash, error_code from sync.rejections")}
@@ -139,10 +156,18 @@ class SyncStore:
                    on conflict (object_type, natural_key) do update
                    set crm_id = coalesce(excluded.crm_id, l.crm_id), payload_hash = excluded.payload_hash,
                        connection_id = excluded.connection_id, last_pushed_at = now(),
-                       last_run_id = excluded.last_run_id, status = excluded.status""",
+                       last_run_id = excluded.last_run_id, status = excluded.status, status_reason = null""",
                 (object_type, natural_key, connection_id, crm_id, payload_hash, run_id, status))
             cur.execute("delete from sync.rejections where object_type = %s and natural_key = %s",
                         (object_type, natural_key))
+
+    def record_removed(self, object_type: str, natural_key: str, reason: str, run_id: str) -> None:
+        """The object was taken out of the CRM (e.g. an order now excluded as ``archived_order``): status
+        ``removed`` with the reason, no CRM id — should it come back it is created again."""
+        with self.lock, self.conn.cursor() as cur:
+            cur.execute("update sync.ledger set status = 'removed', status_reason = %s, crm_id = null, "
+                        "last_run_id = %s, last_pushed_at = now() where object_type = %s and natural_key = %s",
+                        (reason, run_id, object_type, natural_key))
 
     def mark_status(self, object_type: str, natural_key: str, status: str, run_id: str) -> None:
         with self.lock, self.conn.cursor() as cur:
@@ -174,17 +199,22 @@ class SyncStore:
                        last_rejected_at = now(), attempts = r.attempts + 1""",
                 (object_type, natural_key, connection_id, payload_hash, http_status, error_code, Json(error), run_id))
 
-    def mark_interrupted_reports(self, account: str, found_by_run_id: str) -> list[str]:
-        """Reports of this account still ``running`` belong to loads that died without finishing them.
+    def mark_interrupted_reports(self, account: str, found_by_run_id: str,
+                                 same_account: Callable[[str], bool]) -> list[str]:
+        """Reports still ``running`` of the account (``same_account(report.account)``, however its URL was
+        spelt) belong to loads that died without finishing them.
 
         Call it holding the account lock: then no load of the account is running, so none of them is alive.
         """
         with self.lock, self.conn.cursor() as cur:
-            cur.execute("update sync.run_reports set status = 'interrupted', error = %s "
-                        "where account = %s and status = 'running' returning run_id",
-                        (f"interrupted: the load stopped before finishing its report (killed?); found by run "
-                         f"{found_by_run_id}", account))
-            return sorted(run_id for (run_id,) in cur.fetchall())
+            cur.execute("select run_id, started_at, account from sync.run_reports where status = 'running'")
+            dead = [(run_id, started_at) for run_id, started_at, spelt in cur.fetchall()
+                    if spelt is not None and same_account(spelt)]
+            error = f"interrupted: the load stopped before finishing its report (killed?); found by run {found_by_run_id}"
+            for run_id, started_at in dead:
+                cur.execute("update sync.run_reports set status = 'interrupted', error = %s "
+                            "where run_id = %s and started_at = %s", (error, run_id, started_at))
+            return sorted(run_id for run_id, _ in dead)
 
     def start_report(self, run_id: str, account: str, mode: str, started_at: datetime) -> None:
         with self.lock, self.conn.cursor() as cur:
@@ -192,12 +222,13 @@ class SyncStore:
                         "values (%s, %s, %s, %s, 'running')", (run_id, account, mode, started_at))
 
     def finish_report(self, run_id: str, started_at: datetime, *, finished_at: datetime, status: str,
-                      counts: dict, requests: int, warnings: list[str], plan: dict | None, error: str | None) -> None:
+                      counts: dict, requests: int, warnings: list[str], plan: dict | None, error: str | None,
+                      automations: dict[str, int] | None = None) -> None:
         with self.lock, self.conn.cursor() as cur:
             cur.execute(
                 """update sync.run_reports set finished_at = %s, status = %s, counts = %s, requests = %s,
-                          warnings = %s, plan = %s, error = %s
+                          warnings = %s, plan = %s, error = %s, automations = %s
                    where run_id = %s and started_at = %s""",
                 (finished_at, status, Json(counts), requests, Json(warnings),
                  None if plan is None else Json(plan, dumps=lambda v: json.dumps(v, default=str)), error,
-                 run_id, started_at))
+                 Json(automations or {}), run_id, started_at))

@@ -2,23 +2,24 @@
 
 Pure functions, no I/O. A payload here names its references by our natural keys
 (``connection_id``, ``customer_key``); the push swaps in CRM ids just before sending,
-so a payload hash depends only on the business data. ``sync_mode``, ``landed_at``
-and the ``source`` flag are never hashed: re-landing a row or switching the sync
-mode must not re-push an unchanged order.
+so a payload hash depends only on the business data. The mart columns in
+``NON_PAYLOAD_COLUMNS`` and the ``source`` flag are never sent nor hashed: re-landing
+a row or switching the sync mode must not re-push an unchanged order.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timezone
 from typing import Any, Iterable, Iterator, Sequence, TypeVar
 
 # Dependency order of the push (issue 7): each type only refers to types before it.
 OBJECT_TYPES = ("connection", "contact", "tag", "contact_tag", "list_membership", "ecom_customer",
                 "ecom_order", "abandoned_cart")
 
-REALTIME_MODES = frozenset({"incremental", "catch_up"})
-SOURCE_REALTIME, SOURCE_HISTORICAL = 1, 0
+# Mart columns the load reads for its own decisions (automations: ``ecomsync.crm.automations``), never sent to
+# the CRM and never part of a payload hash. The one list of them.
+NON_PAYLOAD_COLUMNS = frozenset({"sync_mode", "landed_at", "is_purchase"})
 
 BULK_IMPORT_MAX_CONTACTS = 250
 
@@ -32,8 +33,10 @@ def payload_hash(payload: dict[str, Any]) -> str:
 
 
 def row_hash(row: dict[str, Any]) -> str:
-    """sha256 of a mart row as read, any value as text: names a malformed row that has no payload."""
-    canonical = json.dumps(row, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    """sha256 of a mart row as read (without ``NON_PAYLOAD_COLUMNS``), any value as text: names a malformed row
+    that has no payload."""
+    payload_columns = {column: value for column, value in row.items() if column not in NON_PAYLOAD_COLUMNS}
+    canonical = json.dumps(payload_columns, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -51,41 +54,6 @@ def iso_utc(value: datetime | None) -> str | None:
     if value.tzinfo is None:
         raise ValueError(f"naive timestamp {value!r}: the marts hold timestamptz (UTC)")
     return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
-
-
-def service_of(connection_id: str) -> str:
-    """``bigcommerce:<hash>`` → ``bigcommerce``."""
-    service, sep, _ = connection_id.partition(":")
-    if not sep:
-        raise ValueError(f"connection_id {connection_id!r} is not '<service>:<external id>'")
-    return service
-
-
-def order_source(sync_mode: str, connection_id: str, placed_at: datetime | None, now: datetime,
-                 realtime_window_hours: int) -> int:
-    """The automation flag of an order (B9, S8).
-
-    Incremental and catch-up orders are real time (1: fires "makes a purchase"); a historical
-    sync sends 0, except that a Square historical restart still fires for orders placed within
-    the real-time window before the run.
-    """
-    if sync_mode in REALTIME_MODES:
-        return SOURCE_REALTIME
-    if sync_mode != "historical":
-        raise ValueError(f"unknown sync_mode {sync_mode!r} (expected incremental, catch_up or historical)")
-    if (service_of(connection_id) == "square" and placed_at is not None
-            and now - timedelta(hours=realtime_window_hours) <= placed_at <= now):
-        return SOURCE_REALTIME
-    return SOURCE_HISTORICAL
-
-
-def cart_source(sync_mode: str) -> int:
-    """Abandoned carts from a historical sync fire no abandoned-cart automation (B9)."""
-    if sync_mode in REALTIME_MODES:
-        return SOURCE_REALTIME
-    if sync_mode != "historical":
-        raise ValueError(f"unknown sync_mode {sync_mode!r} (expected incremental, catch_up or historical)")
-    return SOURCE_HISTORICAL
 
 
 def connection_payload(row: dict[str, Any]) -> dict[str, Any]:
@@ -153,10 +121,17 @@ def _cents(row: dict[str, Any], column: str) -> int:
     return int(value)
 
 
-def bulk_import_contact(payload: dict[str, Any], tags: Sequence[str], list_id: str | None) -> dict[str, Any]:
-    """One entry of ``import/bulk_import``: tags by name; a list subscription when the contact opted in (B7)."""
+def bulk_import_contact(payload: dict[str, Any], tags: Sequence[str], list_id: str | None, *,
+                        exclude_automations: bool = True) -> dict[str, Any]:
+    """One entry of ``import/bulk_import``: tags by name; a list subscription when the contact opted in (B7).
+
+    ``exclude_automations`` (per contact, as the official request example of ``/import/bulk_import`` places it:
+    ac-v3-ecom-contacts-subset.openapi.json) keeps the tags and the subscription from starting automations;
+    without it a bulk import runs them (api-specs README, "Automations start on more than orders").
+    """
     entry: dict[str, Any] = {"email": payload["email"], "first_name": payload["firstName"],
-                             "last_name": payload["lastName"], "phone": payload["phone"], "tags": list(tags)}
+                             "last_name": payload["lastName"], "phone": payload["phone"], "tags": list(tags),
+                             "exclude_automations": exclude_automations}
     if list_id is not None:
         entry["subscribe"] = [{"listid": int(list_id) if str(list_id).isdigit() else list_id}]
     return entry

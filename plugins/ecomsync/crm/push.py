@@ -15,40 +15,42 @@ A 422 (or another 4xx about the record) is recorded in ``sync.rejections`` and t
 the record is retried when its payload changes or when the run asks to retry rejections. A mart
 row the load cannot turn into a payload (money not in integer cents, unknown ``sync_mode``,
 naive timestamp) is recorded there too (``invalid_mart_row``) and never sent.
-Nothing is ever deleted in the CRM: a disabled connection's records are skipped (B11, S9).
+A disabled connection's records are skipped and nothing of it is deleted (B11, S9). The one deletion:
+an order the ledger pushed that the marts now exclude (``crm.excluded_records``, record type ``order``:
+archived, failed or cancelled payment …) is taken out of the CRM's figures (``DELETE ecomOrders/{id}``),
+its ledger row marked ``removed`` with the reason, counted as ``removed``.
+
+Automations: every write asks ``ecomsync.crm.automations.may_start_automation`` (issue 14). Tags and list
+subscriptions that may not start one go through ``import/bulk_import`` with ``exclude_automations``
+whatever their number; an order is sent with ``source`` 1 only on the create of a new live purchase. The
+run report's ``automations`` counts, per trigger, the writes that could start one (a dry run: the planned
+ones). Each phase logs its progress (planned / done / rejected, requests, rate) at least every
+``PROGRESS_EVERY_S`` seconds.
 """
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from functools import cached_property
 from typing import Any, Callable
 
 import psycopg2.errors
 
 from ecomsync.config import CrmSettings
+from ecomsync.crm import automations as a
+from ecomsync.crm import bulk_import as bi
 from ecomsync.crm import payloads as p
-from ecomsync.crm.activecampaign import ActiveCampaignClient
+from ecomsync.crm import report as rp
+from ecomsync.crm.activecampaign import ActiveCampaignClient, account_key
 from ecomsync.crm.ledger import LedgerEntry, Rejection, SyncStore
+from ecomsync.crm.plan import INVALID_MART_ROW, MART_TABLES, Item, decide
+from ecomsync.crm.report import Progress, RunReport, plan_summary
 from ecomsync.http import ApiError, AuthError
 
 log = logging.getLogger(__name__)
 
 MODES = ("normal", "dry_run", "full_resync")
-OUTCOMES = ("created", "updated", "unchanged", "rejected", "skipped")
-PLAN_SAMPLES = 3
-# crm mart → (object type, natural key column): what a malformed row of it is rejected as.
-MART_TABLES = {"connections": ("connection", "connection_id"), "contacts": ("contact", "email"),
-               "ecom_customers": ("ecom_customer", "ecom_customer_key"), "ecom_orders": ("ecom_order", "order_key"),
-               "abandoned_carts": ("abandoned_cart", "cart_key")}
-INVALID_MART_ROW = "invalid_mart_row"
-EMAIL_ADDRESS = re.compile(r"([^\s@|]+)@([^\s@|]+)")
-PHONE_FIELDS = frozenset({"phone"})
-_count_lock = threading.Lock()
 # Answers that are about the record itself, not the run: the record is rejected, the run goes on.
 RECORD_ERROR_STATUSES = frozenset({400, 409, 413, 422})
 # Wire fields ActiveCampaign defines for an order; the rest of the planned payload only feeds the hash.
@@ -56,60 +58,6 @@ ORDER_WIRE_FIELDS = ("externalid", "externalcheckoutid", "email", "orderNumber",
                      "shippingAmount", "taxAmount", "discountAmount", "currency", "shippingMethod",
                      "externalCreatedDate", "externalUpdatedDate", "abandonedDate", "orderProducts",
                      "orderDiscounts")
-
-
-@dataclass
-class Item:
-    """One CRM object the marts want: its planned payload and what to do with it."""
-
-    object_type: str
-    natural_key: str
-    connection_id: str | None
-    payload: dict[str, Any]
-    source: int | None = None
-    action: str = ""  # create | update | unchanged | skipped
-    reason: str = ""
-
-    @cached_property
-    def hash(self) -> str:
-        return p.payload_hash(self.payload)
-
-
-@dataclass
-class RunReport:
-    run_id: str
-    mode: str
-    started_at: datetime
-    finished_at: datetime | None = None
-    status: str = "running"
-    counts: dict[str, dict[str, int]] = field(default_factory=dict)
-    requests: int = 0
-    warnings: list[str] = field(default_factory=list)
-    plan: dict[str, Any] | None = None
-    rejections: list[dict[str, Any]] = field(default_factory=list)
-    error: str | None = None
-
-    def count(self, object_type: str, outcome: str, n: int = 1) -> None:
-        with _count_lock:  # the push threads count concurrently
-            per_type = self.counts.setdefault(object_type, dict.fromkeys(OUTCOMES, 0))
-            per_type[outcome] += n
-
-    @property
-    def writes(self) -> int:
-        return sum(c["created"] + c["updated"] for c in self.counts.values())
-
-    def as_dict(self) -> dict[str, Any]:
-        """Small and JSON-able for XCom: counts, warnings, rejected keys with the CRM's code, the plan's samples.
-
-        XCom and task logs are no place for personal data: the samples' emails and phones are masked
-        (``sync.run_reports`` keeps the plan unmasked).
-        """
-        return {"run_id": self.run_id, "mode": self.mode, "status": self.status,
-                "started_at": self.started_at.isoformat(),
-                "finished_at": self.finished_at.isoformat() if self.finished_at else None,
-                "counts": self.counts, "writes": self.writes, "requests": self.requests,
-                "warnings": list(self.warnings), "rejections": self.rejections[:20], "plan": masked(self.plan),
-                "error": self.error}
 
 
 def run_push(wh_url: str, client: ActiveCampaignClient, crm_settings: CrmSettings, *, run_id: str,
@@ -121,9 +69,10 @@ def run_push(wh_url: str, client: ActiveCampaignClient, crm_settings: CrmSetting
     store = SyncStore(wh_url)
     try:
         store.ensure_schema()
-        store.acquire_account_lock(client.account)
+        store.acquire_account_lock(client.account)  # keyed on the normalised account: one lock however it is spelt
         report = RunReport(run_id=run_id, mode=mode, started_at=datetime.now(timezone.utc))
-        interrupted = store.mark_interrupted_reports(client.account, run_id)
+        interrupted = store.mark_interrupted_reports(client.account, run_id,
+                                                     lambda spelt: _same_account(spelt, client.account_key))
         if interrupted:
             report.warnings.append(f"{len(interrupted)} earlier load(s) of this account stopped without finishing "
                                    f"(killed?); their run reports are now 'interrupted': {', '.join(interrupted)}")
@@ -141,9 +90,9 @@ def run_push(wh_url: str, client: ActiveCampaignClient, crm_settings: CrmSetting
             report.requests = client.requests_made - requests_before
             store.finish_report(run_id, report.started_at, finished_at=report.finished_at, status=report.status,
                                 counts=report.counts, requests=report.requests, warnings=report.warnings,
-                                plan=report.plan, error=report.error)
-            log.info("CRM load %s (%s): %s; %d requests; counts %s; warnings %s", run_id, mode, report.status,
-                     report.requests, report.counts, report.warnings)
+                                plan=report.plan, error=report.error, automations=report.automations)
+            log.info("CRM load %s (%s): %s; %d requests; counts %s; automations %s; warnings %s", run_id, mode,
+                     report.status, report.requests, report.counts, report.automations, report.warnings)
         return report
     finally:
         store.release_account_lock()
@@ -175,6 +124,8 @@ class Push:
     # -- planning -----------------------------------------------------------------------------
     def run(self) -> None:
         marts = self.read_marts()
+        if self.report.mode != "dry_run":
+            self.store.clear_shadowing_rejections()
         self.ledger, self.rejected = self.store.ledger(), self.store.rejections()
         self.crm_ids = {key: entry.crm_id for key, entry in self.ledger.items() if entry.crm_id}
         if self.settings.master_list_rule_applies:
@@ -185,6 +136,7 @@ class Push:
         items = self.plan(marts)
         if self.report.mode == "dry_run":
             self.report.plan = plan_summary(items)
+            self.report.automations = a.audit(item.object_type for item in items if item.fires)
             for item in items:
                 if item.action in ("unchanged", "skipped"):
                     self.report.count(item.object_type, item.action)
@@ -198,6 +150,15 @@ class Push:
                 marts[table] = self.store.query(f"select * from crm.{table}")
             except psycopg2.errors.UndefinedTable:
                 raise RuntimeError(f"crm.{table} does not exist: run the transform (dbt build) before the load") from None
+        try:
+            marts["excluded_orders"] = self.store.query(
+                "select connection_id, external_id, reason from crm.excluded_records where record_type = 'order'")
+        except psycopg2.errors.UndefinedTable:
+            raise RuntimeError("crm.excluded_records does not exist: run the transform (dbt build) "
+                               "before the load") from None
+        if marts["ecom_orders"] and "is_purchase" not in marts["ecom_orders"][0]:
+            self.warn("crm.ecom_orders has no is_purchase column (marts older than the load): every new live "
+                      "order is taken for a purchase — rebuild the marts")
         return marts
 
     def plan(self, marts: dict[str, list[dict[str, Any]]]) -> list[Item]:
@@ -219,6 +180,9 @@ class Push:
                       f"(error_code {INVALID_MART_ROW}) and fix the model")
         for item in items:
             self.decide(item)
+        items.extend(self.removals(marts["excluded_orders"], {i.natural_key for i in items
+                                                              if i.object_type == "ecom_order"}))
+        self.decide_automations(items)
         self.warn_about_skips(items)
         return items
 
@@ -239,11 +203,16 @@ class Push:
         if table == "ecom_customers":
             return [Item("ecom_customer", row["ecom_customer_key"], row["connection_id"], p.ecom_customer_payload(row))]
         if table == "ecom_orders":
+            # Marts from before is_purchase take every order for one (with a warning); a null is no purchase.
             return [Item("ecom_order", row["order_key"], row["connection_id"], p.order_payload(row),
-                         p.order_source(row["sync_mode"], row["connection_id"], row["external_created_at"],
-                                        self.report.started_at, self.settings.realtime_window_hours))]
+                         live=self.is_live(row, row["external_created_at"]),
+                         is_purchase=bool(row["is_purchase"]) if "is_purchase" in row else True)]
         return [Item("abandoned_cart", row["cart_key"], row["connection_id"], p.cart_payload(row),
-                     p.cart_source(row["sync_mode"]))]
+                     live=self.is_live(row, row.get("external_created_at")))]
+
+    def is_live(self, row: dict[str, Any], placed_at: datetime | None) -> bool:
+        return a.is_live(row["sync_mode"], row["connection_id"], placed_at, self.report.started_at,
+                         self.settings.realtime_window_hours)
 
     def decide(self, item: Item) -> None:
         key = (item.object_type, item.natural_key)
@@ -251,6 +220,40 @@ class Push:
                                           enabled_connections=self.enabled,
                                           master_list_found=self.master_list_id is not None,
                                           retry_rejected=self.retry_rejected)
+
+    def removals(self, excluded: list[dict[str, Any]], wanted: set[str]) -> list[Item]:
+        """Orders the ledger pushed that the marts now exclude (archived, failed, cancelled …): to be taken out
+        of the CRM's figures. A disabled connection's are skipped: nothing of it is deleted (B11)."""
+        items = []
+        for row in excluded:
+            key = f"{row['connection_id']}|{row['external_id']}"
+            entry = self.ledger.get(("ecom_order", key))
+            if key in wanted or entry is None or entry.crm_id is None or entry.status not in ("synced", "recovered"):
+                continue
+            item = Item("ecom_order", key, row["connection_id"], {"excluded": row["reason"]}, action="remove",
+                        reason=str(row["reason"]))
+            if item.connection_id not in self.enabled:
+                item.action, item.reason = "skipped", "connection disabled"
+            items.append(item)
+        return items
+
+    def decide_automations(self, items: list[Item]) -> None:
+        """Ask ``may_start_automation`` for every planned object: tags and list memberships last, as a contact is
+        live when one of its orders or carts may start an automation in this run (B3: tagged when they buy)."""
+        def ask(item: Item) -> bool:
+            in_crm = (item.object_type, item.natural_key) in self.ledger or item.action != "create"
+            return a.may_start_automation(item.object_type, in_crm=in_crm, live=item.live,
+                                          is_purchase=item.is_purchase)
+
+        links = ("contact_tag", "list_membership")
+        for item in items:  # connections, contacts, tags and customers ask too: the answer is no
+            if item.object_type not in links:
+                item.fires = ask(item)
+        live_contacts = {item.payload["email"] for item in items if item.fires}
+        for item in items:
+            if item.object_type in links:
+                item.live = item.payload["email"] in live_contacts
+                item.fires = ask(item)
 
     def warn_about_skips(self, items: list[Item]) -> None:
         """One warning per reason (the missing master list already has its own)."""
@@ -280,34 +283,72 @@ class Push:
         for (object_type, what), keys in sorted(self.waiting.items()):
             self.warn(f"{len(keys)} {object_type} record(s) skipped: their {what} has no CRM id (rejected, skipped "
                       f"or not pushed yet), e.g. {', '.join(sorted(keys)[:3])}")
+        removed = self.report.counts.get("ecom_order", {}).get("removed", 0)
+        if removed:
+            self.warn(f"{removed} order(s) pushed earlier are now excluded by the marts (see crm.excluded_records) "
+                      "and were deleted from the CRM; sync.ledger keeps them as 'removed' with the reason")
 
     def push_in_order(self, by_type: dict[str, list[Item]], items: list[Item]) -> None:
         """connection → contact → tags and lists → e-commerce customer → order → abandoned cart."""
-        self.each(by_type["connection"], self.push_connection)
-        if len(by_type["contact"]) > self.settings.bulk_import_threshold:
-            self.bulk_import_contacts(by_type["contact"], items)
-            imported = {item.payload["email"] for item in by_type["contact"]}
-            by_type["contact_tag"] = [i for i in by_type["contact_tag"] if i.payload["email"] not in imported]
-            by_type["list_membership"] = [i for i in by_type["list_membership"]
-                                          if i.payload["email"] not in imported]
-        else:
-            self.each(by_type["contact"], self.push_contact)
-        self.resolve_tags({item.payload["tag"] for item in by_type["contact_tag"]})
-        self.each(by_type["contact_tag"], self.push_contact_tag)
-        self.each(by_type["list_membership"], self.push_list_membership)
-        self.each(by_type["ecom_customer"], self.push_ecom_customer)
-        self.each(by_type["ecom_order"], self.push_order)
-        self.each(by_type["abandoned_cart"], self.push_cart)
+        self.each("connections", by_type["connection"], self.push_connection)
+        self.push_contacts(by_type, items)
+        self.each("e-commerce customers", by_type["ecom_customer"], self.push_ecom_customer)
+        self.each("orders", by_type["ecom_order"], self.push_order)
+        self.each("abandoned carts", by_type["abandoned_cart"], self.push_cart)
 
-    def each(self, items: list[Item], push_one: Callable[[Item], None]) -> None:
+    def push_contacts(self, by_type: dict[str, list[Item]], items: list[Item]) -> None:
+        """Contacts with their tags and list memberships, by the path their automations allow.
+
+        A contact with a new tag or subscription that may not start an automation (history, B9/S8) goes
+        through ``import/bulk_import`` with ``exclude_automations`` — whatever the number of such contacts.
+        Above ``bulk_import_threshold`` changed contacts, every contact is bulk-imported, each entry excluding
+        automations unless all its new links may start one. The rest: ``contact/sync``, then ``contactTags``
+        and ``contactLists`` one by one — the way the native integration tags a live new customer (B3).
+        """
+        links: dict[str, list[Item]] = {}
+        for link in by_type["contact_tag"] + by_type["list_membership"]:
+            if self.contacts[link.payload["email"]].action == "skipped":  # e.g. rejected before: links wait
+                self.wait_for(link, "contact")
+                continue
+            links.setdefault(link.payload["email"], []).append(link)
+        by_type = {**by_type, **{t: [i for i in by_type[t] if i.payload["email"] in links]
+                                 for t in ("contact_tag", "list_membership")}}
+        quiet = {email for email, pending in links.items() if not all(link.fires for link in pending)}
+        changed = {item.natural_key: item for item in by_type["contact"]}
+        if len(set(changed) - quiet) > self.settings.bulk_import_threshold:
+            bulk = quiet | set(changed) | set(links)
+        else:
+            bulk = quiet
+        if bulk:
+            contacts = [changed.get(email) or self.contacts[email] for email in sorted(bulk)]
+            allowed = {email for email in bulk if email in links and email not in quiet}
+            self.bulk_import_contacts(contacts, items, allowed)
+        self.each("contacts", [item for email, item in changed.items() if email not in bulk], self.push_contact)
+        singles = {t: [i for i in by_type[t] if i.payload["email"] not in bulk]
+                   for t in ("contact_tag", "list_membership")}
+        self.resolve_tags({item.payload["tag"] for item in singles["contact_tag"]})
+        self.each("contact tags", singles["contact_tag"], self.push_contact_tag)
+        self.each("list memberships", singles["list_membership"], self.push_list_membership)
+
+    def each(self, phase: str, items: list[Item], push_one: Callable[[Item], None]) -> None:
         """Push one phase in parallel; the shared token bucket keeps the account at its rate."""
+        if not items:
+            return
+        progress = Progress(phase, len(items), self.client, self.report, {item.object_type for item in items})
         futures = [self.pool.submit(self.guarded, push_one, item) for item in items]
-        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        pending = set(futures)
+        failed = False
+        while pending and not failed:
+            done, pending = wait(pending, timeout=rp.PROGRESS_EVERY_S, return_when=FIRST_EXCEPTION)
+            failed = any(future.exception() is not None for future in done)
+            progress.log(len(futures) - len(pending))
         for future in pending:
             future.cancel()
         wait([future for future in pending if not future.cancelled()])
-        for future in done:
-            future.result()  # a CRM outage or expired token ends the run; the rerun catches up (B10)
+        for future in futures:
+            if future.done() and not future.cancelled():
+                future.result()  # a CRM outage or expired token ends the run; the rerun catches up (B10)
+        progress.log(len(futures), final=True)
 
     def guarded(self, push_one: Callable[[Item], None], item: Item) -> None:
         try:
@@ -326,10 +367,13 @@ class Push:
             else:
                 raise
         except MissingDependency as exc:
-            self.report.count(item.object_type, "skipped")
-            with self.lock:
-                examples = self.waiting.setdefault((item.object_type, exc.what), [])
-                examples.append(item.natural_key)
+            self.wait_for(item, exc.what)
+
+    def wait_for(self, item: Item, what: str) -> None:
+        """``item`` is skipped until its ``what`` (connection, customer, contact) has a CRM id."""
+        self.report.count(item.object_type, "skipped")
+        with self.lock:
+            self.waiting.setdefault((item.object_type, what), []).append(item.natural_key)
 
     def reject(self, item: Item, exc: ApiError) -> None:
         errors = (exc.body or {}).get("errors") if isinstance(exc.body, dict) else None
@@ -380,65 +424,41 @@ class Push:
         # contact/sync upserts by email: no look-up needed, and repeating it is harmless.
         self.done(item, self.client.sync_contact(item.payload), _outcome(item))
 
-    def bulk_import_contacts(self, contacts: list[Item], items: list[Item]) -> None:
-        """Above the threshold: ``import/bulk_import`` with tags by name and the list subscription (≤ 250 a call).
+    def bulk_import_contacts(self, contacts: list[Item], items: list[Item], automations_allowed: set[str]) -> None:
+        """``import/bulk_import`` with tags by name and the list subscription (≤ 250 a call).
 
-        The import writes a contact's tags and list status too, so its tag and list items are done with it
-        (or skipped with it when the CRM refuses the contact).
+        Each entry sets ``exclude_automations`` unless its email is in ``automations_allowed`` (every new
+        link of it may start an automation: ``may_start_automation``). The import writes a contact's tags
+        and list status too, so its tag and list items are done with it (or skipped with it when the CRM
+        refuses the contact). A contact sent only for its links (its own payload unchanged) is not counted.
         """
-        tags: dict[str, list[str]] = {}
-        subscribed: set[str] = set()
-        links: dict[str, list[Item]] = {}
-        for item in items:
-            if item.object_type == "contact_tag":
-                tags.setdefault(item.payload["email"], []).append(item.payload["tag"])
-            if item.object_type == "list_membership" and item.action != "skipped":
-                subscribed.add(item.payload["email"])
-            if item.object_type in ("contact_tag", "list_membership") and item.action in ("create", "update"):
-                links.setdefault(item.payload["email"], []).append(item)
-        for batch in p.chunks(contacts, p.BULK_IMPORT_MAX_CONTACTS):
+        tags, subscribed, links = bi.links_by_email(items)
+        progress = Progress("bulk import", len(contacts), self.client, self.report, {"contact"})
+        for number, batch in enumerate(p.chunks(contacts, p.BULK_IMPORT_MAX_CONTACTS)):
             entries = {item.natural_key: p.bulk_import_contact(
                 item.payload, tags.get(item.natural_key, []),
-                self.master_list_id if item.natural_key in subscribed else None) for item in batch}
-            imported = self.bulk_import_batch(batch, entries)
+                self.master_list_id if item.natural_key in subscribed else None,
+                exclude_automations=item.natural_key not in automations_allowed) for item in batch}
+            imported = bi.import_batch(self.client, batch, entries, self.reject)
             for item in batch:
                 accepted = item.natural_key in imported
-                if accepted:
+                if accepted and item.action in ("create", "update"):
                     self.done(item, None, _outcome(item))
+                if accepted and ("contact", item.natural_key) in self.crm_ids:
+                    # The import upserts by email and answers no id: had the CRM lost the contact, the id
+                    # known is stale. Forget it; a later tag or subscription looks the contact up by email.
+                    self.store.forget_crm_id("contact", item.natural_key)
+                    with self.lock:
+                        self.crm_ids.pop(("contact", item.natural_key), None)
                 for link in links.get(item.natural_key, []):
                     if accepted:
                         self.done(link, None, _outcome(link))
+                        if item.natural_key in automations_allowed:
+                            self.report.count_automation(link.object_type)
                     else:
                         self.report.count(link.object_type, "skipped")
-
-    def bulk_import_batch(self, batch: list[Item], entries: dict[str, dict]) -> set[str]:
-        """Import one batch; returns the emails the CRM imported, every other contact is rejected.
-
-        A batch failing validation is not queued at all and names its bad entries by index: those are
-        rejected, the rest is sent again. ``import/info`` lists the contacts that failed by email.
-        """
-        queued = list(batch)
-        while queued:
-            try:
-                info = self.client.bulk_import([entries[item.natural_key] for item in queued])
-                break
-            except ApiError as exc:
-                reasons = (exc.body or {}).get("failureReasons") if isinstance(exc.body, dict) else None
-                bad = {r["contact"]: r.get("failureReason") for r in reasons or []
-                       if isinstance(r, dict) and isinstance(r.get("contact"), int) and 0 <= r["contact"] < len(queued)}
-                if exc.status != 400 or not bad:
-                    raise
-                for index, reason in sorted(bad.items(), reverse=True):
-                    self.reject(queued.pop(index), ApiError(str(reason), 400, {"errors": [
-                        {"code": "bulk_import_validation", "detail": reason}]}))
-        else:
-            return set()
-        failed = {str(email).strip().lower() for email in info.get("failure") or []}
-        for item in queued:
-            if item.natural_key in failed:
-                self.reject(item, ApiError("bulk import failure", None, {"errors": [
-                    {"code": "bulk_import_failure", "detail": "import/info lists the contact as failed"}]}))
-        return {item.natural_key for item in queued} - failed
+            progress.log(min(len(contacts), (number + 1) * p.BULK_IMPORT_MAX_CONTACTS))
+        progress.log(len(contacts), final=True)
 
     def resolve_tags(self, names: set[str]) -> None:
         for name in sorted(names):
@@ -469,6 +489,14 @@ class Push:
         list_id = self.master_list_id
         self.link_contact(item, lambda contact_id: self.client.subscribe(contact_id, list_id), _outcome(item))
 
+    @staticmethod
+    def ensure_may_fire(item: Item) -> None:
+        """contactTags and contactLists start automations and have no switch against it: only a link that
+        ``may_start_automation`` allows may take them (push_contacts routes the rest to a bulk import)."""
+        if not item.fires:
+            raise RuntimeError(f"{item.object_type} {item.natural_key}: would start an automation it may not "
+                               "(routing error in push_contacts)")
+
     def link_contact(self, item: Item, link: Callable[[str], str | None], outcome: str) -> None:
         """Tag or subscribe a contact by its CRM id.
 
@@ -476,6 +504,7 @@ class Push:
         (``contact/sync`` answers its live id, creating it if need be) and try once more. A 404 for the live
         id is about something else (the tag or the list): the link is rejected.
         """
+        self.ensure_may_fire(item)
         email = item.payload["email"]
         known_id = self.contact_id(email)
         crm_id, not_found = _unless_not_found(link, known_id)
@@ -487,6 +516,7 @@ class Push:
             self.reject(item, not_found)
         else:
             self.done(item, crm_id, outcome)
+            self.report.count_automation(item.object_type)
 
     def resync_contact(self, email: str, known_id: str) -> str:
         """The contact's live CRM id. A new id means the CRM lost the contact, and with it its tags and list
@@ -517,55 +547,68 @@ class Push:
         self.upsert(item, wire, look_up, self.client.create_ecom_customer, self.client.update_ecom_customer)
 
     def order_wire(self, item: Item) -> dict[str, Any]:
+        """The order or cart as ActiveCampaign takes it, without ``source`` (set by ``write_order``)."""
         wire = {k: item.payload[k] for k in ORDER_WIRE_FIELDS if k in item.payload}
         wire["connectionid"] = self.dependency("connection", item.connection_id, "connection")
         wire["customerid"] = self.dependency("ecom_customer", item.payload["customer_key"], "customer")
-        wire["source"] = item.source
         return wire
 
+    def write_order(self, item: Item, wire: dict[str, Any], existing_id: str | None, *, purchase_of: str | None = None
+                    ) -> None:
+        """Create the order or cart, or update the CRM's record ``existing_id``, with its ``source`` flag.
+
+        ``source`` 1 only when ``may_start_automation`` allowed it (``item.fires``: a new live purchase or
+        cart) and the CRM does not have it: an update — including the rerun after a crash between a create
+        and its ledger row, whose look-up finds the order — always sends 0. The one update that is a
+        creation: ``purchase_of``, the CRM's cart record that becomes this order (a recovered cart).
+        """
+        fires = item.fires and (existing_id is None or purchase_of is not None)
+        wire = {**wire, "source": a.source_flag(fires)}
+        if existing_id is None:
+            self.done(item, self.client.create_ecom_order(wire), "created")
+        else:
+            self.client.update_ecom_order(existing_id, wire)
+            self.done(item, existing_id, "updated")
+        if fires:
+            self.report.count_automation(item.object_type)
+
     def push_order(self, item: Item) -> None:
+        if item.action == "remove":
+            self.remove_order(item)
+            return
         wire = self.order_wire(item)
+        existing_id = self.crm_id(item)
+        if existing_id is None and item.connection_id not in self.new_connections:
+            existing_id = self.client.find_ecom_order(wire["connectionid"], externalid=wire["externalid"])
         # A recovered cart: the same CRM record becomes the order (PUT with the order's externalid).
         cart_key = ("abandoned_cart", item.natural_key)
-        cart_id = self.crm_ids.get(cart_key) if self.crm_id(item) is None else None
-
-        find = self.unless_new_connection(
-            item, lambda: self.client.find_ecom_order(wire["connectionid"], externalid=wire["externalid"]))
-        self.upsert(item, wire, lambda: find() or cart_id, self.client.create_ecom_order,
-                    self.client.update_ecom_order)
-        if cart_id is not None and self.crm_id(item) == cart_id:
+        cart_id = self.crm_ids.get(cart_key) if existing_id is None else None
+        self.write_order(item, wire, existing_id or cart_id, purchase_of=cart_id)
+        if cart_id is not None:
             self.store.mark_status(*cart_key, "recovered", self.report.run_id)
+
+    def remove_order(self, item: Item) -> None:
+        """Take an order the marts now exclude out of the CRM's figures; the ledger keeps why."""
+        crm_id = self.crm_id(item)
+        if crm_id is not None:
+            self.client.delete_ecom_order(crm_id)  # already gone (404) is as good
+        self.store.record_removed(item.object_type, item.natural_key, item.reason, self.report.run_id)
+        with self.lock:
+            self.crm_ids.pop((item.object_type, item.natural_key), None)
+        self.report.count(item.object_type, "removed")
 
     def push_cart(self, item: Item) -> None:
         wire = self.order_wire(item)
-        look_up = self.unless_new_connection(
-            item, lambda: self.client.find_ecom_order(wire["connectionid"],
-                                                      externalcheckoutid=wire["externalcheckoutid"]))
-        self.upsert(item, wire, look_up, self.client.create_ecom_order, self.client.update_ecom_order)
+        existing_id = self.crm_id(item)
+        if existing_id is None and item.connection_id not in self.new_connections:
+            existing_id = self.client.find_ecom_order(wire["connectionid"],
+                                                      externalcheckoutid=wire["externalcheckoutid"])
+        self.write_order(item, wire, existing_id)
 
     def warn(self, message: str) -> None:
         if message not in self.report.warnings:
             self.report.warnings.append(message)
             log.warning("%s", message)
-
-
-def decide(item: Item, entry: LedgerEntry | None, rejection: Rejection | None, *, mode: str,
-           enabled_connections: set[str], master_list_found: bool, retry_rejected: bool) -> tuple[str, str]:
-    """(action, reason) for one object: create, update, unchanged or skipped."""
-    if item.connection_id is not None and item.connection_id not in enabled_connections:
-        return "skipped", "connection disabled"
-    if item.object_type == "list_membership" and not master_list_found:
-        return "skipped", "master list missing"
-    if rejection is not None and rejection.payload_hash == item.hash and not retry_rejected:
-        return "skipped", "rejected before, payload unchanged"
-    if entry is None or (entry.crm_id is None and entry.status != "synced"):
-        return "create", ""
-    if mode == "full_resync":
-        # Full resync ignores hashes; a tag link has nothing to update, it exists or not.
-        return ("unchanged", "") if item.object_type == "contact_tag" else ("update", "full resync")
-    if entry.payload_hash == item.hash and entry.status in ("synced", "recovered"):
-        return "unchanged", ""
-    return "update", ""
 
 
 class MissingDependency(Exception):
@@ -591,29 +634,9 @@ def _unless_not_found(call: Callable[[str], Any], crm_id: str) -> tuple[Any, Api
         return None, exc
 
 
-def masked(value: Any, field: str | None = None) -> Any:
-    """``value`` with every email address reduced to its first letter and domain, and phones to their end."""
-    if isinstance(value, dict):
-        return {key: masked(inner, key) for key, inner in value.items()}
-    if isinstance(value, list):
-        return [masked(inner) for inner in value]
-    if isinstance(value, str):
-        if field in PHONE_FIELDS and value:
-            return "***" + value[-2:]
-        return EMAIL_ADDRESS.sub(lambda match: f"{match[1][0]}***@{match[2]}", value)
-    return value
-
-
-def plan_summary(items: list[Item]) -> dict[str, Any]:
-    """Per object type: what a real run would create and update, with a few sample payloads."""
-    plan: dict[str, Any] = {}
-    for item in items:
-        entry = plan.setdefault(item.object_type, {"create": 0, "update": 0, "unchanged": 0, "skipped": 0,
-                                                   "samples": []})
-        entry[item.action] += 1
-        if item.action in ("create", "update") and len(entry["samples"]) < PLAN_SAMPLES:
-            sample = {"action": item.action, "key": item.natural_key, "payload": item.payload}
-            if item.source is not None:
-                sample["source"] = item.source
-            entry["samples"].append(sample)
-    return plan
+def _same_account(spelt: str, key: str) -> bool:
+    """Whether a report's account URL names the account ``key`` (a URL that cannot be parsed names none)."""
+    try:
+        return account_key(spelt) == key
+    except ValueError:
+        return False
