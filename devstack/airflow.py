@@ -172,3 +172,181 @@ def run_dag(env: dict[str, str], dag_id: str, conf: dict | None = None, log_dir:
         tail = "".join(text.splitlines(keepends=True)[-60:])
         raise RuntimeError(f"DAG {dag_id} did not succeed; log {log_path}:\n{tail}")
     return log_path
+
+
+# --- a real, long-running Airflow on the local stack (`make airflow`, the local-Airflow and Celery tests) -------
+SETTINGS_FILE = PROJECT_ROOT / "config" / "airflow.env"
+ADMIN_USER = "admin"
+
+
+def deployment_settings() -> dict[str, str]:
+    """The Airflow settings the compose file also uses (``config/airflow.env``), minus container paths."""
+    from dotenv import dotenv_values
+
+    values = {key: value for key, value in dotenv_values(SETTINGS_FILE).items() if value is not None}
+    values.pop("PYTHONPATH", None)  # container paths; airflow_env sets the local ones
+    return values
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class LocalAirflow:
+    """Scheduler, dag-processor, triggerer, API server (and Celery workers) as background processes.
+
+    ``executor`` ``LocalExecutor`` (``make airflow``) or ``CeleryExecutor`` (``broker_url`` of a Redis,
+    ``workers`` ``airflow celery worker`` processes). Every server binds 127.0.0.1 on a free port; the
+    processes share one JWT secret (else tasks fail with "Invalid auth token", apache/airflow#49646)
+    and one admin password (SimpleAuthManager), both generated into ``AIRFLOW_HOME``.
+    """
+
+    env: dict[str, str]
+    executor: str = "LocalExecutor"
+    broker_url: str | None = None
+    workers: int = 0
+    worker_concurrency: int | None = None
+    api_port: int = 0
+    processes: dict[str, subprocess.Popen] | None = None
+
+    @property
+    def home(self) -> Path:
+        return Path(self.env["AIRFLOW_HOME"])
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.home / "services.pids"
+
+    def password(self) -> str:
+        return json.loads((self.home / "passwords.json").read_text())[ADMIN_USER]
+
+    def _secrets(self) -> tuple[str, str]:
+        import secrets
+
+        self.home.mkdir(parents=True, exist_ok=True)
+        jwt_file, passwords = self.home / "jwt_secret", self.home / "passwords.json"
+        if not jwt_file.exists():
+            jwt_file.write_text(secrets.token_urlsafe(32))
+            jwt_file.chmod(0o600)
+        if not passwords.exists():
+            passwords.write_text(json.dumps({ADMIN_USER: secrets.token_urlsafe(12)}))
+            passwords.chmod(0o600)
+        return jwt_file.read_text(), str(passwords)
+
+    def service_env(self) -> dict[str, str]:
+        jwt_secret, passwords = self._secrets()
+        self.api_port = self.api_port or free_port()
+        env = {**self.env, **deployment_settings(),
+               "AIRFLOW__CORE__EXECUTOR": self.executor,
+               "AIRFLOW__API_AUTH__JWT_SECRET": jwt_secret,
+               "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": passwords,
+               "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.api_url}/execution/",
+               "AIRFLOW__API__HOST": "127.0.0.1",
+               "AIRFLOW__API__PORT": str(self.api_port),
+               "AIRFLOW__API__BASE_URL": self.api_url,
+               "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": "127.0.0.1",
+               "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(free_port()),
+               "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+               "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+               "AIRFLOW__SCHEDULER__DAG_DIR_LIST_INTERVAL": "10",
+               "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10"}
+        if self.broker_url:
+            sql = self.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].replace("postgresql+psycopg2://", "postgresql://", 1)
+            env["AIRFLOW__CELERY__BROKER_URL"] = self.broker_url
+            env["AIRFLOW__CELERY__RESULT_BACKEND"] = f"db+{sql}"
+        return env
+
+    def start(self, timeout: float = 240) -> "LocalAirflow":
+        init_airflow(self.env)
+        env = self.service_env()
+        commands = {"api-server": ["api-server", "--host", "127.0.0.1", "--port", str(self.api_port)],
+                    "scheduler": ["scheduler"], "dag-processor": ["dag-processor"], "triggerer": ["triggerer"]}
+        for index in range(1, self.workers + 1):
+            commands[f"worker{index}"] = ["celery", "worker", "--celery-hostname", f"worker{index}@%h",
+                                          *(["--concurrency", str(self.worker_concurrency)]
+                                            if self.worker_concurrency else [])]
+        logs = self.home / "services"
+        logs.mkdir(parents=True, exist_ok=True)
+        self.processes = {}
+        for name, args in commands.items():
+            worker_env = {**env, "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port())}
+            with open(logs / f"{name}.log", "ab") as log:
+                self.processes[name] = subprocess.Popen([str(VENV_BIN / "airflow"), *args], env=worker_env,
+                                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.pid_file.write_text(json.dumps({name: p.pid for name, p in self.processes.items()}))
+        self._wait_for_api(timeout)
+        return self
+
+    def _wait_for_api(self, timeout: float) -> None:
+        import time
+
+        import requests
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            dead = [name for name, p in (self.processes or {}).items() if p.poll() is not None]
+            if dead:
+                self.stop()
+                raise RuntimeError(f"Airflow {', '.join(dead)} exited; see {self.home / 'services'}/*.log")
+            try:
+                if requests.get(f"{self.api_url}/api/v2/monitor/health", timeout=5).ok:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(2)
+        self.stop()
+        raise RuntimeError(f"the Airflow API server did not answer within {timeout:.0f}s; see {self.home / 'services'}")
+
+    def token(self) -> str:
+        import requests
+
+        answer = requests.post(f"{self.api_url}/auth/token",
+                               json={"username": ADMIN_USER, "password": self.password()}, timeout=30)
+        answer.raise_for_status()
+        return answer.json()["access_token"]
+
+    def stop(self) -> None:
+        stop_services(self.home)
+        self.processes = None
+
+
+def stop_services(home: Path) -> None:
+    """End every process ``LocalAirflow.start`` recorded in ``home`` (their whole process groups)."""
+    import time
+
+    pid_file = home / "services.pids"
+    if not pid_file.exists():
+        return
+    pids = json.loads(pid_file.read_text()).values()
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.killpg(pid, sig)
+            except ProcessLookupError:
+                pass
+        for _ in range(50 if sig == signal.SIGTERM else 10):
+            if not any(_alive(pid) for pid in pids):
+                break
+            time.sleep(0.2)
+    pid_file.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie of our own child: reap it
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return done == 0
+    except ChildProcessError:
+        return Path(f"/proc/{pid}/stat").exists() and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
