@@ -279,6 +279,10 @@ class LocalAirflow:
         self.processes = {}
         for name, args in commands.items():
             worker_env = {**env, "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port())}
+            if name.startswith("worker"):
+                # Both workers share this host: name each, so a task instance's hostname says which ran it.
+                worker_env.update(ECOMSYNC_WORKER_NAME=name,
+                                  AIRFLOW__CORE__HOSTNAME_CALLABLE="devstack.airflow.worker_hostname")
             with open(logs / f"{name}.log", "ab") as log:
                 self.processes[name] = subprocess.Popen([str(VENV_BIN / "airflow"), *args], env=worker_env,
                                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -317,6 +321,13 @@ class LocalAirflow:
     def stop(self) -> None:
         stop_services(self.home)
         self.processes = None
+
+
+def worker_hostname() -> str:
+    """``[core] hostname_callable`` of the local Celery workers: ``<host>-<worker name>``."""
+    import socket
+
+    return f"{socket.getfqdn()}-{os.environ.get('ECOMSYNC_WORKER_NAME', 'worker')}"
 
 
 def stop_services(home: Path) -> None:
