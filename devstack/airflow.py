@@ -272,6 +272,7 @@ class LocalAirflow:
                     "scheduler": ["scheduler"], "dag-processor": ["dag-processor"], "triggerer": ["triggerer"]}
         for index in range(1, self.workers + 1):
             commands[f"worker{index}"] = ["celery", "worker", "--celery-hostname", f"worker{index}@%h",
+                                          "--pid", str(self.home / f"worker{index}.pid"),
                                           *(["--concurrency", str(self.worker_concurrency)]
                                             if self.worker_concurrency else [])]
         logs = self.home / "services"

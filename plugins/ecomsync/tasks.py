@@ -181,18 +181,68 @@ def extract_location(config: PipelineConfig, location: dict, credentials: Creden
     return run_connection(warehouse, session, connection_id, streams, request).as_dict()
 
 
-def transform(config: PipelineConfig, wh_url: str, full_refresh: bool = False) -> dict:
-    """``dbt build``: staging → crm marts → segments, every model tested (P3)."""
-    from ecomsync.dbt import run_dbt
+def transform(config: PipelineConfig, wh_url: str, full_refresh: bool = False, retry: bool = False,
+              **dbt_options) -> dict:
+    """``dbt build``: staging → crm marts → segments, every model tested (P3).
 
+    ``retry`` (the task's second or later try): ``dbt retry`` reruns only the nodes that failed or were
+    skipped in the previous invocation (from ``target/run_results.json``), not the whole project. A
+    failure raises ``DbtRunError`` whose message names every failed model and test; they are also
+    logged one per line. When the previous invocation recorded no failed node (it died before writing
+    its results), a retry builds everything again: ``dbt retry`` would otherwise succeed doing nothing.
+    """
     dbt_vars = {**config.dbt_vars, "square_customer_tag": config.crm.square_tag,
                 "bigcommerce_customer_tag": config.crm.bigcommerce_tag}
-    args = ["build"] + (["--full-refresh"] if full_refresh else [])
-    result = run_dbt(args, wh_url, vars=dbt_vars)
+    retry = retry and previous_invocation_failed(dbt_options.get("target_path"))
+    args = ["retry"] if retry else ["build"] + (["--full-refresh"] if full_refresh else [])
+    result = run_dbt_task(args, wh_url, dbt_vars, **dbt_options)
     by_type: dict[str, int] = {}
     for node in result.nodes:
         by_type[node.resource_type] = by_type.get(node.resource_type, 0) + 1
-    return {"success": result.success, "nodes": by_type, "rows_modelled": result.rows_modelled}
+    return {"success": result.success, "command": args[0], "nodes": by_type, "rows_modelled": result.rows_modelled}
+
+
+def previous_invocation_failed(target_path: str | os.PathLike | None = None) -> bool:
+    """Whether ``run_results.json`` of the last dbt invocation lists a failed or skipped node."""
+    import json
+    from pathlib import Path
+
+    from ecomsync.dbt import PROJECT_DIR
+
+    results = Path(target_path or PROJECT_DIR / "target") / "run_results.json"
+    try:
+        nodes = json.loads(results.read_text()).get("results", [])
+    except (OSError, ValueError):
+        return False
+    return any(node.get("status") in ("error", "fail", "runtime error", "skipped") for node in nodes)
+
+
+def run_dbt_task(args: list[str], wh_url: str, dbt_vars: dict | None = None, **options):
+    """``run_dbt`` for a task process: failed nodes named in the log, dbt's semaphores released.
+
+    dbt creates ``multiprocessing`` (spawn) locks for its adapter and manifest. An Airflow task process
+    ends with ``os._exit``, so their finalizers never run and Python's resource tracker printed
+    "There appear to be N leaked semaphore objects" as ERROR lines in every transform log. Dropping
+    dbt's adapters and collecting garbage unlinks them while the process is still alive.
+    """
+    import gc
+    import logging
+
+    from ecomsync.dbt import DbtRunError, run_dbt
+
+    log = logging.getLogger(__name__)
+    try:
+        return run_dbt(args, wh_url, vars=dbt_vars, **options)
+    except DbtRunError as exc:
+        for node in exc.summary.failed_nodes:
+            log.error("dbt %s %s: %s — %s", node.resource_type, node.name, node.status, node.message)
+        log.error("a retry of this task runs `dbt retry`: only the failed and skipped nodes")
+        raise
+    finally:
+        from dbt.adapters.factory import reset_adapters
+
+        reset_adapters()
+        gc.collect()
 
 
 def enabled_connection_ids(config: PipelineConfig, wh_url: str) -> set[str]:

@@ -18,6 +18,7 @@ import requests
 import yaml
 
 from devstack.airflow import Endpoints, LocalAirflow, airflow_env, free_port
+from devstack.postgres import PROJECT_ROOT
 from ecomsync.airflow_support import POOLS
 from sandbox.__main__ import build_apps
 from sandbox.core import serve
@@ -26,11 +27,14 @@ CHAIN = ("extract_bigcommerce", "transform", "load_crm")
 
 
 @pytest.fixture
-def stack(local_pg, tmp_path):
+def stack(local_pg):
     apps = build_apps(seed=11, fixtures=None, rate_limits=False)
     servers = {name: serve(app)[0] for name, app in apps.items()}
     urls = {name: f"http://127.0.0.1:{server.server_port}" for name, server in servers.items()}
     suffix = uuid.uuid4().hex[:8]
+    # Not under pytest's shared temporary folder: the service logs must survive for a post-mortem.
+    tmp_path = PROJECT_ROOT / ".local" / "tests" / f"airflow_{suffix}"
+    tmp_path.mkdir(parents=True)
     names = (f"af_warehouse_{suffix}", f"af_airflow_{suffix}")
     warehouse_url, airflow_db_url = (local_pg.ensure_database(name) for name in names)
     config = yaml.safe_load(open("config/pipeline.yml"))
