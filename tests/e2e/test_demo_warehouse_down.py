@@ -49,4 +49,9 @@ def test_the_demo_fails_fast_when_the_warehouse_is_down(local_pg):  # P6
     assert "'warehouse_default'" in output and "not reachable" in output, output[-3000:]
     assert "airflow dags test" not in output.split("not reachable")[0].split("\n")[-1]
     assert time.monotonic() - started < 300
-    assert not _processes_with(env["WAREHOUSE_URL"]), "a child of the demo survived it"
+    for _ in range(50):  # the sandboxes this test stopped take a moment to exit
+        survivors = _processes_with(env["WAREHOUSE_URL"])
+        if not survivors:
+            break
+        time.sleep(0.2)
+    assert not survivors, "a child of the demo survived it"
