@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, EmailStr, Field, StrictBool, StrictInt,
+from pydantic import (BeforeValidator, ConfigDict, EmailStr, Field, StrictBool, StrictInt, TypeAdapter,
                       ValidationError, field_validator, model_validator)
+from pydantic.dataclasses import dataclass
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "pipeline.yml"
 
@@ -34,16 +35,19 @@ IdText = Annotated[str, BeforeValidator(_id_text), Field(min_length=1)]
 PositiveInt = Annotated[StrictInt, Field(ge=0)]
 
 
-class _Section(BaseModel):
-    # Unknown keys are refused; strings are never turned into booleans or numbers.
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+# Unknown keys are refused; strings are never turned into booleans or numbers. Pydantic dataclasses:
+# validated like models, and still plain dataclasses (dataclasses.replace / asdict work on them).
+# (Strictness is per field — StrictBool, StrictInt, StrictFloat — so nested sections still come from mappings.)
+_SECTION = ConfigDict(extra="forbid")
+section = dataclass(config=_SECTION, frozen=True)
 
 
 def _utc(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
-class Store(_Section):
+@section
+class Store:
     store_hash: IdText
     name: str = ""
     conn_id: str = ""
@@ -63,14 +67,16 @@ class Store(_Section):
         return f"bigcommerce:{self.store_hash}"
 
 
-class SquareLocation(_Section):
+@section
+class SquareLocation:
     location_id: IdText
     name: str = ""
     conn_id: str | None = None
     enabled: StrictBool = True
 
 
-class BigCommerceSettings(_Section):
+@section
+class BigCommerceSettings:
     schedule: str = "*/15 * * * *"
     lookback_minutes: PositiveInt = 10
     stores: list[Store] = Field(default_factory=list)
@@ -86,7 +92,8 @@ class BigCommerceSettings(_Section):
         return stores
 
 
-class SquareSettings(_Section):
+@section
+class SquareSettings:
     schedule: str = "*/30 * * * *"
     conn_id: str = "square_default"
     lookback_hours: PositiveInt = 72
@@ -122,9 +129,10 @@ class SquareSettings(_Section):
 LooseDate = Annotated[date, Field(strict=False)]
 
 
-class CrmSettings(_Section):
+@section
+class CrmSettings:
     conn_id: str = "activecampaign_default"
-    requests_per_second: Annotated[float, Field(gt=0)] = 5.0
+    requests_per_second: Annotated[float, Field(gt=0, strict=True)] = 5.0
     account_created_on: LooseDate = date(2024, 1, 8)
     master_list_cutoff: LooseDate = date(2024, 1, 8)
     master_list_name: str = "Master Contact List"
@@ -139,7 +147,8 @@ class CrmSettings(_Section):
         return self.account_created_on >= self.master_list_cutoff
 
 
-class AlertSettings(_Section):
+@section
+class AlertSettings:
     """Who hears about failures: e-mail (smtp provider) and/or a webhook whose URL lives in a connection."""
 
     email: list[EmailStr] = Field(default_factory=list)
@@ -148,7 +157,8 @@ class AlertSettings(_Section):
     crm_load_deadline_hours: Annotated[StrictInt, Field(gt=0)] | None = None
 
 
-class PipelineConfig(_Section):
+@section
+class PipelineConfig:
     bigcommerce: BigCommerceSettings = Field(default_factory=BigCommerceSettings)
     square: SquareSettings = Field(default_factory=SquareSettings)
     crm: CrmSettings = Field(default_factory=CrmSettings)
@@ -182,6 +192,8 @@ class PipelineConfig(_Section):
         known = ", ".join(s.store_hash for s in self.stores) or "none"
         raise ConfigError(f"store {store_hash!r} is not in the configuration (bigcommerce.stores; known: {known})")
 
+
+_ADAPTER = TypeAdapter(PipelineConfig)
 
 _EXPECTED = {
     "bool_type": "a boolean (true or false, unquoted)",
@@ -218,7 +230,7 @@ def describe_errors(path: Path, error: ValidationError) -> str:
     lines = []
     for item in error.errors():
         key = _key_path(item["loc"])
-        if item["type"] == "extra_forbidden":
+        if item["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
             lines.append(f"{path}: {key}: unknown key (misspelt? it is not part of the configuration schema)")
             continue
         if item["type"] == "value_error":
@@ -239,6 +251,6 @@ def load_config(path: str | Path | None = None) -> PipelineConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the pipeline configuration must be a mapping of sections")
     try:
-        return PipelineConfig.model_validate(raw)
+        return _ADAPTER.validate_python(raw)
     except ValidationError as exc:
         raise ConfigError(describe_errors(path, exc)) from None
