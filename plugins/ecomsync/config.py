@@ -158,28 +158,27 @@ class AlertSettings:
 
 
 @section
-class PipelineConfig:
+class PipelineFile:
+    """The shape of ``pipeline.yml``: one section per system."""
+
     bigcommerce: BigCommerceSettings = Field(default_factory=BigCommerceSettings)
     square: SquareSettings = Field(default_factory=SquareSettings)
     crm: CrmSettings = Field(default_factory=CrmSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     dbt: dict[str, Any] = Field(default_factory=dict)
 
-    @property
-    def stores(self) -> list[Store]:
-        return self.bigcommerce.stores
 
-    @property
-    def bigcommerce_schedule(self) -> str:
-        return self.bigcommerce.schedule
+@section
+class PipelineConfig:
+    """What the tasks use: the validated file, flattened for the BigCommerce settings."""
 
-    @property
-    def bigcommerce_lookback_minutes(self) -> int:
-        return self.bigcommerce.lookback_minutes
-
-    @property
-    def dbt_vars(self) -> dict[str, Any]:
-        return dict(self.dbt)
+    stores: list[Store]
+    bigcommerce_schedule: str
+    bigcommerce_lookback_minutes: PositiveInt
+    square: SquareSettings
+    crm: CrmSettings
+    dbt_vars: dict[str, Any] = Field(default_factory=dict)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
 
     @property
     def enabled_stores(self) -> list[Store]:
@@ -193,7 +192,7 @@ class PipelineConfig:
         raise ConfigError(f"store {store_hash!r} is not in the configuration (bigcommerce.stores; known: {known})")
 
 
-_ADAPTER = TypeAdapter(PipelineConfig)
+_ADAPTER = TypeAdapter(PipelineFile)
 
 _EXPECTED = {
     "bool_type": "a boolean (true or false, unquoted)",
@@ -251,6 +250,9 @@ def load_config(path: str | Path | None = None) -> PipelineConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the pipeline configuration must be a mapping of sections")
     try:
-        return _ADAPTER.validate_python(raw)
+        parsed = _ADAPTER.validate_python(raw)
     except ValidationError as exc:
         raise ConfigError(describe_errors(path, exc)) from None
+    return PipelineConfig(stores=list(parsed.bigcommerce.stores), bigcommerce_schedule=parsed.bigcommerce.schedule,
+                          bigcommerce_lookback_minutes=parsed.bigcommerce.lookback_minutes, square=parsed.square,
+                          crm=parsed.crm, dbt_vars=dict(parsed.dbt), alerts=parsed.alerts)
