@@ -210,3 +210,44 @@ def test_the_webhook_notifier_posts_the_failure_to_the_url_in_its_connection(mon
     assert path == "/hooks/ecomsync" and content_type == "application/json"
     assert body["event"] == "task_failed" and body["rendered_map_index"] == "Northwind Outdoor"
     assert body["dag_id"] == "extract_bigcommerce" and body["error"] == "RuntimeError: HTTP 401"
+
+
+def test_the_email_notifier_sends_through_the_smtp_connection(monkeypatch):  # P6
+    # A real SMTP server on loopback (the standard library's smtpd; this project runs on Python 3.11).
+    import asyncore
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import smtpd
+
+    from ecomsync.alerts import failure_notifiers
+    from ecomsync.config import AlertSettings
+
+    received = []
+
+    class Server(smtpd.SMTPServer):
+        def process_message(self, peer, mailfrom, rcpttos, data, **kwargs):
+            received.append((mailfrom, rcpttos, data.decode()))
+
+    server = Server(("127.0.0.1", 0), None)
+    loop = threading.Thread(target=asyncore.loop, kwargs={"timeout": 0.1, "count": 100}, daemon=True)
+    loop.start()
+    try:
+        monkeypatch.setenv("AIRFLOW_CONN_SMTP_ALERTS", json.dumps(
+            {"conn_type": "smtp", "host": "127.0.0.1", "port": server.socket.getsockname()[1],
+             "extra": {"disable_tls": True, "disable_ssl": True, "from_email": "ecomsync@example.com"}}))
+        [notifier] = failure_notifiers(AlertSettings(email=["oncall@example.com"], email_conn_id="smtp_alerts"))
+        ti = type("TI", (), {"dag_id": "load_crm", "task_id": "push", "run_id": "manual__1", "map_index": -1,
+                             "try_number": 1, "max_tries": 2, "hostname": "worker", "state": "failed",
+                             "log_url": "http://airflow/log"})()
+        notifier({"ti": ti, "exception": RuntimeError("HTTP 401")})
+        for _ in range(150):
+            if received:
+                break
+            time.sleep(0.1)
+    finally:
+        server.close()
+    [(sender, recipients, message)] = received
+    assert sender == "ecomsync@example.com" and recipients == ["oncall@example.com"]
+    assert "Subject: [ecomsync] task_failed: load_crm.push" in message
