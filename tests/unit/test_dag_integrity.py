@@ -178,3 +178,10 @@ def test_alerts_from_the_configuration_reach_every_dag(tmp_path, monkeypatch):  
             assert any(isinstance(c, WebhookNotifier) and c.conn_id == "ops_webhook" for c in callbacks), task
     [deadline] = bag.dags["load_crm"].deadline
     assert deadline.interval.total_seconds() == 6 * 3600
+    # what the dag-processor stores: notifiers and the deadline's callback must serialize
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    for dag_id, dag in bag.dags.items():
+        serialized = DagSerialization.to_dict(dag)
+        assert serialized["dag"]["dag_id"] == dag_id
+    assert "crm_load_deadline_missed" in str(DagSerialization.to_dict(bag.dags["load_crm"]))
