@@ -120,7 +120,8 @@ def _kill_group(process: subprocess.Popen) -> None:
     process.wait()
 
 
-def airflow(env: dict[str, str], *args: str, log_path: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
+def airflow(env: dict[str, str], *args: str, log_path: Path | None = None,
+            check: bool = True) -> subprocess.CompletedProcess:
     command = [str(VENV_BIN / "airflow"), *args]
     if log_path is None:
         result = run_child(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -111,7 +111,8 @@ if __name__ == "__main__":
         print("stopped Airflow, the sandboxes and the local Postgres")
     elif sys.argv[1:] == ["airflow"]:
         airflow = start_airflow()
-        print(f"Airflow is running: scheduler, dag-processor, triggerer, API server (logs: {airflow.home / 'services'})")
+        print("Airflow is running: scheduler, dag-processor, triggerer, API server "
+              f"(logs: {airflow.home / 'services'})")
         print(f"  UI:    {airflow.api_url}")
         print(f"  login: {'admin'} / {airflow.password()}   (SimpleAuthManager; {airflow.home / 'passwords.json'})")
         print("  The DAGs start paused: unpause them in the UI. `make stop` ends everything.")

@@ -80,7 +80,8 @@ def test_a_revoked_token_fails_at_once_naming_the_connection_for_every_api(sandb
 
 def test_a_missing_connection_fails_at_once_naming_it(monkeypatch):  # P6
     monkeypatch.delenv("AIRFLOW_CONN_BIGCOMMERCE_NOWHERE", raising=False)
-    with pytest.raises(AirflowFailException, match=r"'bigcommerce_nowhere' does not exist.*AIRFLOW_CONN_BIGCOMMERCE_NOWHERE"):
+    missing = r"'bigcommerce_nowhere' does not exist.*AIRFLOW_CONN_BIGCOMMERCE_NOWHERE"
+    with pytest.raises(AirflowFailException, match=missing):
         with tasks.fail_fast("bigcommerce_nowhere"):
             credentials("bigcommerce_nowhere")
     _conn(monkeypatch, "bigcommerce_nowhere", "", "")
@@ -126,7 +127,8 @@ def test_the_warehouse_is_the_airflow_connection_parsed_by_the_postgres_hook(loc
 def test_a_down_warehouse_fails_at_once_naming_the_connection(monkeypatch):  # P6
     monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE_DEFAULT", f"postgresql://etl:pw@127.0.0.1:{_closed_port()}/warehouse")
     started = time.monotonic()
-    with pytest.raises(AirflowFailException, match=r"warehouse \(Airflow connection 'warehouse_default'.*not reachable"):
+    named = r"warehouse \(Airflow connection 'warehouse_default'.*not reachable"
+    with pytest.raises(AirflowFailException, match=named):
         with tasks.fail_fast():
             tasks.warehouse_url()
     assert time.monotonic() - started < tasks.WAREHOUSE_CONNECT_TIMEOUT_SECONDS + 5

@@ -25,8 +25,8 @@ COMMON = COMPOSE["x-airflow-common"]
 OFFICIAL = {
     "airflow-apiserver": ("api-server", ["CMD", "curl", "--fail", "http://localhost:8080/api/v2/version"]),
     "airflow-scheduler": ("scheduler", ["CMD", "curl", "--fail", "http://localhost:8974/health"]),
-    "airflow-dag-processor": ("dag-processor", ["CMD-SHELL",
-                                                'airflow jobs check --job-type DagProcessorJob --hostname "$${HOSTNAME}"']),
+    "airflow-dag-processor": ("dag-processor", [
+        "CMD-SHELL", 'airflow jobs check --job-type DagProcessorJob --hostname "$${HOSTNAME}"']),
     "airflow-triggerer": ("triggerer", ["CMD-SHELL",
                                         'airflow jobs check --job-type TriggererJob --hostname "$${HOSTNAME}"']),
     "airflow-worker": ("celery worker", None),
