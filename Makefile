@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt constraints.txt | sha1sum | cut -c1-12)
 
-.PHONY: demo test bench stack stop clean postgres-binaries erase
+.PHONY: demo test bench stack airflow stop clean postgres-binaries erase
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON) (Python 3.11)"; exit 1; }
@@ -27,6 +27,9 @@ bench: $(STAMP) postgres-binaries  ## benchmarks (see bench/README.md)
 
 stack: $(STAMP) postgres-binaries  ## start Postgres and the sandboxes, leave them running
 	PYTHONPATH=plugins:. $(PY) -m devstack.stack
+
+airflow: $(STAMP) postgres-binaries ## a real Airflow (scheduler, dag-processor, triggerer, API server) on the local stack
+	PYTHONPATH=plugins:. $(PY) -m devstack.stack airflow
 
 erase: $(STAMP)                    ## erase EMAIL from the warehouse (docs/security.md); DRY_RUN=1 only reports
 	@test -n "$(EMAIL)" || { echo "usage: make erase EMAIL=person@example.com [DRY_RUN=1]"; exit 2; }

@@ -5,8 +5,10 @@ sandbox URLs. Credentials reach Airflow only as ``AIRFLOW_CONN_*`` env vars.
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -36,6 +38,9 @@ def _conn(host: str, token: str) -> str:
     return json.dumps({"conn_type": "http", "host": host, "password": token})
 
 
+WAREHOUSE_CONN_ID = "warehouse_default"
+
+
 def airflow_env(*, warehouse_url: str, airflow_db_url: str, endpoints: Endpoints, home: Path,
                 config_path: Path | None = None) -> dict[str, str]:
     from ecomsync.config import load_config
@@ -52,6 +57,8 @@ def airflow_env(*, warehouse_url: str, airflow_db_url: str, endpoints: Endpoints
         "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120",
         "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT / "plugins"), str(PROJECT_ROOT)]),
         "WAREHOUSE_URL": warehouse_url,
+        # The warehouse is an Airflow connection like every API (tasks.warehouse_url reads it with PostgresHook).
+        f"AIRFLOW_CONN_{WAREHOUSE_CONN_ID.upper()}": warehouse_url,
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     if config_path:
@@ -63,13 +70,67 @@ def airflow_env(*, warehouse_url: str, airflow_db_url: str, endpoints: Endpoints
     return env
 
 
-def airflow(env: dict[str, str], *args: str, log_path: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    # Linux prctl(2): the kernel sends SIGKILL to this child when the process that started it dies,
+    # even of SIGKILL; the child also leads its own process group so its descendants can be ended too.
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def run_child(command: list[str], env: dict[str, str] | None = None, **popen: object) -> subprocess.CompletedProcess:
+    """``subprocess.run`` whose child (and its process group) never outlives us.
+
+    The child dies with this process (``PR_SET_PDEATHSIG``), and an exception here (Ctrl-C, a SIGTERM
+    turned into ``SystemExit``, a timeout) kills its whole process group before propagating.
+    """
+    process = subprocess.Popen(command, env=env, preexec_fn=_die_with_parent, start_new_session=True,
+                               **popen)  # type: ignore[call-overload]
+    previous = signal.getsignal(signal.SIGTERM)
+    in_main = _in_main_thread()
+    if in_main:
+        signal.signal(signal.SIGTERM, _raise_system_exit)
+    try:
+        stdout, stderr = process.communicate()
+    except BaseException:
+        _kill_group(process)
+        raise
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _raise_system_exit(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
+
+
+def airflow(env: dict[str, str], *args: str, log_path: Path | None = None,
+            check: bool = True) -> subprocess.CompletedProcess:
     command = [str(VENV_BIN / "airflow"), *args]
     if log_path is None:
-        return subprocess.run(command, env=env, check=check, capture_output=True, text=True)
+        result = run_child(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if check and result.returncode != 0:
+            raise subprocess.CalledProcessError(result.returncode, command, result.stdout, result.stderr)
+        return result
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w") as log:
-        result = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+        result = run_child(command, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
     if check and result.returncode != 0:
         tail = "".join(log_path.read_text(errors="replace").splitlines(keepends=True)[-40:])
         raise RuntimeError(f"`airflow {' '.join(args)}` failed (exit {result.returncode}); log {log_path}:\n{tail}")
@@ -77,13 +138,15 @@ def airflow(env: dict[str, str], *args: str, log_path: Path | None = None, check
 
 
 def init_airflow(env: dict[str, str]) -> None:
-    """Migrate the metadata DB and create the API pools (idempotent)."""
-    from ecomsync.airflow_support import POOLS
+    """Migrate the metadata DB and import the API pools from their one definition (idempotent).
+
+    ``config/airflow_pools.json`` is also what the compose file's ``airflow-init`` imports.
+    """
+    from ecomsync.airflow_support import POOLS_FILE
 
     Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
     airflow(env, "db", "migrate")
-    for name, (slots, description) in POOLS.items():
-        airflow(env, "pools", "set", name, str(slots), description)
+    airflow(env, "pools", "import", str(POOLS_FILE))
 
 
 def dag_run_failed(log_text: str) -> bool:
@@ -91,7 +154,14 @@ def dag_run_failed(log_text: str) -> bool:
 
 
 def run_dag(env: dict[str, str], dag_id: str, conf: dict | None = None, log_dir: Path | None = None) -> Path:
-    """``airflow dags test``: one real DAG run, in process. Raises when the run fails."""
+    """``airflow dags test``: one real DAG run, in process. Raises when the run fails.
+
+    The warehouse is checked first: when it is down this raises within seconds, naming the
+    connection, instead of starting a run whose every task would fail.
+    """
+    from ecomsync.tasks import check_warehouse
+
+    check_warehouse(env[f"AIRFLOW_CONN_{WAREHOUSE_CONN_ID.upper()}"], f"Airflow connection {WAREHOUSE_CONN_ID!r}")
     log_dir = log_dir or Path(env["AIRFLOW_HOME"]) / "runs"
     log_path = log_dir / f"{dag_id}.log"
     args = ["dags", "test", dag_id]
@@ -103,3 +173,193 @@ def run_dag(env: dict[str, str], dag_id: str, conf: dict | None = None, log_dir:
         tail = "".join(text.splitlines(keepends=True)[-60:])
         raise RuntimeError(f"DAG {dag_id} did not succeed; log {log_path}:\n{tail}")
     return log_path
+
+
+# --- a real, long-running Airflow on the local stack (`make airflow`, the local-Airflow and Celery tests) -------
+SETTINGS_FILE = PROJECT_ROOT / "config" / "airflow.env"
+ADMIN_USER = "admin"
+
+
+def deployment_settings() -> dict[str, str]:
+    """The Airflow settings the compose file also uses (``config/airflow.env``), minus container paths."""
+    from dotenv import dotenv_values
+
+    values = {key: value for key, value in dotenv_values(SETTINGS_FILE).items() if value is not None}
+    values.pop("PYTHONPATH", None)  # container paths; airflow_env sets the local ones
+    return values
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class LocalAirflow:
+    """Scheduler, dag-processor, triggerer, API server (and Celery workers) as background processes.
+
+    ``executor`` ``LocalExecutor`` (``make airflow``) or ``CeleryExecutor`` (``broker_url`` of a Redis,
+    ``workers`` ``airflow celery worker`` processes). Every server binds 127.0.0.1 on a free port; the
+    processes share one JWT secret (else tasks fail with "Invalid auth token", apache/airflow#49646)
+    and one admin password (SimpleAuthManager), both generated into ``AIRFLOW_HOME``.
+    """
+
+    env: dict[str, str]
+    executor: str = "LocalExecutor"
+    broker_url: str | None = None
+    workers: int = 0
+    worker_concurrency: int | None = None
+    api_port: int = 0
+    processes: dict[str, subprocess.Popen] | None = None
+
+    @property
+    def home(self) -> Path:
+        return Path(self.env["AIRFLOW_HOME"])
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.home / "services.pids"
+
+    def password(self) -> str:
+        return json.loads((self.home / "passwords.json").read_text())[ADMIN_USER]
+
+    def _secrets(self) -> tuple[str, str]:
+        import secrets
+
+        self.home.mkdir(parents=True, exist_ok=True)
+        jwt_file, passwords = self.home / "jwt_secret", self.home / "passwords.json"
+        if not jwt_file.exists():
+            jwt_file.write_text(secrets.token_urlsafe(32))
+            jwt_file.chmod(0o600)
+        if not passwords.exists():
+            passwords.write_text(json.dumps({ADMIN_USER: secrets.token_urlsafe(12)}))
+            passwords.chmod(0o600)
+        return jwt_file.read_text(), str(passwords)
+
+    def service_env(self) -> dict[str, str]:
+        jwt_secret, passwords = self._secrets()
+        self.api_port = self.api_port or free_port()
+        env = {**self.env, **deployment_settings(),
+               "AIRFLOW__CORE__EXECUTOR": self.executor,
+               "AIRFLOW__API_AUTH__JWT_SECRET": jwt_secret,
+               "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": passwords,
+               "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.api_url}/execution/",
+               "AIRFLOW__API__HOST": "127.0.0.1",
+               "AIRFLOW__API__PORT": str(self.api_port),
+               "AIRFLOW__API__BASE_URL": self.api_url,
+               "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": "127.0.0.1",
+               "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(free_port()),
+               "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+               "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+               "AIRFLOW__SCHEDULER__DAG_DIR_LIST_INTERVAL": "10",
+               "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10"}
+        if self.broker_url:
+            sql = self.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].replace("postgresql+psycopg2://", "postgresql://", 1)
+            env["AIRFLOW__CELERY__BROKER_URL"] = self.broker_url
+            env["AIRFLOW__CELERY__RESULT_BACKEND"] = f"db+{sql}"
+        return env
+
+    def start(self, timeout: float = 240) -> "LocalAirflow":
+        init_airflow(self.env)
+        env = self.service_env()
+        commands = {"api-server": ["api-server", "--host", "127.0.0.1", "--port", str(self.api_port)],
+                    "scheduler": ["scheduler"], "dag-processor": ["dag-processor"], "triggerer": ["triggerer"]}
+        for index in range(1, self.workers + 1):
+            commands[f"worker{index}"] = ["celery", "worker", "--celery-hostname", f"worker{index}@%h",
+                                          "--pid", str(self.home / f"worker{index}.pid"),
+                                          *(["--concurrency", str(self.worker_concurrency)]
+                                            if self.worker_concurrency else [])]
+        logs = self.home / "services"
+        logs.mkdir(parents=True, exist_ok=True)
+        self.processes = {}
+        for name, args in commands.items():
+            worker_env = {**env, "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port())}
+            if name.startswith("worker"):
+                # Both workers share this host: name each, so a task instance's hostname says which ran it.
+                worker_env.update(ECOMSYNC_WORKER_NAME=name,
+                                  AIRFLOW__CORE__HOSTNAME_CALLABLE="devstack.airflow.worker_hostname")
+            with open(logs / f"{name}.log", "ab") as log:
+                self.processes[name] = subprocess.Popen([str(VENV_BIN / "airflow"), *args], env=worker_env,
+                                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.pid_file.write_text(json.dumps({name: p.pid for name, p in self.processes.items()}))
+        self._wait_for_api(timeout)
+        return self
+
+    def _wait_for_api(self, timeout: float) -> None:
+        import time
+
+        import requests
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            dead = [name for name, p in (self.processes or {}).items() if p.poll() is not None]
+            if dead:
+                self.stop()
+                raise RuntimeError(f"Airflow {', '.join(dead)} exited; see {self.home / 'services'}/*.log")
+            try:
+                if requests.get(f"{self.api_url}/api/v2/monitor/health", timeout=5).ok:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(2)
+        self.stop()
+        raise RuntimeError(f"the Airflow API server did not answer within {timeout:.0f}s; see {self.home / 'services'}")
+
+    def token(self) -> str:
+        import requests
+
+        answer = requests.post(f"{self.api_url}/auth/token",
+                               json={"username": ADMIN_USER, "password": self.password()}, timeout=30)
+        answer.raise_for_status()
+        return answer.json()["access_token"]
+
+    def stop(self) -> None:
+        stop_services(self.home)
+        self.processes = None
+
+
+def worker_hostname() -> str:
+    """``[core] hostname_callable`` of the local Celery workers: ``<host>-<worker name>``."""
+    import socket
+
+    return f"{socket.getfqdn()}-{os.environ.get('ECOMSYNC_WORKER_NAME', 'worker')}"
+
+
+def stop_services(home: Path) -> None:
+    """End every process ``LocalAirflow.start`` recorded in ``home`` (their whole process groups)."""
+    import time
+
+    pid_file = home / "services.pids"
+    if not pid_file.exists():
+        return
+    pids = json.loads(pid_file.read_text()).values()
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.killpg(pid, sig)
+            except ProcessLookupError:
+                pass
+        for _ in range(50 if sig == signal.SIGTERM else 10):
+            if not any(_alive(pid) for pid in pids):
+                break
+            time.sleep(0.2)
+    pid_file.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie of our own child: reap it
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return done == 0
+    except ChildProcessError:
+        return Path(f"/proc/{pid}/stat").exists() and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"

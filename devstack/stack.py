@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import requests
 
-from devstack.airflow import Endpoints, airflow_env
+from devstack.airflow import Endpoints, LocalAirflow, airflow_env, stop_services
 from devstack.postgres import PROJECT_ROOT, LocalPostgres
 
 LOCAL = PROJECT_ROOT / ".local"
@@ -92,7 +92,15 @@ def up() -> Stack:
     return Stack(postgres, warehouse_url, endpoints, fresh)
 
 
+def start_airflow() -> LocalAirflow:
+    """``make airflow``: the embedded stack plus a real Airflow (LocalExecutor) left running."""
+    stack = up()
+    stop_services(LOCAL / "airflow")  # a second `make airflow` replaces the first
+    return LocalAirflow(stack.env(), api_port=int(os.environ.get("AIRFLOW_API_PORT", 0))).start()
+
+
 def down() -> None:
+    stop_services(LOCAL / "airflow")
     stop_sandboxes()
     LocalPostgres().stop()
 
@@ -100,7 +108,14 @@ def down() -> None:
 if __name__ == "__main__":
     if sys.argv[1:] == ["down"]:
         down()
-        print("stopped the sandboxes and the local Postgres")
+        print("stopped Airflow, the sandboxes and the local Postgres")
+    elif sys.argv[1:] == ["airflow"]:
+        airflow = start_airflow()
+        print("Airflow is running: scheduler, dag-processor, triggerer, API server "
+              f"(logs: {airflow.home / 'services'})")
+        print(f"  UI:    {airflow.api_url}")
+        print(f"  login: {'admin'} / {airflow.password()}   (SimpleAuthManager; {airflow.home / 'passwords.json'})")
+        print("  The DAGs start paused: unpause them in the UI. `make stop` ends everything.")
     else:
         stack = up()
         print(f"warehouse: {stack.warehouse_url}")

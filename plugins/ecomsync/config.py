@@ -1,16 +1,23 @@
-"""The pipeline's configuration: one YAML file, no secrets.
+"""The pipeline's configuration: one YAML file, no secrets, validated by a pydantic schema (P6).
 
 ``ECOMSYNC_CONFIG`` points at another file; the default is ``config/pipeline.yml``.
+
+Every section refuses keys it does not know (``enabeld``) and values of the wrong type
+(``enabled: "false"``, ``requests_per_second: five``) instead of coercing them: a
+``ConfigError`` names the file, the key path and the expected type. The DAG files load
+the configuration at parse time, so a bad file shows as an import error saying exactly that.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import (BeforeValidator, ConfigDict, EmailStr, Field, StrictBool, StrictInt, TypeAdapter,
+                      ValidationError, field_validator, model_validator)
+from pydantic.dataclasses import dataclass
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "pipeline.yml"
 
@@ -19,56 +26,120 @@ class ConfigError(ValueError):
     pass
 
 
-@dataclass(frozen=True)
+def _id_text(value: Any) -> Any:
+    # Store hashes and location ids are text; YAML reads an all-digit hash as an int.
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+IdText = Annotated[str, BeforeValidator(_id_text), Field(min_length=1)]
+PositiveInt = Annotated[StrictInt, Field(ge=0)]
+
+
+# Unknown keys are refused; strings are never turned into booleans or numbers. Pydantic dataclasses:
+# validated like models, and still plain dataclasses (dataclasses.replace / asdict work on them).
+# (Strictness is per field — StrictBool, StrictInt, StrictFloat — so nested sections still come from mappings.)
+_SECTION = ConfigDict(extra="forbid")
+section = dataclass(config=_SECTION, frozen=True)
+
+
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+@section
 class Store:
-    store_hash: str
-    name: str
-    conn_id: str
+    store_hash: IdText
+    name: str = ""
+    conn_id: str = ""
     link_url: str = ""
-    enabled: bool = True
+    enabled: StrictBool = True
+
+    @model_validator(mode="after")
+    def _defaults(self) -> "Store":
+        if not self.name:
+            object.__setattr__(self, "name", self.store_hash)
+        if not self.conn_id:
+            object.__setattr__(self, "conn_id", f"bigcommerce_{self.store_hash}")
+        return self
 
     @property
     def connection_id(self) -> str:
         return f"bigcommerce:{self.store_hash}"
 
 
-@dataclass(frozen=True)
+@section
+class SquareLocation:
+    location_id: IdText
+    name: str = ""
+    conn_id: str | None = None
+    enabled: StrictBool = True
+
+
+@section
+class BigCommerceSettings:
+    schedule: str = "*/15 * * * *"
+    lookback_minutes: PositiveInt = 10
+    stores: list[Store] = Field(default_factory=list)
+
+    @field_validator("stores")
+    @classmethod
+    def _unique(cls, stores: list[Store]) -> list[Store]:
+        seen: set[str] = set()
+        for store in stores:
+            if store.store_hash in seen:
+                raise ValueError(f"store_hash {store.store_hash!r} is listed twice")
+            seen.add(store.store_hash)
+        return stores
+
+
+@section
 class SquareSettings:
-    conn_id: str
-    lookback_hours: int
-    historical_start: datetime
-    locations: list[dict[str, Any]] | None  # None = discover all active locations
-    disabled_locations: frozenset[str]
-    schedule: str
-    # Location.status INACTIVE: "history" (sync once, then skip), "include" (every run) or "skip" (never, reported).
-    inactive_locations: str = "history"
+    schedule: str = "*/30 * * * *"
+    conn_id: str = "square_default"
+    lookback_hours: PositiveInt = 72
+    historical_start: Annotated[datetime, Field(strict=False)] = datetime(2000, 1, 1, tzinfo=timezone.utc)
+    # "all" = discover every active location; or the list of locations to sync.
+    locations: Literal["all"] | list[SquareLocation] = "all"
+    disabled_locations: frozenset[IdText] = Field(default_factory=frozenset, strict=False)
+
+    @field_validator("historical_start")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        return _utc(value)
+
+    @property
+    def listed_locations(self) -> list[SquareLocation]:
+        return [] if self.locations == "all" else list(self.locations)
 
     def location_conn_id(self, location_id: str) -> str:
-        for entry in self.locations or []:
-            if entry["location_id"] == location_id:
-                return entry.get("conn_id", self.conn_id)
+        for entry in self.listed_locations:
+            if entry.location_id == location_id:
+                return entry.conn_id or self.conn_id
         return self.conn_id
 
     def is_enabled(self, location_id: str) -> bool:
         if location_id in self.disabled_locations:
             return False
-        for entry in self.locations or []:
-            if entry["location_id"] == location_id:
-                return bool(entry.get("enabled", True))
-        return self.locations is None
+        for entry in self.listed_locations:
+            if entry.location_id == location_id:
+                return entry.enabled
+        return self.locations == "all"
 
 
-@dataclass(frozen=True)
+LooseDate = Annotated[date, Field(strict=False)]
+
+
+@section
 class CrmSettings:
-    conn_id: str
-    requests_per_second: float
-    account_created_on: date
-    master_list_cutoff: date
-    master_list_name: str
-    bigcommerce_tag: str
-    square_tag: str
-    bulk_import_threshold: int
-    realtime_window_hours: int
+    conn_id: str = "activecampaign_default"
+    requests_per_second: Annotated[float, Field(gt=0, strict=True)] = 5.0
+    account_created_on: LooseDate = date(2024, 1, 8)
+    master_list_cutoff: LooseDate = date(2024, 1, 8)
+    master_list_name: str = "Master Contact List"
+    bigcommerce_tag: str = "bigcommerce-customer"
+    square_tag: str = "square-customer"
+    bulk_import_threshold: PositiveInt = 100
+    realtime_window_hours: PositiveInt = 24
 
     @property
     def master_list_rule_applies(self) -> bool:
@@ -76,14 +147,38 @@ class CrmSettings:
         return self.account_created_on >= self.master_list_cutoff
 
 
-@dataclass(frozen=True)
+@section
+class AlertSettings:
+    """Who hears about failures: e-mail (smtp provider) and/or a webhook whose URL lives in a connection."""
+
+    email: list[EmailStr] = Field(default_factory=list)
+    email_conn_id: str = "smtp_default"
+    webhook_conn_id: str | None = None
+    crm_load_deadline_hours: Annotated[StrictInt, Field(gt=0)] | None = None
+
+
+@section
+class PipelineFile:
+    """The shape of ``pipeline.yml``: one section per system."""
+
+    bigcommerce: BigCommerceSettings = Field(default_factory=BigCommerceSettings)
+    square: SquareSettings = Field(default_factory=SquareSettings)
+    crm: CrmSettings = Field(default_factory=CrmSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
+    dbt: dict[str, Any] = Field(default_factory=dict)
+
+
+@section
 class PipelineConfig:
+    """What the tasks use: the validated file, flattened for the BigCommerce settings."""
+
     stores: list[Store]
     bigcommerce_schedule: str
-    bigcommerce_lookback_minutes: int
+    bigcommerce_lookback_minutes: PositiveInt
     square: SquareSettings
     crm: CrmSettings
-    dbt_vars: dict[str, Any] = field(default_factory=dict)
+    dbt_vars: dict[str, Any] = Field(default_factory=dict)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
 
     @property
     def enabled_stores(self) -> list[Store]:
@@ -93,71 +188,71 @@ class PipelineConfig:
         for store in self.stores:
             if store.store_hash == store_hash:
                 return store
-        raise ConfigError(f"store {store_hash!r} is not in the configuration")
+        known = ", ".join(s.store_hash for s in self.stores) or "none"
+        raise ConfigError(f"store {store_hash!r} is not in the configuration (bigcommerce.stores; known: {known})")
 
 
-def _date(value: Any, key: str) -> date:
-    if isinstance(value, date):
-        return value
-    try:
-        return date.fromisoformat(str(value))
-    except ValueError as exc:
-        raise ConfigError(f"{key}: {value!r} is not a date (YYYY-MM-DD)") from exc
+_ADAPTER = TypeAdapter(PipelineFile)
+
+_EXPECTED = {
+    "bool_type": "a boolean (true or false, unquoted)",
+    "int_type": "an integer",
+    "float_type": "a number",
+    "string_type": "a string",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "date_from_datetime_parsing": "a date (YYYY-MM-DD)",
+    "date_parsing": "a date (YYYY-MM-DD)",
+    "date_type": "a date (YYYY-MM-DD)",
+    "datetime_parsing": "an ISO-8601 timestamp",
+    "datetime_from_date_parsing": "an ISO-8601 timestamp",
+    "literal_error": "one of the allowed values",
+    "missing": "a value (the key is required)",
+}
 
 
-def _timestamp(value: Any, key: str) -> datetime:
-    if isinstance(value, datetime):
-        parsed = value
-    else:
-        try:
-            parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-        except ValueError as exc:
-            raise ConfigError(f"{key}: {value!r} is not an ISO-8601 timestamp") from exc
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+def _key_path(loc: tuple) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part in ("list[SquareLocation]", "literal['all']", "constrained-int", "function-after[_defaults()]"):
+            continue
+        else:
+            path += f".{part}" if path else str(part)
+    return path or "(top level)"
+
+
+def describe_errors(path: Path, error: ValidationError) -> str:
+    """One line per problem: file, key path, what was expected and what was found."""
+    lines = []
+    for item in error.errors():
+        key = _key_path(item["loc"])
+        if item["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+            lines.append(f"{path}: {key}: unknown key (misspelt? it is not part of the configuration schema)")
+            continue
+        if item["type"] == "value_error":
+            lines.append(f"{path}: {key}: {item['msg'].removeprefix('Value error, ')}")
+            continue
+        expected = _EXPECTED.get(item["type"], item["msg"])
+        lines.append(f"{path}: {key}: expected {expected}, got {item.get('input')!r} ({item['msg']})")
+    return "invalid pipeline configuration:\n  " + "\n  ".join(lines)
 
 
 def load_config(path: str | Path | None = None) -> PipelineConfig:
+    """Read and validate ``pipeline.yml``; raises ``ConfigError`` naming the file and every bad key."""
     path = Path(path or os.environ.get("ECOMSYNC_CONFIG") or DEFAULT_CONFIG)
-    raw = yaml.safe_load(path.read_text()) or {}
-    bc = raw.get("bigcommerce") or {}
-    stores = []
-    for entry in bc.get("stores") or []:
-        if "store_hash" not in entry:
-            raise ConfigError(f"{path}: every store needs a store_hash: {entry!r}")
-        store_hash = str(entry["store_hash"])
-        stores.append(Store(store_hash=store_hash, name=str(entry.get("name") or store_hash),
-                            conn_id=str(entry.get("conn_id") or f"bigcommerce_{store_hash}"),
-                            link_url=str(entry.get("link_url") or ""), enabled=bool(entry.get("enabled", True))))
-    if len({s.store_hash for s in stores}) != len(stores):
-        raise ConfigError(f"{path}: a store_hash is listed twice")
-    sq = raw.get("square") or {}
-    locations = sq.get("locations", "all")
-    if locations != "all" and not isinstance(locations, list):
-        raise ConfigError(f"{path}: square.locations must be 'all' or a list")
-    square = SquareSettings(
-        conn_id=str(sq.get("conn_id", "square_default")),
-        lookback_hours=int(sq.get("lookback_hours", 72)),
-        historical_start=_timestamp(sq.get("historical_start", "2000-01-01T00:00:00Z"), "square.historical_start"),
-        locations=None if locations == "all" else [dict(x) for x in locations],
-        disabled_locations=frozenset(sq.get("disabled_locations") or []),
-        schedule=str(sq.get("schedule", "*/30 * * * *")),
-        inactive_locations=str(sq.get("inactive_locations", "history")),
-    )
-    if square.inactive_locations not in ("history", "include", "skip"):
-        raise ConfigError(f"{path}: square.inactive_locations must be history, include or skip, "
-                          f"not {square.inactive_locations!r}")
-    crm = raw.get("crm") or {}
-    crm_settings = CrmSettings(
-        conn_id=str(crm.get("conn_id", "activecampaign_default")),
-        requests_per_second=float(crm.get("requests_per_second", 5)),
-        account_created_on=_date(crm.get("account_created_on", "2024-01-08"), "crm.account_created_on"),
-        master_list_cutoff=_date(crm.get("master_list_cutoff", "2024-01-08"), "crm.master_list_cutoff"),
-        master_list_name=str(crm.get("master_list_name", "Master Contact List")),
-        bigcommerce_tag=str(crm.get("bigcommerce_tag", "bigcommerce-customer")),
-        square_tag=str(crm.get("square_tag", "square-customer")),
-        bulk_import_threshold=int(crm.get("bulk_import_threshold", 100)),
-        realtime_window_hours=int(crm.get("realtime_window_hours", 24)),
-    )
-    return PipelineConfig(stores=stores, bigcommerce_schedule=str(bc.get("schedule", "*/15 * * * *")),
-                          bigcommerce_lookback_minutes=int(bc.get("lookback_minutes", 10)),
-                          square=square, crm=crm_settings, dbt_vars=dict(raw.get("dbt") or {}))
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read the pipeline configuration: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the pipeline configuration must be a mapping of sections")
+    try:
+        parsed = _ADAPTER.validate_python(raw)
+    except ValidationError as exc:
+        raise ConfigError(describe_errors(path, exc)) from None
+    return PipelineConfig(stores=list(parsed.bigcommerce.stores), bigcommerce_schedule=parsed.bigcommerce.schedule,
+                          bigcommerce_lookback_minutes=parsed.bigcommerce.lookback_minutes, square=parsed.square,
+                          crm=parsed.crm, dbt_vars=dict(parsed.dbt), alerts=parsed.alerts)

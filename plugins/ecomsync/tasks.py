@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Iterator
 
-from ecomsync.config import PipelineConfig, Store
-from ecomsync.extract import ExtractRequest, run_connection
+import psycopg2
+
+from ecomsync.config import ConfigError, PipelineConfig, Store
+from ecomsync.extract import ExtractError, ExtractRequest, run_connection
+from ecomsync.http import AuthError
 from ecomsync.sources import bigcommerce, square
 from ecomsync.streams import Stream, parse_iso
 from ecomsync.warehouse import Warehouse
@@ -31,12 +36,88 @@ class Credentials:
         return f"Credentials(base_url={self.base_url!r}, token='***')"
 
 
-def warehouse_url() -> str:
-    url = os.environ.get("WAREHOUSE_URL")
+WAREHOUSE_CONN_ID = "warehouse_default"
+WAREHOUSE_CONNECT_TIMEOUT_SECONDS = 10
+
+
+class Unrecoverable(RuntimeError):
+    """An error no retry can fix: the message says what to change (connection id, config key, file).
+
+    The DAG files turn it into ``AirflowFailException`` (see ``fail_fast``): the task fails at once.
+    """
+
+
+@contextmanager
+def fail_fast(conn_id: str | None = None) -> Iterator[None]:
+    """Turn errors that retrying cannot fix into ``AirflowFailException`` naming what to change (P6).
+
+    - ``AuthError`` (HTTP 401/403: revoked or wrong token) → the Airflow connection ``conn_id``.
+    - ``ConfigError`` (invalid ``pipeline.yml``, unknown store) → the file and key.
+    - ``ExtractError`` (a trigger form's empty date range, unknown mode) → the Param.
+    - ``Unrecoverable`` (missing connection, warehouse unreachable) → its own message.
+    Everything else propagates unchanged and is retried per ``retries``.
+    """
+    from airflow.sdk.exceptions import AirflowFailException
+
+    try:
+        yield
+    except AuthError as exc:
+        where = f"Airflow connection {conn_id!r}" if conn_id else "the API token"
+        raise AirflowFailException(
+            f"the API refused the credentials of {where} (HTTP {exc.status}): the token is revoked, expired or "
+            f"lacks a scope; put a valid token in the password of {where}. Not retried. ({exc})") from exc
+    except ConfigError as exc:
+        raise AirflowFailException(f"configuration error, not retried: {exc}") from exc
+    except ExtractError as exc:
+        raise AirflowFailException(f"invalid trigger-form values, not retried: {exc}") from exc
+    except Unrecoverable as exc:
+        raise AirflowFailException(str(exc)) from exc
+
+
+def warehouse_url(conn_id: str = WAREHOUSE_CONN_ID) -> str:
+    """The warehouse as a ``postgresql://`` URL: the Airflow connection ``conn_id`` if it exists, else
+    ``WAREHOUSE_URL`` (the local default). Parsed by the Postgres provider's hook, checked reachable.
+
+    Raises ``Unrecoverable`` naming the connection when neither is set or the server does not answer
+    within ``WAREHOUSE_CONNECT_TIMEOUT_SECONDS``.
+    """
+    url, source = _warehouse_from_connection(conn_id), f"Airflow connection {conn_id!r}"
+    if url is None:
+        url, source = os.environ.get("WAREHOUSE_URL"), "WAREHOUSE_URL"
     if not url:
-        raise RuntimeError("WAREHOUSE_URL is not set: point it at the warehouse Postgres "
-                           "(the local stack sets it to the embedded cluster).")
+        raise Unrecoverable(f"no warehouse: define the Airflow connection {conn_id!r} (Postgres, e.g. "
+                            f"AIRFLOW_CONN_{conn_id.upper()}=postgresql://user:pass@host:5432/db) or WAREHOUSE_URL")
+    check_warehouse(url, source)
     return url
+
+
+def _warehouse_from_connection(conn_id: str) -> str | None:
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    hook = PostgresHook(postgres_conn_id=conn_id)
+    try:
+        connection = hook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        return None
+    # The hook builds the SQLAlchemy URI (quoting, port, database); our code speaks libpq URLs.
+    url = hook.get_uri().split("://", 1)[1]
+    sslmode = (connection.extra_dejson or {}).get("sslmode")
+    return f"postgresql://{url}" + (f"?sslmode={sslmode}" if sslmode else "")
+
+
+def check_warehouse(url: str, source: str = "WAREHOUSE_URL") -> None:
+    """Fail within seconds, naming where the URL came from, when the warehouse does not answer."""
+    try:
+        psycopg2.connect(url, connect_timeout=WAREHOUSE_CONNECT_TIMEOUT_SECONDS).close()
+    except psycopg2.OperationalError as exc:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise Unrecoverable(
+            f"the warehouse ({source}, host {parts.hostname}:{parts.port or 5432}, database "
+            f"{parts.path.lstrip('/')}) is not reachable: {first_line}. Start it or fix {source}.") from None
 
 
 def parse_when(value: str | datetime | None) -> datetime | None:
@@ -52,7 +133,7 @@ def stores_to_sync(config: PipelineConfig, selected: str = "all") -> list[Store]
     """Enabled stores, or the one the trigger form names (B1, B11: a disabled store is skipped)."""
     if selected in ("", "all", None):
         return config.enabled_stores
-    store = config.store(selected)
+    store = config.store(selected)  # ConfigError when the form names a store the configuration lacks
     return [store] if store.enabled else []
 
 
@@ -75,15 +156,19 @@ def locations_to_sync(config: PipelineConfig, credentials: Credentials, selected
     """Enabled locations (S2, S9), each as {location_id, name, status}. INACTIVE ones are listed too:
     ``extract_location`` syncs or skips them by ``square.inactive_locations`` and says which (S3)."""
     session = square.session_for(credentials.base_url, credentials.token)
-    found = []
+    found, known = [], set()
     for location in square.list_locations(session):
         location_id = location["id"]
+        known.add(location_id)
         if not config.square.is_enabled(location_id):
             continue
         if selected not in ("", "all", None) and location_id != selected:
             continue
         found.append({"location_id": location_id, "name": location.get("name") or location_id,
                       "status": location.get("status", "ACTIVE")})
+    if selected not in ("", "all", None) and selected not in known:
+        raise ConfigError(f"location {selected!r} is not a location of the Square account behind connection "
+                          f"{config.square.conn_id!r} (known: {', '.join(sorted(known)) or 'none'})")
     return found
 
 
@@ -128,18 +213,68 @@ def _skip_inactive(config: PipelineConfig, warehouse: Warehouse, connection_id: 
             "landed": landed, "streams": {}}
 
 
-def transform(config: PipelineConfig, wh_url: str, full_refresh: bool = False) -> dict:
-    """``dbt build``: staging → crm marts → segments, every model tested (P3)."""
-    from ecomsync.dbt import run_dbt
+def transform(config: PipelineConfig, wh_url: str, full_refresh: bool = False, retry: bool = False,
+              **dbt_options) -> dict:
+    """``dbt build``: staging → crm marts → segments, every model tested (P3).
 
+    ``retry`` (the task's second or later try): ``dbt retry`` reruns only the nodes that failed or were
+    skipped in the previous invocation (from ``target/run_results.json``), not the whole project. A
+    failure raises ``DbtRunError`` whose message names every failed model and test; they are also
+    logged one per line. When the previous invocation recorded no failed node (it died before writing
+    its results), a retry builds everything again: ``dbt retry`` would otherwise succeed doing nothing.
+    """
     dbt_vars = {**config.dbt_vars, "square_customer_tag": config.crm.square_tag,
                 "bigcommerce_customer_tag": config.crm.bigcommerce_tag}
-    args = ["build"] + (["--full-refresh"] if full_refresh else [])
-    result = run_dbt(args, wh_url, vars=dbt_vars)
+    retry = retry and previous_invocation_failed(dbt_options.get("target_path"))
+    args = ["retry"] if retry else ["build"] + (["--full-refresh"] if full_refresh else [])
+    result = run_dbt_task(args, wh_url, dbt_vars, **dbt_options)
     by_type: dict[str, int] = {}
     for node in result.nodes:
         by_type[node.resource_type] = by_type.get(node.resource_type, 0) + 1
-    return {"success": result.success, "nodes": by_type, "rows_modelled": result.rows_modelled}
+    return {"success": result.success, "command": args[0], "nodes": by_type, "rows_modelled": result.rows_modelled}
+
+
+def previous_invocation_failed(target_path: str | os.PathLike | None = None) -> bool:
+    """Whether ``run_results.json`` of the last dbt invocation lists a failed or skipped node."""
+    import json
+    from pathlib import Path
+
+    from ecomsync.dbt import PROJECT_DIR
+
+    results = Path(target_path or PROJECT_DIR / "target") / "run_results.json"
+    try:
+        nodes = json.loads(results.read_text()).get("results", [])
+    except (OSError, ValueError):
+        return False
+    return any(node.get("status") in ("error", "fail", "runtime error", "skipped") for node in nodes)
+
+
+def run_dbt_task(args: list[str], wh_url: str, dbt_vars: dict | None = None, **options):
+    """``run_dbt`` for a task process: failed nodes named in the log, dbt's semaphores released.
+
+    dbt creates ``multiprocessing`` (spawn) locks for its adapter and manifest. An Airflow task process
+    ends with ``os._exit``, so their finalizers never run and Python's resource tracker printed
+    "There appear to be N leaked semaphore objects" as ERROR lines in every transform log. Dropping
+    dbt's adapters and collecting garbage unlinks them while the process is still alive.
+    """
+    import gc
+    import logging
+
+    from ecomsync.dbt import DbtRunError, run_dbt
+
+    log = logging.getLogger(__name__)
+    try:
+        return run_dbt(args, wh_url, vars=dbt_vars, **options)
+    except DbtRunError as exc:
+        for node in exc.summary.failed_nodes:
+            log.error("dbt %s %s: %s — %s", node.resource_type, node.name, node.status, node.message)
+        log.error("a retry of this task runs `dbt retry`: only the failed and skipped nodes")
+        raise
+    finally:
+        from dbt.adapters.factory import reset_adapters
+
+        reset_adapters()
+        gc.collect()
 
 
 def enabled_connection_ids(config: PipelineConfig, wh_url: str) -> set[str]:

@@ -66,3 +66,124 @@ def test_airflow_plugin_loading_imports_none_of_the_pipeline_modules():  # P6
     import http
 
     assert hasattr(http, "HTTPStatus"), "the standard library's http module was shadowed"
+
+
+# --- issue 18 / 19: fail fast, time limits, one pool definition, the trigger form, alerts -----------------------
+def test_every_task_has_an_execution_timeout(dagbag):  # P6
+    for dag_id, dag in dagbag.dags.items():
+        for task in dag.tasks:
+            assert task.execution_timeout is not None, f"{dag_id}.{task.task_id} may hang forever"
+
+
+def test_every_pool_a_task_uses_comes_from_the_one_pools_file(dagbag):  # P6
+    import json
+
+    from ecomsync.airflow_support import POOLS_FILE
+
+    defined = json.loads(POOLS_FILE.read_text())
+    used = {task.pool for dag in dagbag.dags.values() for task in dag.tasks} - {"default_pool"}
+    assert used and used <= set(defined), used - set(defined)
+    for spec in defined.values():
+        assert spec["slots"] >= 1 and spec["description"]
+
+
+def _resolve(dag, **values):
+    """What the trigger form does before it creates a run: validate every Param against its schema."""
+    import copy
+
+    params = copy.deepcopy(dag.params)
+    params.update(values)  # each value is resolved against its Param's JSON schema (with a format checker)
+    return params.validate()
+
+
+def test_trigger_form_dates_are_date_fields_validated_before_the_run(dagbag):  # P1 (issue 19 item 4)
+    from airflow.sdk.exceptions import ParamValidationError
+
+    for dag_id in ("extract_bigcommerce", "extract_square"):
+        dag = dagbag.dags[dag_id]
+        for name in ("start_date", "end_date"):
+            assert dag.params.get_param(name).schema["format"] == "date"
+        assert _resolve(dag, start_date="2025-12-01", end_date="2025-12-31")["start_date"] == "2025-12-01"
+        for bad in ("31.12.2025", "2025-13-01", "yesterday"):
+            with pytest.raises(ParamValidationError):
+                _resolve(dag, start_date=bad)
+
+
+def test_the_store_is_a_drop_down_of_the_configured_stores(dagbag):  # P1, B1 (issue 19 item 4)
+    from airflow.sdk.exceptions import ParamValidationError
+
+    from ecomsync.config import load_config
+
+    dag = dagbag.dags["extract_bigcommerce"]
+    schema = dag.params.get_param("store").schema
+    stores = load_config().stores
+    assert schema["enum"] == ["all", *[s.store_hash for s in stores]]
+    assert all(s.name in schema["values_display"][s.store_hash] for s in stores)
+    with pytest.raises(ParamValidationError):
+        _resolve(dag, store="no-such-store")
+    assert "all" == dagbag.dags["extract_square"].params["location"]
+    with pytest.raises(ParamValidationError):
+        _resolve(dagbag.dags["extract_square"], location="L1; drop table")
+
+
+def test_the_location_is_a_drop_down_when_the_configuration_lists_locations(tmp_path, monkeypatch):  # P1, S9
+    from airflow.dag_processing.dagbag import DagBag
+
+    config = tmp_path / "pipeline.yml"
+    config.write_text((ROOT / "config" / "pipeline.yml").read_text().replace(
+        "  locations: all\n", "  locations:\n    - {location_id: LMAIN01, name: Main Street}\n"))
+    monkeypatch.setenv("ECOMSYNC_CONFIG", str(config))
+    bag = DagBag(str(ROOT / "dags" / "extract_square.py"))
+    schema = bag.dags["extract_square"].params.get_param("location").schema
+    assert schema["enum"] == ["all", "LMAIN01"] and schema["values_display"]["LMAIN01"] == "Main Street (LMAIN01)"
+
+
+def test_mapped_tasks_are_labelled_from_their_own_arguments(dagbag):  # P5 (issue 19 item 3)
+    # Rendered before the task runs (from task.op_kwargs), so a task that fails at once keeps its name.
+    import jinja2
+
+    for dag_id, task_id, arg, value in (
+            ("extract_bigcommerce", "extract_store", "store", {"store_hash": "k3x9q2m7a1", "name": "Northwind"}),
+            ("extract_square", "extract_location", "location", {"location_id": "L1", "name": "Main Street"})):
+        template = dagbag.dags[dag_id].get_task(task_id).map_index_template
+        task = type("T", (), {"op_kwargs": {arg: value}})()
+        assert jinja2.Template(template, undefined=jinja2.StrictUndefined).render(task=task) == value["name"]
+
+
+def test_an_invalid_configuration_is_an_import_error_naming_file_and_key(tmp_path, monkeypatch):  # P6
+    from airflow.dag_processing.dagbag import DagBag
+
+    config = tmp_path / "pipeline.yml"
+    config.write_text((ROOT / "config" / "pipeline.yml").read_text().replace("enabled: true", "enabeld: true", 1))
+    monkeypatch.setenv("ECOMSYNC_CONFIG", str(config))
+    bag = DagBag(str(ROOT / "dags"))
+    assert set(bag.import_errors) == {str(p) for p in (ROOT / "dags").glob("*.py")}
+    for error in bag.import_errors.values():
+        assert str(config) in error and "bigcommerce.stores[0].enabeld: unknown key" in error
+
+
+def test_alerts_from_the_configuration_reach_every_dag(tmp_path, monkeypatch):  # P6
+    from airflow.dag_processing.dagbag import DagBag
+
+    from ecomsync.alerts import WebhookNotifier
+
+    config = tmp_path / "pipeline.yml"
+    config.write_text((ROOT / "config" / "pipeline.yml").read_text()
+                      + "\nalerts:\n  webhook_conn_id: ops_webhook\n  crm_load_deadline_hours: 6\n")
+    monkeypatch.setenv("ECOMSYNC_CONFIG", str(config))
+    bag = DagBag(str(ROOT / "dags"))
+    assert bag.import_errors == {}
+    for dag_id, dag in bag.dags.items():
+        for task in dag.tasks:
+            callbacks = task.on_failure_callback
+            callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+            assert any(isinstance(c, WebhookNotifier) and c.conn_id == "ops_webhook" for c in callbacks), task
+    [deadline] = bag.dags["load_crm"].deadline
+    assert deadline.interval.total_seconds() == 6 * 3600
+    # what the dag-processor stores: notifiers and the deadline's callback must serialize
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    for dag_id, dag in bag.dags.items():
+        serialized = DagSerialization.to_dict(dag)
+        assert serialized["dag"]["dag_id"] == dag_id
+    assert "crm_load_deadline_missed" in str(DagSerialization.to_dict(bag.dags["load_crm"]))
