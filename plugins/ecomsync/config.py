@@ -101,6 +101,8 @@ class SquareSettings:
     # "all" = discover every active location; or the list of locations to sync.
     locations: Literal["all"] | list[SquareLocation] = "all"
     disabled_locations: frozenset[IdText] = Field(default_factory=frozenset, strict=False)
+    # Location.status INACTIVE: "history" (sync once, then skip), "include" (every run) or "skip" (never, reported).
+    inactive_locations: Literal["history", "include", "skip"] = "history"
 
     @field_validator("historical_start")
     @classmethod
