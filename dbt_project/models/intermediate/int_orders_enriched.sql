@@ -80,11 +80,11 @@ discounts as (
     select
         orders.connection_id,
         orders.order_external_id,
-        coalesce(square_discounts.name, 'Discount'),
-        'order',
-        square_discounts.applied_cents,
-        1,
-        lpad(square_discounts.discount_number::text, 6, '0')
+        coalesce(square_discounts.name, 'Discount') as name,
+        'order' as discount_type,
+        square_discounts.applied_cents as discount_cents,
+        1 as kind_order,
+        lpad(square_discounts.discount_number::text, 6, '0') as sort_key
     from orders
     inner join square_discounts
         on square_discounts.connection_id = orders.source_order_connection_id

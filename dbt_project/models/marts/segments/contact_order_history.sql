@@ -24,8 +24,8 @@ scoped as (
         order_money.gross_price_cents,
         scope.connection_id as connection_scope,
         (
-            select coalesce(sum((product ->> 'quantity')::integer), 0)
-            from jsonb_array_elements(orders.order_products) as product
+            select coalesce(sum((products.product ->> 'quantity')::integer), 0)
+            from jsonb_array_elements(orders.order_products) as products (product)
         ) as product_quantity
     from orders
     inner join order_money
