@@ -30,7 +30,7 @@ class Quota:
     window_s: float
 
     @classmethod
-    def parse(cls, text: str) -> "Quota":
+    def parse(cls, text: str) -> Quota:
         try:
             requests, window = text.split("/")
             return cls(int(requests), float(window))

@@ -20,7 +20,7 @@ class Scale:
         if self.factor <= 0:
             raise ValueError(f"--scale must be positive, not {self.factor}")
 
-    def times(self, multiplier: float) -> "Scale":
+    def times(self, multiplier: float) -> Scale:
         return Scale(self.factor * multiplier)
 
     def _count(self, base: int, parts: int) -> int:

@@ -11,8 +11,9 @@ import logging
 import resource
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Callable
+from typing import Any
 
 from bench.processes import RESULT_PREFIX
 from ecomsync import tasks

@@ -8,8 +8,14 @@ from datetime import timedelta
 from airflow.sdk import dag, task
 
 from ecomsync import tasks
-from ecomsync.airflow_support import (RAW_BIGCOMMERCE, START_DATE, credentials, default_args, extract_params,
-                                      extract_request)
+from ecomsync.airflow_support import (
+    RAW_BIGCOMMERCE,
+    START_DATE,
+    credentials,
+    default_args,
+    extract_params,
+    extract_request,
+)
 from ecomsync.config import load_config
 
 CONFIG = load_config()

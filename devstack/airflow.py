@@ -5,6 +5,7 @@ sandbox URLs. Credentials reach Airflow only as ``AIRFLOW_CONN_*`` env vars.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -113,10 +114,8 @@ def _raise_system_exit(signum: int, frame: object) -> None:
 
 
 def _kill_group(process: subprocess.Popen) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     process.wait()
 
 
@@ -266,7 +265,7 @@ class LocalAirflow:
             env["AIRFLOW__CELERY__RESULT_BACKEND"] = f"db+{sql}"
         return env
 
-    def start(self, timeout: float = 240) -> "LocalAirflow":
+    def start(self, timeout: float = 240) -> LocalAirflow:
         init_airflow(self.env)
         env = self.service_env()
         commands = {"api-server": ["api-server", "--host", "127.0.0.1", "--port", str(self.api_port)],
@@ -342,10 +341,8 @@ def stop_services(home: Path) -> None:
     pids = json.loads(pid_file.read_text()).values()
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, sig)
-            except ProcessLookupError:
-                pass
         for _ in range(50 if sig == signal.SIGTERM else 10):
             if not any(_alive(pid) for pid in pids):
                 break

@@ -101,7 +101,7 @@ class LocalPostgres:
         except psycopg2.OperationalError:
             return False
 
-    def ensure_running(self) -> "LocalPostgres":
+    def ensure_running(self) -> LocalPostgres:
         if self.is_running():
             return self
         with self._lock():

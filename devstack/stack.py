@@ -6,6 +6,7 @@ process that outlives the command (so a second demo talks to the same CRM);
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -53,11 +54,11 @@ def start_sandboxes() -> bool:
     if sandboxes_up():
         return False
     LOCAL.mkdir(parents=True, exist_ok=True)
-    log = open(LOCAL / "sandbox.log", "a")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "sandbox", "serve", *[f"--{api}-port={port}" for api, port in PORTS.items()]],
-        cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT / "plugins"), str(PROJECT_ROOT)])})
+    with open(LOCAL / "sandbox.log", "a") as log:  # the child keeps its own copy of the descriptor
+        process = subprocess.Popen(
+            [sys.executable, "-m", "sandbox", "serve", *[f"--{api}-port={port}" for api, port in PORTS.items()]],
+            cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT / "plugins"), str(PROJECT_ROOT)])})
     PID_FILE.write_text(str(process.pid))
     for _ in range(120):
         if sandboxes_up():
@@ -70,10 +71,8 @@ def start_sandboxes() -> bool:
 
 def stop_sandboxes() -> None:
     if PID_FILE.exists():
-        try:
+        with contextlib.suppress(ProcessLookupError, ValueError):
             os.killpg(int(PID_FILE.read_text()), signal.SIGTERM)
-        except (ProcessLookupError, ValueError):
-            pass
         PID_FILE.unlink()
 
 

@@ -63,8 +63,9 @@ import re
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
 
 from sandbox.core import ApiError, FaultPlan, Request, Response, SandboxApp
 
@@ -91,7 +92,7 @@ ORDER_TEXT_FIELDS = ("orderUrl", "shippingMethod", "orderNumber", "externalUpdat
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 # -- errors in the API's own shapes ------------------------------------------------
@@ -210,7 +211,7 @@ class Account:
 
     def __init__(self) -> None:
         self.tables: dict[str, dict[int, dict]] = {name: {} for name in self.TABLES}
-        self.next_ids = {name: 1 for name in self.TABLES}
+        self.next_ids = dict.fromkeys(self.TABLES, 1)
         self.imports: dict[str, dict] = {}
         self.writes: list[dict] = []
         self.automations: list[dict] = []
@@ -675,8 +676,8 @@ class ActiveCampaignApp(SandboxApp):
         stamp = as_date(value, "abandonedDate")
         parsed = datetime.fromisoformat(stamp)
         if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=timezone.utc)
-        if parsed > datetime.now(timezone.utc):
+            parsed = parsed.replace(tzinfo=UTC)
+        if parsed > datetime.now(UTC):
             raise field_invalid("abandonedDate", f"abandonedDate must be in the past, got {stamp}")
         return stamp
 
@@ -717,7 +718,7 @@ class ActiveCampaignApp(SandboxApp):
         stamp = now_iso()
         order = {"id": self.account.next_ids["ecomOrders"], "externalid": None, "externalcheckoutid": None,
                  "abandonedDate": None, "shippingAmount": 0, "taxAmount": 0, "discountAmount": 0,
-                 **{f: "" for f in ORDER_TEXT_FIELDS}, "products": [], "discounts": [],
+                 **dict.fromkeys(ORDER_TEXT_FIELDS, ""), "products": [], "discounts": [],
                  "createdDate": stamp, "updatedDate": stamp}
         self._apply_order_fields(order, payload)
         self._check_order_identity(order)

@@ -68,16 +68,32 @@ import json
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from sandbox.bigcommerce_data import (ORDER_STATUSES, STATUS_NAMES, Collection, Entry, GeneratedStore, OrderFacts,
-                                      Query, RefundFacts, iso, render_cart, render_coupons, render_line_item,
-                                      render_order, render_refund, render_shipping_address, rfc2822)
+from sandbox.bigcommerce_data import (
+    ORDER_STATUSES,
+    STATUS_NAMES,
+    Collection,
+    Entry,
+    GeneratedStore,
+    OrderFacts,
+    Query,
+    RefundFacts,
+    iso,
+    render_cart,
+    render_coupons,
+    render_line_item,
+    render_order,
+    render_refund,
+    render_shipping_address,
+    rfc2822,
+)
 from sandbox.core import ApiError, FaultPlan, Request, Response, SandboxApp
 
 DEFAULT_STORES = ("k3x9q2m7a1", "p8w4z6t2n5")
@@ -114,7 +130,7 @@ def parse_time(value: str) -> int:
     else:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace(" ", "+"))
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
+        parsed = parsed.replace(tzinfo=UTC)
     return math.floor(parsed.timestamp())
 
 
@@ -582,7 +598,7 @@ class BigCommerceApp(SandboxApp):
             return {"id": row["category_id"], "parent_id": row["parent_id"], "depth": len(path) + 1,
                     "path": path, "name": row["name"], "is_visible": row.get("is_visible", True),
                     "url": (row.get("url") or {}).get("path") or "/",
-                    "children": [node(child, path + [row["category_id"]]) for child in rows
+                    "children": [node(child, [*path, row["category_id"]]) for child in rows
                                  if child["parent_id"] == row["category_id"]]}
 
         return Response(200, {"data": [node(row, []) for row in rows if not row["parent_id"]], "meta": {}})
@@ -784,7 +800,7 @@ def create_app(seed: int = 42, fixtures_dir: Path | None = None, enforce_rate_li
                faults: FaultPlan | None = None) -> BigCommerceApp:
     """The BigCommerce sandbox. ``orders``/``customers``/``products`` are per store; ``quota`` requests per
     ``window_ms`` per store when ``enforce_rate_limit``; ``now`` starts the sandbox clock (default: the wall clock)."""
-    started_at = math.floor((now or datetime.now(timezone.utc)).timestamp())
+    started_at = math.floor((now or datetime.now(UTC)).timestamp())
     # History ends an hour before the clock's day began, so a seed gives the same data all day long.
     history_end = started_at - started_at % 86400 - 3600
     # A missing fixtures folder means no fixtures (``python -m sandbox --fixtures`` may hold only other APIs').

@@ -17,12 +17,13 @@ from __future__ import annotations
 import bisect
 import random
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from email.utils import format_datetime
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any
 
 from sandbox.people import Person, person
 
@@ -100,11 +101,11 @@ def number(cents: int) -> float:
 
 
 def rfc2822(epoch: int) -> str:
-    return format_datetime(datetime.fromtimestamp(epoch, timezone.utc)).replace("-0000", "+0000")
+    return format_datetime(datetime.fromtimestamp(epoch, UTC)).replace("-0000", "+0000")
 
 
 def iso(epoch: int) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # -- the lazily generated, overlaid collection ----------------------------------------------------
@@ -243,7 +244,7 @@ class Collection:
         return (all(_field(entry.record, name) in allowed for name, allowed in query.equals)
                 and all(allowed.intersection(_field(entry.record, name) or ()) for name, allowed in query.contains))
 
-    def _base_candidates(self, query: Query) -> "BaseIds":
+    def _base_candidates(self, query: Query) -> BaseIds:
         t = self.timeline
         if t is None:
             return BaseIds(0, -1, [])
@@ -277,7 +278,7 @@ class Collection:
                 return value
         return _field(self.build_base(record_id), name)
 
-    def _merged_slice(self, sort: str, base: "BaseIds", extra: list[tuple], start: int, count: int) -> list:
+    def _merged_slice(self, sort: str, base: BaseIds, extra: list[tuple], start: int, count: int) -> list:
         """Positions [start, start+count) of the merge of base ids and overlay entries, both sorted by key."""
         if count <= 0:
             return []
@@ -471,7 +472,7 @@ class GeneratedStore:
         return str(uuid.UUID(int=(self._h(53, order_id) << 64 | self._h(54, order_id)) & ~((1 << 48) - 1)
                              & ((1 << 128) - 1) | order_id))
 
-    def base_order(self, order_id: int) -> "OrderFacts":
+    def base_order(self, order_id: int) -> OrderFacts:
         t = self.orders_timeline
         modified, status_id = t.modified(order_id), self.order_status(order_id)
         facts = self.order_facts(order_id, t.created(order_id), modified, status_id, self.order_customer_id(order_id))
@@ -497,7 +498,7 @@ class GeneratedStore:
             self._refunded_ids = [i for i in range(t.first_id, t.first_id + t.count) if self.order_status(i) in (4, 14)]
         return self._refunded_ids
 
-    def order_facts(self, order_id: int, created: int, modified: int, status_id: int, customer_id: int) -> "OrderFacts":
+    def order_facts(self, order_id: int, created: int, modified: int, status_id: int, customer_id: int) -> OrderFacts:
         rng = random.Random(self._h(55, order_id))
         currency = self.currency if rng.random() < 0.75 else rng.choice(list(CURRENCIES))
         lines = []
@@ -526,7 +527,7 @@ class GeneratedStore:
                            refund_share=rng.choice([25, 40, 50]))
         return facts
 
-    def order_person(self, facts: "OrderFacts") -> tuple[str, str, str, str]:
+    def order_person(self, facts: OrderFacts) -> tuple[str, str, str, str]:
         """(first name, last name, email, phone) on the billing address."""
         if facts.customer_id:
             who = self._person(self._customer_person_index(facts.customer_id))
@@ -566,7 +567,7 @@ class OrderFacts:
     country: tuple[str, str, str, str, str]
     refund_share: int  # per cent refunded when a generated order is partially refunded
     display_currency: str = ""  # the shopper's active currency (``currency_code``); "" = the transactional one
-    refunds: tuple["RefundFacts", ...] = ()
+    refunds: tuple[RefundFacts, ...] = ()
     archived: bool = False
 
     @property
@@ -654,7 +655,7 @@ def _spread(cents: int, facts: OrderFacts) -> dict[int, int]:
     weights = {line.line_id: line.unit_cents * line.quantity for line in facts.lines}
     total = sum(weights.values())
     if not total:
-        return {line_id: 0 for line_id in weights}
+        return dict.fromkeys(weights, 0)
     shares = {line_id: cents * weight // total for line_id, weight in weights.items()}
     left = cents - sum(shares.values())
     by_remainder = sorted(weights, key=lambda line_id: (-(cents * weights[line_id] % total), line_id))

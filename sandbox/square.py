@@ -60,16 +60,32 @@ import json
 import random
 import re
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from sandbox.core import ApiError, FaultPlan, Request, Response, SandboxApp
 from sandbox.people import person
-from sandbox.square_data import (DAY, LOCATIONS, MERCHANT_ID, MS, PAYMENT_STATUSES, SECOND, SquareData,
-                                 bisect_index, build_sale, make_id, money, parse_rfc3339, refund_record, rfc3339,
-                                 tender_for, to_us)
+from sandbox.square_data import (
+    DAY,
+    LOCATIONS,
+    MERCHANT_ID,
+    MS,
+    PAYMENT_STATUSES,
+    SECOND,
+    SquareData,
+    bisect_index,
+    build_sale,
+    make_id,
+    money,
+    parse_rfc3339,
+    refund_record,
+    rfc3339,
+    tender_for,
+    to_us,
+)
 
 TOKEN = "sandbox-square-token"
 UPDATED_AT_SORT_SINCE = "2024-12-18"  # first Square-Version with sort_field=UPDATED_AT on ListPayments
@@ -213,7 +229,7 @@ class SquareStore:
 
     # -- clock and look-ups ---------------------------------------------------------
     def now(self) -> int:
-        return (to_us(datetime.now(timezone.utc)) + self.clock_offset) // MS * MS
+        return (to_us(datetime.now(UTC)) + self.clock_offset) // MS * MS
 
     def advance(self, seconds: float) -> int:
         if seconds < 0:
@@ -982,7 +998,7 @@ def create_app(seed: int = 42, fixtures_dir: Path | None = None, *, payments: in
                anchor: datetime | None = None, faults: FaultPlan | None = None) -> SquareApp:
     """The Square sandbox. ``payments``/``customers`` size the generated merchant (ignored with fixtures);
     ``anchor`` is the moment the generated history ends (default: now), fixed to compare two runs."""
-    anchor = anchor or datetime.now(timezone.utc)
+    anchor = anchor or datetime.now(UTC)
     if fixtures_dir is None:
         data = SquareData(seed, anchor, payments, customers)
         store = SquareStore(seed, data, copy.deepcopy(data.locations), copy.deepcopy(data.catalog))

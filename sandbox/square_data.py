@@ -35,7 +35,7 @@ import bisect
 import hashlib
 import random
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sandbox.people import person
@@ -51,14 +51,14 @@ _INDEX_DIGITS = 7
 
 
 def to_us(value: datetime) -> int:
-    value = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-    delta = value - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    value = value if value.tzinfo else value.replace(tzinfo=UTC)
+    delta = value - datetime(1970, 1, 1, tzinfo=UTC)
     return (delta.days * 86400 + delta.seconds) * SECOND + delta.microseconds
 
 
 def rfc3339(us: int) -> str:
     """Square's own format: UTC, millisecond precision, ``Z``."""
-    moment = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=us)
+    moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 

@@ -1,7 +1,7 @@
 """The measured stages, in the order they run (end_to_end changes the source data, so it is last)."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from bench.context import BenchContext, StageResult
 from bench.stages import crm, dbt, end_to_end, extraction, landing, memory

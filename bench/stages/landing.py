@@ -90,7 +90,8 @@ def run(ctx: BenchContext, result: StageResult) -> None:
     land_s, landed = time_land(url, files)
     copy_s = time_plain_copy(url, files)
     land_rate, copy_rate = rows / land_s, rows / copy_s
-    result.metrics.update({"rows": rows, "rows_landed": landed, "json_bytes": sum(path.stat().st_size for path in files.values()),
+    result.metrics.update({"rows": rows, "rows_landed": landed,
+                           "json_bytes": sum(path.stat().st_size for path in files.values()),
                            "land_s": round(land_s, 2), "plain_copy_s": round(copy_s, 2),
                            "land_rows_per_s": round(land_rate, 1), "plain_copy_rows_per_s": round(copy_rate, 1),
                            "page_size": PAGE})

@@ -10,13 +10,23 @@ the configuration at parse time, so a bad file shows as an import error saying e
 from __future__ import annotations
 
 import os
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import (BeforeValidator, ConfigDict, EmailStr, Field, StrictBool, StrictInt, TypeAdapter,
-                      ValidationError, field_validator, model_validator)
+from pydantic import (
+    BeforeValidator,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StrictBool,
+    StrictInt,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.dataclasses import dataclass
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "pipeline.yml"
@@ -43,7 +53,7 @@ section = dataclass(config=_SECTION, frozen=True)
 
 
 def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 @section
@@ -55,7 +65,7 @@ class Store:
     enabled: StrictBool = True
 
     @model_validator(mode="after")
-    def _defaults(self) -> "Store":
+    def _defaults(self) -> Store:
         if not self.name:
             object.__setattr__(self, "name", self.store_hash)
         if not self.conn_id:
@@ -97,7 +107,7 @@ class SquareSettings:
     schedule: str = "*/30 * * * *"
     conn_id: str = "square_default"
     lookback_hours: PositiveInt = 72
-    historical_start: Annotated[datetime, Field(strict=False)] = datetime(2000, 1, 1, tzinfo=timezone.utc)
+    historical_start: Annotated[datetime, Field(strict=False)] = datetime(2000, 1, 1, tzinfo=UTC)
     # "all" = discover every active location; or the list of locations to sync.
     locations: Literal["all"] | list[SquareLocation] = "all"
     disabled_locations: frozenset[IdText] = Field(default_factory=frozenset, strict=False)

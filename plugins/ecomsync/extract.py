@@ -16,15 +16,24 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Any, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from ecomsync.http import ApiSession
 from ecomsync.redact import error_text, redact
 from ecomsync.streams import StaleCursor, Stream, Window
-from ecomsync.warehouse import (RawRecord, RejectedRecord, StreamRun, UnstorablePayload, Warehouse,
-                                fallback_json_text, payload_json, storable_text)
+from ecomsync.warehouse import (
+    RawRecord,
+    RejectedRecord,
+    StreamRun,
+    UnstorablePayload,
+    Warehouse,
+    fallback_json_text,
+    payload_json,
+    storable_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +115,7 @@ def stream_window(warehouse: Warehouse, connection_id: str, stream: Stream, mode
 def run_connection(warehouse: Warehouse, session: ApiSession, connection_id: str, streams: tuple[Stream, ...],
                    request: ExtractRequest) -> ConnectionResult:
     """Extract every stream of one connection. Raises after recording a failed run-log row."""
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     with warehouse.connection_lock(connection_id):
         mode = effective_mode(warehouse, connection_id, request)
         results = []
@@ -121,7 +130,7 @@ def run_stream(warehouse: Warehouse, session: ApiSession, connection_id: str, st
                request: ExtractRequest) -> StreamRun:
     window = stream_window(warehouse, connection_id, stream, mode, request)
     run = StreamRun(run_id=request.run_id, connection_id=connection_id, stream=stream.name, sync_mode=mode,
-                    started_at=datetime.now(timezone.utc), window_start=window.start, window_end=window.end)
+                    started_at=datetime.now(UTC), window_start=window.start, window_end=window.end)
     requests_before, retries_before = session.stats.requests, session.stats.retries
     advances_watermark = stream.incremental and not request.is_backfill
     high_water: datetime | None = None
@@ -173,7 +182,7 @@ def _timed(pages) -> Iterator[tuple[datetime, list[dict]]]:
     """Each page with the time just before it was requested (an upper bound for any honest timestamp)."""
     iterator = iter(pages)
     while True:
-        requested_at = datetime.now(timezone.utc)
+        requested_at = datetime.now(UTC)
         try:
             page = next(iterator)
         except StopIteration:
@@ -198,7 +207,7 @@ def describe_record(stream: Stream, item: Any, requested_at: datetime) -> RawRec
         return RejectedRecord(None, f"not_an_object: a JSON {type(item).__name__}", _json_text(item))
     try:
         pk = stream.primary_key(item)
-    except Exception as exc:  # noqa: BLE001 - any failure of the stream's accessor is this record's problem
+    except Exception as exc:
         return RejectedRecord(None, f"invalid_primary_key: {type(exc).__name__}", _json_text(item))
     if not isinstance(pk, str) or not pk or not storable_text(pk) or pk.startswith("sha256:"):
         return RejectedRecord(None, "invalid_primary_key: empty or not text", _json_text(item))
@@ -208,7 +217,7 @@ def describe_record(stream: Stream, item: Any, requested_at: datetime) -> RawRec
     if replication_key is not None:
         try:
             updated_at = replication_key(item)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             return RejectedRecord(pk, f"invalid_replication_key: {type(exc).__name__}", _json_text(item))
         if updated_at is not None and (not isinstance(updated_at, datetime) or updated_at.tzinfo is None):
             return RejectedRecord(pk, "invalid_replication_key: not a timezone-aware time", _json_text(item))
@@ -216,7 +225,7 @@ def describe_record(stream: Stream, item: Any, requested_at: datetime) -> RawRec
             flags.append(FUTURE_FLAG)
     try:
         flag = stream.flag(item)
-    except Exception:  # noqa: BLE001
+    except Exception:
         flag = UNREADABLE_FLAG
     if flag is not None and not (isinstance(flag, str) and storable_text(flag)):
         flag = UNREADABLE_FLAG

@@ -20,8 +20,9 @@ import math
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import orjson
@@ -245,7 +246,8 @@ class ApiSession:
 
     def request_json(self, method: str, path: str, *, params: dict[str, Any] | None = None,
                      json_body: Any = None, retry_unsafe: bool = True,
-                     allow_statuses: frozenset[int] = frozenset()) -> tuple[int, Any, requests.structures.CaseInsensitiveDict]:
+                     allow_statuses: frozenset[int] = frozenset(),
+                     ) -> tuple[int, Any, requests.structures.CaseInsensitiveDict]:
         """Returns (status, parsed body or None, headers). Raises AuthError / RedirectRefused / ApiError."""
         url = f"{self.base_url}{path}"
         last_problem = ""

@@ -14,8 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import psycopg2
 from psycopg2 import sql
@@ -52,7 +53,8 @@ select distinct payload ->> 'id' from raw.square_customers where lower(trim(payl
 # Each raw query answers (connection_id, pk, the record's id) of the person's records …
 RAW_BIGCOMMERCE_CUSTOMERS = """
 select connection_id, pk, payload ->> 'id' from raw.bigcommerce_customers
-where (connection_id, payload ->> 'id') in (select * from unnest(%(bc_connections)s::text[], %(bc_customers)s::text[]))"""
+where (connection_id, payload ->> 'id') in
+      (select * from unnest(%(bc_connections)s::text[], %(bc_customers)s::text[]))"""
 
 RAW_BIGCOMMERCE_SUBSCRIBERS = """
 select connection_id, pk, payload ->> 'id' from raw.bigcommerce_subscribers
@@ -68,11 +70,13 @@ where lower(trim(payload #>> '{billing_address,email}')) = %(email)s
 
 RAW_BIGCOMMERCE_ORDER_COUPONS = """
 select connection_id, pk, payload ->> 'id' from raw.bigcommerce_order_coupons
-where (connection_id, payload ->> 'order_id') in (select * from unnest(%(order_connections)s::text[], %(orders)s::text[]))"""
+where (connection_id, payload ->> 'order_id') in
+      (select * from unnest(%(order_connections)s::text[], %(orders)s::text[]))"""
 
 # Square customer profiles, orders and payments belong to the merchant: matched in every location.
 RAW_SQUARE_CUSTOMERS = """
-select connection_id, pk, payload ->> 'id' from raw.square_customers where payload ->> 'id' = any(%(square_customers)s)"""
+select connection_id, pk, payload ->> 'id' from raw.square_customers
+where payload ->> 'id' = any(%(square_customers)s)"""
 
 # … and the Square order each payment paid for, guest payments included.
 RAW_SQUARE_PAYMENTS = """
@@ -97,7 +101,8 @@ where (object_type, natural_key) in (select * from unnest(%(object_types)s::text
 
 DELETE_LEDGER = ("delete from sync.ledger" + PERSON_OBJECTS
                  + "\nreturning object_type, natural_key, connection_id, crm_id")
-DELETE_REJECTIONS = "delete from sync.rejections" + PERSON_OBJECTS + "\nreturning object_type, natural_key, connection_id"
+DELETE_REJECTIONS = ("delete from sync.rejections" + PERSON_OBJECTS
+                     + "\nreturning object_type, natural_key, connection_id")
 
 MART_TABLES_WITH_EMAIL = """
 select columns.table_schema, columns.table_name

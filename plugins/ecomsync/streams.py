@@ -13,10 +13,12 @@ run with ``PagingError`` instead of looping or silently landing nothing new.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from typing import Any, Callable, Iterator, Protocol
+from itertools import pairwise
+from typing import Any, Protocol
 
 from ecomsync.http import ApiError, ApiSession
 
@@ -237,7 +239,7 @@ class _KeysetPages(_SimplePages):
         if [k[0] for k in keys] != sorted(k[0] for k in keys) or (by_id and keys != sorted(keys)):
             raise PagingError(f"the answer is not sorted by {self.spec.min_param.split(':')[0]}"
                               f"{' then id' if by_id else ''}: paging from the last seen record would skip records")
-        if any(a[0] == b[0] and a[1] > b[1] for a, b in zip(keys, keys[1:])):
+        if any(a[0] == b[0] and a[1] > b[1] for a, b in pairwise(keys)):
             self.ties_by_id = False
         fresh = [record for record, key in zip(records, keys) if self._is_new(key)]
         for key in sorted(keys):
@@ -361,16 +363,16 @@ class Stream:
 def parse_rfc2822(value: str | None) -> datetime | None:
     if not value:
         return None
-    return parsedate_to_datetime(value).astimezone(timezone.utc)
+    return parsedate_to_datetime(value).astimezone(UTC)
 
 
 def parse_iso(value: str | None) -> datetime | None:
     if not value:
         return None
     parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 def iso_z(value: datetime) -> str:
     """RFC 3339 / ISO-8601 in UTC with a ``Z``, second precision (what both APIs accept)."""
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

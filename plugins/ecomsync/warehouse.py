@@ -24,10 +24,11 @@ import logging
 import re
 import uuid
 import zlib
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Iterator
+from typing import Any
 
 import orjson
 import psycopg2
@@ -263,7 +264,7 @@ class Warehouse:
                 raise self._lock_lost(exc) from None
             raise
 
-    def _lock_lost(self, exc: BaseException | None) -> "LockLostError":
+    def _lock_lost(self, exc: BaseException | None) -> LockLostError:
         cause = f" ({type(exc).__name__}: {exc.diag.message_primary or 'connection closed'})" \
             if isinstance(exc, psycopg2.Error) and exc.diag is not None and exc.diag.message_primary else \
             (f" ({type(exc).__name__})" if exc is not None else "")
@@ -292,8 +293,9 @@ class Warehouse:
 
         A record repeated within the batch (the same order on two pages) keeps its newest version; a
         landed row is replaced only by a different payload whose ``source_updated_at`` is not older (either
-        side null, or the landed row flagged ``future_timestamp``: replaced). Records Postgres refuses are recorded in ``state.rejected_records`` (same
-        transaction) and returned in ``LandResult.rejected``; a record that lands clears its old rejection.
+        side null, or the landed row flagged ``future_timestamp``: replaced). Records Postgres refuses are
+        recorded in ``state.rejected_records`` (same transaction) and returned in ``LandResult.rejected``; a
+        record that lands clears its old rejection.
         """
         if table not in RAW_TABLES or not _TABLE_NAME.match(table):
             raise ValueError(f"unknown raw table {table!r}")

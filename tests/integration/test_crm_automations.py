@@ -14,12 +14,12 @@ import uuid
 
 import psycopg2
 import pytest
-from ecomsync.crm.ledger import LoadAlreadyRunning, SyncStore
-from ecomsync.privacy import erase_contact
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg2 import sql
 
+from ecomsync.crm.ledger import LoadAlreadyRunning, SyncStore
+from ecomsync.privacy import erase_contact
 from tests.integration.test_crm_load import (  # noqa: F401
     ALL,
     BC,

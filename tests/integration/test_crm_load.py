@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import psycopg2
@@ -32,12 +32,17 @@ from ecomsync.crm.push import run_push
 from ecomsync.dbt import run_dbt
 from sandbox.activecampaign import create_app
 from sandbox.core import serve
-from tests.integration.dbt.raw_warehouse_fixture import (LOCATION, STORE_A, STORE_B, create_warehouse_tables,
-                                                         land_hand_checked_fixture)
+from tests.integration.dbt.raw_warehouse_fixture import (
+    LOCATION,
+    STORE_A,
+    STORE_B,
+    create_warehouse_tables,
+    land_hand_checked_fixture,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "sandbox-ac-token"
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 ALL = frozenset({STORE_A, STORE_B, LOCATION})
 SETTINGS = CrmSettings(conn_id="activecampaign_default", requests_per_second=5, account_created_on=date(2024, 3, 1),
                        master_list_cutoff=date(2024, 1, 8), master_list_name="Master Contact List",

@@ -178,7 +178,7 @@ def test_children_of_the_local_runner_die_with_it(signal_name):  # P6: no `airfl
 class _Recorder(BaseHTTPRequestHandler):
     received: list = []
 
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):
         body = self.rfile.read(int(self.headers["Content-Length"]))
         type(self).received.append((self.path, self.headers["Content-Type"], json.loads(body)))
         self.send_response(204)
@@ -189,9 +189,8 @@ class _Recorder(BaseHTTPRequestHandler):
 
 
 def test_the_webhook_notifier_posts_the_failure_to_the_url_in_its_connection(monkeypatch):  # P6
-    from ecomsync.alerts import WebhookNotifier
+    from ecomsync.alerts import WebhookNotifier, failure_notifiers
     from ecomsync.config import AlertSettings
-    from ecomsync.alerts import failure_notifiers
 
     _Recorder.received = []
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)

@@ -9,7 +9,7 @@ import json
 import math
 import os
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import orjson
@@ -17,14 +17,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ecomsync.http import parse_json
 from ecomsync.extract import FUTURE_FLAG, UNREADABLE_FLAG, _land_page, describe_record
+from ecomsync.http import parse_json
 from ecomsync.sources import bigcommerce, square
 from ecomsync.warehouse import RawRecord, RejectedRecord, StreamRun, Warehouse
 
-NOW = datetime(2025, 6, 2, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2025, 6, 2, 12, 0, tzinfo=UTC)
 BC_CUSTOMERS = bigcommerce.CUSTOMERS
-SQ_CUSTOMERS = {s.name: s for s in square.streams_for("LOC1", datetime(2000, 1, 1, tzinfo=timezone.utc), 72)}["customers"]
+SQ_CUSTOMERS = {s.name: s for s in square.streams_for("LOC1", datetime(2000, 1, 1, tzinfo=UTC), 72)}["customers"]
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import re
 import subprocess
 import sys
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -24,12 +24,19 @@ from ecomsync.crm.ledger import SyncStore
 from ecomsync.dbt import run_dbt
 from ecomsync.privacy import CrmObject, erase_contact
 from ecomsync.warehouse import RejectedRecord, StreamRun, Warehouse
-from tests.integration.dbt.raw_warehouse_fixture import (LOCATION, STORE_A, STORE_B, bigcommerce_line,
-                                                         bigcommerce_order, create_warehouse_tables, land,
-                                                         land_hand_checked_fixture)
+from tests.integration.dbt.raw_warehouse_fixture import (
+    LOCATION,
+    STORE_A,
+    STORE_B,
+    bigcommerce_line,
+    bigcommerce_order,
+    create_warehouse_tables,
+    land,
+    land_hand_checked_fixture,
+)
 
 REPO = Path(__file__).resolve().parents[2]
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 EMAIL = "ada@example.com"
 # Ada's email, her other billing email, her store-A/Square surname; "nada@example.com" is someone else.
 TRACES = re.compile(r"(?<![\w.%+-])(ada@example\.com|ada\.work@example\.org)(?![\w@-]|\.\w)|Lovelace", re.IGNORECASE)

@@ -11,13 +11,13 @@ import requests
 import yaml
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+
 from ecomsync.config import ConfigError, load_config
 from ecomsync.extract import ExtractRequest
 from ecomsync.http import AuthError
 from ecomsync.sources import square as square_source
 from ecomsync.tasks import Credentials, extract_location, locations_to_sync
 from ecomsync.warehouse import Warehouse
-
 from sandbox import square
 from sandbox.core import serve
 from sandbox.square_data import parse_rfc3339

@@ -1,13 +1,13 @@
 """Landing into raw.* on a real Postgres: idempotent, bulk, watermarks with their rows (P2)."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from ecomsync.warehouse import ConcurrentRunError, RawRecord, Warehouse
 
-T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture

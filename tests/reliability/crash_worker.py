@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from pipeline_harness import extract_all, settings_for
+
 from ecomsync.tasks import load_crm
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import urllib.request
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ STORES = ("k3x9q2m7a1", "p8w4z6t2n5")
 AC_TOKEN = "sandbox-ac-token"
 SQUARE_TOKEN = "sandbox-square-token"
 # Two sandboxes built with the same seed and clock hold the same data.
-CLOCK = datetime(2025, 6, 2, 12, 0, tzinfo=timezone.utc)
+CLOCK = datetime(2025, 6, 2, 12, 0, tzinfo=UTC)
 
 
 def bc_token(store_hash: str) -> str:

@@ -7,23 +7,23 @@ raw rows directly (the fixture's ``land``): the models must survive them whoever
 from __future__ import annotations
 
 import functools
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import psycopg2
 import pytest
 
-from tests.conftest import dict_rows
 from ecomsync.dbt import DbtRunError, run_dbt
 from ecomsync.sources import bigcommerce, square
 from ecomsync.streams import Stream
 from ecomsync.warehouse import RawRecord, Warehouse
+from tests.conftest import dict_rows
 from tests.integration.dbt.raw_warehouse_fixture import bigcommerce_line, bigcommerce_order, bigcommerce_refund, land
 
 STORE_A = "bigcommerce:k3x9q2m7a1"
 STORE_B = "bigcommerce:p8w4z6t2n5"
 LOCATION_ID = "LOCREL"
 LOCATION = f"square:{LOCATION_ID}"
-SQUARE_STREAMS = {s.name: s for s in square.streams_for(LOCATION_ID, datetime(2000, 1, 1, tzinfo=timezone.utc), 72)}
+SQUARE_STREAMS = {s.name: s for s in square.streams_for(LOCATION_ID, datetime(2000, 1, 1, tzinfo=UTC), 72)}
 
 LONG_LATIN = "Ł" * 10_000
 LONG_ACCENTED = "é" * 10_000
@@ -256,7 +256,7 @@ def contacts(query) -> dict[str, dict]:
 
 
 def utc(text: str) -> datetime:
-    return datetime.fromisoformat(text).astimezone(timezone.utc)
+    return datetime.fromisoformat(text).astimezone(UTC)
 
 
 def test_bad_records_never_fail_the_build(build):  # P3

@@ -9,12 +9,12 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from pipeline_harness import Sandboxes, duplicates, settings_for
 
 from ecomsync.crm.ledger import LoadAlreadyRunning
 from ecomsync.extract import ExtractRequest
 from ecomsync.tasks import extract_location, extract_store, load_crm, locations_to_sync, transform
 from ecomsync.warehouse import ConcurrentRunError
-from pipeline_harness import Sandboxes, duplicates, settings_for
 
 
 @pytest.fixture(scope="module")

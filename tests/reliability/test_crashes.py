@@ -14,10 +14,18 @@ import uuid
 from pathlib import Path
 
 import pytest
+from pipeline_harness import (
+    Sandboxes,
+    crm_state,
+    differences,
+    duplicates,
+    extract_all,
+    run_pipeline,
+    settings_for,
+    warehouse_state,
+)
 
 from ecomsync.tasks import load_crm, transform
-from pipeline_harness import (Sandboxes, crm_state, differences, duplicates, extract_all, run_pipeline, settings_for,
-                              warehouse_state)
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]

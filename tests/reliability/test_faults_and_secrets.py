@@ -15,13 +15,12 @@ import uuid
 
 import psycopg2
 import pytest
+from pipeline_harness import ALL_TOKENS, Sandboxes, crm_state, duplicates, run_pipeline, settings_for, warehouse_state
 
 from ecomsync.crm.activecampaign import ActiveCampaignClient
 from ecomsync.extract import ExtractRequest
 from ecomsync.http import CredentialError
 from ecomsync.tasks import Credentials, extract_store
-from pipeline_harness import (ALL_TOKENS, Sandboxes, crm_state, duplicates, run_pipeline, settings_for,
-                              warehouse_state)
 
 FAULT_KINDS = ["429", "5xx", "timeout", "drop", "malformed"]
 RUNS_ALLOWED = 4

@@ -31,7 +31,7 @@ import json
 import os
 import random
 import string
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
 
@@ -44,7 +44,11 @@ from hypothesis import strategies as st
 from ecomsync.dbt import DbtRunError, run_dbt
 from tests.conftest import dict_rows
 from tests.integration.dbt.raw_warehouse_fixture import (
-    bigcommerce_line, bigcommerce_order, bigcommerce_refund, create_warehouse_tables, land,
+    bigcommerce_line,
+    bigcommerce_order,
+    bigcommerce_refund,
+    create_warehouse_tables,
+    land,
 )
 
 STORE = "bigcommerce:fuzzst0re1"
@@ -97,9 +101,9 @@ money = st.one_of(  # BigCommerce money: a 4-decimal string as documented, or an
 minor_units = st.one_of(  # Square money: an integer amount as documented, or anything but
     st.integers(0, 10**7), st.integers(-(10**25), 10**25), st.floats(allow_nan=False, allow_infinity=False),
     st.integers(0, 10**6).map(str), hostile_text, any_json)
-moments = st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31), timezones=st.just(timezone.utc))
+moments = st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31), timezones=st.just(UTC))
 valid_rfc2822 = st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2100, 1, 1),
-                             timezones=st.just(timezone.utc)).map(format_datetime)
+                             timezones=st.just(UTC)).map(format_datetime)
 rfc2822 = st.one_of(
     valid_rfc2822,
     moments.map(lambda m: m.strftime("%a, %d %b %Y %H:%M:%S +0000")),  # far past and far future
@@ -107,7 +111,7 @@ rfc2822 = st.one_of(
                      "Sat, 01 Jan 99999 00:00:00 +0000", "2024-07-01T10:00:00Z", "yesterday", "0"]),
     hostile_text, st.integers(), any_json)
 valid_rfc3339 = st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2100, 1, 1),
-                             timezones=st.just(timezone.utc)).map(lambda m: m.isoformat().replace("+00:00", "Z"))
+                             timezones=st.just(UTC)).map(lambda m: m.isoformat().replace("+00:00", "Z"))
 rfc3339 = st.one_of(
     valid_rfc3339,
     moments.map(lambda m: m.strftime("%Y-%m-%dT%H:%M:%S") + "+05:45"),
@@ -133,7 +137,7 @@ bc_line = st.fixed_dictionaries({}, optional={
     "price_inc_tax": mostly(valid_money, money), "total_inc_tax": mostly(valid_money, money),
     "quantity": mostly(st.integers(0, 50), st.one_of(st.integers(), hostile_text, any_json)),
     "applied_discounts": sometimes(applied_discounts, any_json)})
-huge_or_small = lambda item: mostly(  # noqa: E731 - a strategy factory
+huge_or_small = lambda item: mostly(
     st.lists(item, max_size=4),
     st.tuples(item, st.integers(100, 1500)).map(lambda pair: [pair[0]] * pair[1]), odds=8)  # huge arrays, cheaply
 bc_order = st.fixed_dictionaries({
@@ -258,8 +262,8 @@ def land_good_records(url: str) -> None:
     with psycopg2.connect(url) as conn, conn.cursor() as cur:
         cur.executemany("insert into state.connections (connection_id, source, external_id, name) values (%s,%s,%s,%s)",
                         [(STORE, "bigcommerce", "fuzzst0re1", "Fuzz store"), (LOCATION, "square", "LOCFUZZ", "Fuzz")])
-    july = format_datetime(datetime(2024, 7, 1, 10, tzinfo=timezone.utc))
-    recent = format_datetime(datetime.now(timezone.utc) - timedelta(hours=3))
+    july = format_datetime(datetime(2024, 7, 1, 10, tzinfo=UTC))
+    recent = format_datetime(datetime.now(UTC) - timedelta(hours=3))
     customer = {"first_name": "Good", "last_name": "Record", "date_created": "2020-01-01T00:00:00Z",
                 "date_modified": "2020-01-01T00:00:00Z"}
     # ids no generated reference can hit (generated orders point at 900000+ or at hostile values)

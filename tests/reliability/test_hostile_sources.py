@@ -15,15 +15,15 @@ import re
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import psycopg2
 import pytest
+from pipeline_harness import Sandboxes, settings_for
 
 from ecomsync.extract import FUTURE_FLAG, UNREADABLE_FLAG, ExtractRequest
 from ecomsync.tasks import extract_location, extract_store, locations_to_sync
 from ecomsync.warehouse import LockLostError
-from pipeline_harness import Sandboxes, settings_for
 
 BC_ADMIN = "bigcommerce/{store}/customers"
 
@@ -104,12 +104,12 @@ def test_a_source_clock_in_2031_never_moves_the_watermark_past_the_request(stack
     extract_store(settings.config, store, credentials, ExtractRequest(run_id="first"), url)
     now = datetime.fromisoformat(sandboxes.admin("bigcommerce", "GET", "bigcommerce/clock")["now"].replace("Z", "+00:00"))
     sandboxes.admin("bigcommerce", "POST", "bigcommerce/clock",
-                    {"advance_seconds": (datetime(2031, 1, 1, tzinfo=timezone.utc) - now).total_seconds()})
+                    {"advance_seconds": (datetime(2031, 1, 1, tzinfo=UTC) - now).total_seconds()})
     customer = sandboxes.admin("bigcommerce", "GET", BC_ADMIN.format(store=store.store_hash))["customers"][0]["id"]
     sandboxes.admin("bigcommerce", "PUT", f"{BC_ADMIN.format(store=store.store_hash)}/{customer}", {"first_name": "Z"})
-    requested = datetime.now(timezone.utc)
+    requested = datetime.now(UTC)
     extract_store(settings.config, store, credentials, ExtractRequest(run_id="second"), url)
-    finished = datetime.now(timezone.utc)
+    finished = datetime.now(UTC)
     [(watermark,)] = query(url, "select watermark from state.watermarks where connection_id = %s and stream = 'customers'",
                            (store.connection_id,))
     assert requested <= watermark <= finished  # at most the time of the request, not 2031
@@ -136,7 +136,7 @@ def test_a_run_that_lost_its_lock_to_a_postgres_restart_stops_before_writing_aga
     local_pg.stop()  # every session ends, and the advisory lock with the first run's
     time.sleep(0.5)
     local_pg.ensure_running()
-    restarted = datetime.now(timezone.utc)
+    restarted = datetime.now(UTC)
     assert not first.done(), "the first run finished before the restart"
     sandboxes.set_faults("bigcommerce", slow_ms=0)
     second = extract("second")  # admitted: the lock is free now

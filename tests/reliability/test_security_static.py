@@ -3,11 +3,11 @@ tokens hidden from reprs and exception messages."""
 from __future__ import annotations
 
 import ast
+import ssl
 import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-import ssl
 
 import pytest
 
@@ -123,7 +123,7 @@ def untrusted_https_server(tmp_path_factory):
     seen = []
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
+        def do_GET(self):
             seen.append(dict(self.headers))
             self.send_response(200)
             self.send_header("Content-Length", "2")

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import openapi_schema_validator
@@ -150,7 +150,7 @@ def test_errors_answer_in_the_spec_shape(sandbox, spec):
 def test_payments_default_to_the_last_year_at_the_main_location(sandbox):  # S3
     everything = sandbox.dump()["payments"]
     main = main_location(sandbox)
-    year_ago = to_us(datetime.now(timezone.utc) - timedelta(days=365))
+    year_ago = to_us(datetime.now(UTC) - timedelta(days=365))
     default = sandbox.all_pages("/v2/payments", "payments")
     expected = [p for p in everything if p["location_id"] == main and parse_rfc3339(p["created_at"]) >= year_ago]
     assert {p["id"] for p in default} == {p["id"] for p in expected}
@@ -314,7 +314,7 @@ def test_generated_data_covers_the_hard_cases(sandbox):  # S1, S3
 
 
 def test_same_seed_same_merchant():
-    anchor = datetime(2026, 3, 1, 12, tzinfo=timezone.utc)
+    anchor = datetime(2026, 3, 1, 12, tzinfo=UTC)
     dumps = []
     for seed in (11, 11, 12):
         app = square.create_app(seed=seed, anchor=anchor)
@@ -585,7 +585,7 @@ def test_admin_custom_amount_without_name_and_an_old_payment_at_an_inactive_loca
 def test_generated_sort_keys_are_the_records_times_and_strictly_increase(seed, payments, customers):
     """Any size: each generated record's times are the keys its index is found by (bisection and keyset
     paging rely on it), the keys strictly increase, and a payment's order always exists."""
-    data = square.SquareData(seed, datetime(2026, 3, 1, tzinfo=timezone.utc), payments, customers)
+    data = square.SquareData(seed, datetime(2026, 3, 1, tzinfo=UTC), payments, customers)
     previous: dict[str, int] = {}
     for i in range(payments):
         payment, order = data.sale(i)

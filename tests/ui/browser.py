@@ -58,7 +58,7 @@ class ApiServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
-        self._log = open(log_path, "w")  # noqa: SIM115 - open while the server runs, closed by stop()
+        self._log = open(log_path, "w")
         self.process = subprocess.Popen(
             [str(VENV_BIN / "airflow"), "api-server", "--host", "127.0.0.1", "--port", str(self.port),
              "--workers", "1"], env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)

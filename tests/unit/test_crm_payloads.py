@@ -1,19 +1,20 @@
 """The pure parts of the CRM load: payloads, hashes, the automation decision, planning, batching, the account key."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from ecomsync.crm import automations as a
 from ecomsync.crm import payloads as p
 from ecomsync.crm.activecampaign import account_key
 from ecomsync.crm.ledger import LedgerEntry, Rejection
 from ecomsync.crm.plan import Item, decide
 from ecomsync.crm.report import RunReport, plan_summary
-from hypothesis import given
-from hypothesis import strategies as st
 
-NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 STORE = "bigcommerce:k3x9q2m7a1"
 LOCATION = "square:LOC1"
 
@@ -24,11 +25,11 @@ def order_row(**overrides) -> dict:
         "email": "ada@example.com", "order_number": "1001", "order_url": "https://x/1001", "status": "Completed",
         "total_price_cents": 33632, "shipping_amount_cents": 1999, "tax_amount_cents": 10,
         "discount_amount_cents": 520, "currency": "USD", "shipping_method": "Flat Rate",
-        "external_created_at": datetime(2018, 1, 11, 2, 35, 30, tzinfo=timezone.utc),
-        "external_updated_at": datetime(2018, 1, 11, 9, 0, tzinfo=timezone.utc),
+        "external_created_at": datetime(2018, 1, 11, 2, 35, 30, tzinfo=UTC),
+        "external_updated_at": datetime(2018, 1, 11, 9, 0, tzinfo=UTC),
         "order_products": [{"externalid": "501", "name": "Widget", "price": 1999, "quantity": 2}],
         "order_discounts": [{"name": "SAVE5", "type": "order", "discountAmount": 500}],
-        "sync_mode": "incremental", "landed_at": datetime(2026, 11, 1, tzinfo=timezone.utc),
+        "sync_mode": "incremental", "landed_at": datetime(2026, 11, 1, tzinfo=UTC),
     }
     row.update(overrides)
     return row
@@ -52,7 +53,7 @@ def test_money_must_be_integer_cents():
 def test_hash_ignores_sync_mode_and_landing_but_not_status():  # P4, B4
     base = p.payload_hash(p.order_payload(order_row()))
     relanded = p.payload_hash(p.order_payload(order_row(sync_mode="historical",
-                                                        landed_at=datetime(2026, 11, 22, tzinfo=timezone.utc))))
+                                                        landed_at=datetime(2026, 11, 22, tzinfo=UTC))))
     assert relanded == base
     assert p.payload_hash(p.order_payload(order_row(status="Refunded"))) != base
     assert p.payload_hash({"b": 1, "a": [1, 2]}) == p.payload_hash({"a": [1, 2], "b": 1})
@@ -115,7 +116,7 @@ def test_the_audit_counts_writes_per_trigger():
 
 @given(column=st.sampled_from(sorted(p.NON_PAYLOAD_COLUMNS)), value=st.one_of(
     st.none(), st.booleans(), st.sampled_from(["historical", "incremental", "catch_up"]),
-    st.datetimes(timezones=st.just(timezone.utc))))
+    st.datetimes(timezones=st.just(UTC))))
 def test_non_payload_columns_are_never_sent_nor_hashed(column, value):  # P4
     row = order_row()
     changed = order_row(**{column: value})

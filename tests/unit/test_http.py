@@ -8,8 +8,16 @@ import time
 import pytest
 import requests
 
-from ecomsync.http import (ApiError, ApiSession, AuthError, CredentialError, HeaderQuotaPacer, RedirectRefused,
-                            TokenBucketPacer, clean_token)
+from ecomsync.http import (
+    ApiError,
+    ApiSession,
+    AuthError,
+    CredentialError,
+    HeaderQuotaPacer,
+    RedirectRefused,
+    TokenBucketPacer,
+    clean_token,
+)
 from ecomsync.redact import error_text
 from sandbox.core import FaultPlan, Request, Response, SandboxApp, serve
 

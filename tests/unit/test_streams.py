@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
@@ -10,18 +10,27 @@ from hypothesis import strategies as st
 
 from ecomsync.http import ApiSession
 from ecomsync.sources import bigcommerce, square
-from ecomsync.streams import (CursorPaginator, KeysetPaginator, PagingError, Request, Stream, Window, iso_z,
-                              parse_iso, parse_rfc2822)
+from ecomsync.streams import (
+    CursorPaginator,
+    KeysetPaginator,
+    PagingError,
+    Request,
+    Stream,
+    Window,
+    iso_z,
+    parse_iso,
+    parse_rfc2822,
+)
 from sandbox.core import Request as HttpRequest
 from sandbox.core import Response, SandboxApp, serve
 
-T = datetime(2024, 1, 10, 21, 5, 30, tzinfo=timezone.utc)
+T = datetime(2024, 1, 10, 21, 5, 30, tzinfo=UTC)
 
 
 def test_rfc2822_dates_become_utc():
-    assert parse_rfc2822("Wed, 10 Jan 2018 21:05:30 +0000") == datetime(2018, 1, 10, 21, 5, 30, tzinfo=timezone.utc)
-    assert parse_rfc2822("Wed, 10 Jan 2018 16:05:30 -0500") == datetime(2018, 1, 10, 21, 5, 30, tzinfo=timezone.utc)
-    assert parse_iso("2018-01-10T23:35:30+02:30") == datetime(2018, 1, 10, 21, 5, 30, tzinfo=timezone.utc)
+    assert parse_rfc2822("Wed, 10 Jan 2018 21:05:30 +0000") == datetime(2018, 1, 10, 21, 5, 30, tzinfo=UTC)
+    assert parse_rfc2822("Wed, 10 Jan 2018 16:05:30 -0500") == datetime(2018, 1, 10, 21, 5, 30, tzinfo=UTC)
+    assert parse_iso("2018-01-10T23:35:30+02:30") == datetime(2018, 1, 10, 21, 5, 30, tzinfo=UTC)
     assert iso_z(T) == "2024-01-10T21:05:30Z"
 
 
@@ -71,7 +80,7 @@ def test_category_trees_are_flattened():
 
 def test_payments_never_rely_on_the_apis_defaults():  # S3
     """`begin_time` defaults to one year back and `location_id` to the main location."""
-    start = datetime(2000, 1, 1, tzinfo=timezone.utc)
+    start = datetime(2000, 1, 1, tzinfo=UTC)
     payments = next(s for s in square.streams_for("L2", start, 72) if s.name == "payments")
     params = payments.build_request(Window(None, None)).params
     assert params["location_id"] == "L2" and params["begin_time"] == "2000-01-01T00:00:00Z"

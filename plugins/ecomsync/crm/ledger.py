@@ -9,9 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 import psycopg2
 from psycopg2.extras import Json, RealDictCursor
@@ -210,7 +211,8 @@ class SyncStore:
             cur.execute("select run_id, started_at, account from sync.run_reports where status = 'running'")
             dead = [(run_id, started_at) for run_id, started_at, spelt in cur.fetchall()
                     if spelt is not None and same_account(spelt)]
-            error = f"interrupted: the load stopped before finishing its report (killed?); found by run {found_by_run_id}"
+            error = (f"interrupted: the load stopped before finishing its report (killed?); "
+                     f"found by run {found_by_run_id}")
             for run_id, started_at in dead:
                 cur.execute("update sync.run_reports set status = 'interrupted', error = %s "
                             "where run_id = %s and started_at = %s", (error, run_id, started_at))

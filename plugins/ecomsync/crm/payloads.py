@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import date, datetime, timezone
-from typing import Any, Iterable, Iterator, Sequence, TypeVar
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, date, datetime
+from typing import Any, TypeVar
 
 # Dependency order of the push (issue 7): each type only refers to types before it.
 OBJECT_TYPES = ("connection", "contact", "tag", "contact_tag", "list_membership", "ecom_customer",
@@ -53,7 +54,7 @@ def iso_utc(value: datetime | None) -> str | None:
         return None
     if value.tzinfo is None:
         raise ValueError(f"naive timestamp {value!r}: the marts hold timestamptz (UTC)")
-    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def connection_payload(row: dict[str, Any]) -> dict[str, Any]:

@@ -31,9 +31,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from datetime import datetime, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 import psycopg2.errors
 
@@ -70,7 +71,7 @@ def run_push(wh_url: str, client: ActiveCampaignClient, crm_settings: CrmSetting
     try:
         store.ensure_schema()
         store.acquire_account_lock(client.account)  # keyed on the normalised account: one lock however it is spelt
-        report = RunReport(run_id=run_id, mode=mode, started_at=datetime.now(timezone.utc))
+        report = RunReport(run_id=run_id, mode=mode, started_at=datetime.now(UTC))
         interrupted = store.mark_interrupted_reports(client.account, run_id,
                                                      lambda spelt: _same_account(spelt, client.account_key))
         if interrupted:
@@ -86,7 +87,7 @@ def run_push(wh_url: str, client: ActiveCampaignClient, crm_settings: CrmSetting
             report.status, report.error = "failed", f"{type(exc).__name__}: {exc}"[:2000]
             raise
         finally:
-            report.finished_at = datetime.now(timezone.utc)
+            report.finished_at = datetime.now(UTC)
             report.requests = client.requests_made - requests_before
             store.finish_report(run_id, report.started_at, finished_at=report.finished_at, status=report.status,
                                 counts=report.counts, requests=report.requests, warnings=report.warnings,
@@ -149,7 +150,8 @@ class Push:
             try:
                 marts[table] = self.store.query(f"select * from crm.{table}")
             except psycopg2.errors.UndefinedTable:
-                raise RuntimeError(f"crm.{table} does not exist: run the transform (dbt build) before the load") from None
+                raise RuntimeError(f"crm.{table} does not exist: run the transform (dbt build) before the load") \
+                    from None
         try:
             marts["excluded_orders"] = self.store.query(
                 "select connection_id, external_id, reason from crm.excluded_records where record_type = 'order'")
@@ -543,7 +545,8 @@ class Push:
     def push_ecom_customer(self, item: Item) -> None:
         connection = self.dependency("connection", item.connection_id, "connection")
         wire = {k: v for k, v in item.payload.items() if k != "connection_id"} | {"connectionid": connection}
-        look_up = self.unless_new_connection(item, lambda: self.client.find_ecom_customer(connection, wire["externalid"]))
+        look_up = self.unless_new_connection(
+            item, lambda: self.client.find_ecom_customer(connection, wire["externalid"]))
         self.upsert(item, wire, look_up, self.client.create_ecom_customer, self.client.update_ecom_customer)
 
     def order_wire(self, item: Item) -> dict[str, Any]:

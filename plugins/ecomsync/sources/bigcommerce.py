@@ -25,8 +25,17 @@ Every incremental list is paged by keyset from the last seen (time, id)
 from __future__ import annotations
 
 from ecomsync.http import ApiSession, HeaderQuotaPacer
-from ecomsync.streams import (KeysetPaginator, MetaPaginator, PageNumberPaginator, Request, Stream, Window, iso_z,
-                              parse_iso, parse_rfc2822)
+from ecomsync.streams import (
+    KeysetPaginator,
+    MetaPaginator,
+    PageNumberPaginator,
+    Request,
+    Stream,
+    Window,
+    iso_z,
+    parse_iso,
+    parse_rfc2822,
+)
 
 SOURCE = "bigcommerce"
 

@@ -5,7 +5,6 @@ import os
 import uuid
 
 import pytest
-
 from raw_warehouse_fixture import create_warehouse_tables
 
 

@@ -6,7 +6,7 @@ subscribers and catalog; Square payments, orders, customers, catalog objects, lo
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import psycopg2
@@ -60,7 +60,7 @@ def land(url: str, table: str, rows: list[tuple[str, str, dict]], loaded_at: dat
 
 
 def rfc2822(moment: datetime) -> str:
-    return format_datetime(moment.astimezone(timezone.utc))
+    return format_datetime(moment.astimezone(UTC))
 
 
 def bigcommerce_order(order_id: int, customer_id: int, status_id: int, *, email: str, total: str,

@@ -1,12 +1,12 @@
 """Incremental segment bridges equal a full refresh, row for row (G1, P3)."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import psycopg2
+from raw_warehouse_fixture import STORE_A, bigcommerce_line, bigcommerce_order, land, land_hand_checked_fixture
 
 from ecomsync.dbt import run_dbt
-from raw_warehouse_fixture import STORE_A, bigcommerce_line, bigcommerce_order, land, land_hand_checked_fixture
 
 BRIDGES = ["purchased_products", "purchased_categories"]
 SELECTOR = ["-s", "+purchased_products", "+purchased_categories"]
@@ -20,7 +20,7 @@ def snapshot(url: str, table: str) -> list[tuple]:
 
 def test_incremental_run_equals_full_refresh(empty_warehouse, dbt_target):  # G1, P3
     url = empty_warehouse
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     land_hand_checked_fixture(url, now, loaded_at=now - timedelta(days=10))
     # Square landed well before the look-back window of the next run: its contacts must stay untouched.
     with psycopg2.connect(url) as conn, conn.cursor() as cur:

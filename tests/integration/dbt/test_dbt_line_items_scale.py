@@ -15,9 +15,9 @@ import re
 
 import psycopg2
 import pytest
+from raw_warehouse_fixture import STORE_A, applied_discount, bigcommerce_line, bigcommerce_order, land
 
 from ecomsync.dbt import run_dbt
-from raw_warehouse_fixture import STORE_A, applied_discount, bigcommerce_line, bigcommerce_order, land
 from tests.conftest import dict_rows
 
 LOCATION = "square:LOCBIG"

@@ -4,17 +4,17 @@ from __future__ import annotations
 import functools
 import json
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import psycopg2
 import psycopg2.errors
 import pytest
-
-from tests.conftest import dict_rows
-from ecomsync.dbt import run_dbt
 from raw_warehouse_fixture import LOCATION, STORE_A, STORE_B, land_hand_checked_fixture
 
-NOW = datetime.now(timezone.utc)
+from ecomsync.dbt import run_dbt
+from tests.conftest import dict_rows
+
+NOW = datetime.now(UTC)
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def query(built):
 
 
 def utc(text: str) -> datetime:
-    return datetime.fromisoformat(text).astimezone(timezone.utc)
+    return datetime.fromisoformat(text).astimezone(UTC)
 
 
 def test_build_runs_models_tests_and_unit_tests(built):  # P3

@@ -12,11 +12,15 @@ import functools
 
 import psycopg2
 import pytest
+from raw_warehouse_fixture import (
+    applied_discount,
+    bigcommerce_line,
+    bigcommerce_order,
+    bigcommerce_refund,
+    land,
+)
 
 from ecomsync.dbt import run_dbt
-from raw_warehouse_fixture import (
-    applied_discount, bigcommerce_line, bigcommerce_order, bigcommerce_refund, land,
-)
 from tests.conftest import dict_rows
 
 STORE = "bigcommerce:r3v3nu3aaa"
