@@ -49,7 +49,6 @@ ADA_RAW = {
     # 1006: her account, another billing email; 2002: an account known only from her orders (B3)
     "raw.bigcommerce_orders": {(STORE_A, "1001"), (STORE_A, "1003"), (STORE_A, "1005"), (STORE_A, "1006"),
                                (STORE_B, "2001"), (STORE_B, "2002")},
-    "raw.bigcommerce_order_coupons": {(STORE_A, "7")},
     "raw.square_customers": {(LOCATION, "SQC1")},
     # PAY3 by her customer id, PAY4 a guest payment with her buyer email
     "raw.square_payments": {(LOCATION, "PAY3"), (LOCATION, "PAY4")},
