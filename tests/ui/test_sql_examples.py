@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psycopg2
 import pytest
+import requests
 import sqlparse
 import yaml
 
@@ -120,3 +121,15 @@ def test_the_demo_summary_runs_every_query(demo_warehouse):  # P5, issue 19: the
     assert "not available" not in text, text
     assert EXAMPLE_QUERY in text
     assert "total CRM writes" in text
+
+
+def test_the_demo_summary_counts_automations_per_trigger(demo_warehouse):  # B9, S8, issue 14: per trigger
+    crm_url = demo_warehouse["sandboxes"].urls["activecampaign"]
+    log = requests.get(f"{crm_url}/__admin/activecampaign/automations", timeout=10).json()["counts"]
+    text = summary(demo_warehouse["url"], datetime(2000, 1, 1, tzinfo=UTC), crm_url)
+    audit = [line for line in text.splitlines() if "writes that could start an automation, per trigger" in line]
+    started = [line for line in text.splitlines() if line.startswith("Automations the CRM (sandbox) started")]
+    assert audit and started, text
+    for trigger in ("tag_added", "subscribed_to_list", "makes_a_purchase", "abandoned_cart"):  # zeros too
+        assert all(f"{trigger} " in line for line in audit), audit
+        assert f"{trigger} {log.get(trigger, 0)}" in started[0], (started, log)
