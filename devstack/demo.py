@@ -237,6 +237,22 @@ def summary(warehouse_url: str, since: datetime, crm_url: str | None = None, crm
             connection_id, stream, mode, fetched, landed, flagged, requests = row
             lines.append(f"  {connection_id:<24} {stream:<16} {mode:<11} fetched {fetched:>6}  landed {landed:>6}"
                          f"  flagged {flagged:>4}  requests {requests:>4}")
+        for row in _rows(cur, """
+                select c.connection_id, c.name, c.enabled, l.payload ->> 'status', c.last_success_at
+                from state.connections c
+                left join raw.square_locations l on l.connection_id = c.connection_id and l.pk = c.external_id
+                where not exists (select 1 from state.sync_runs r
+                                  where r.connection_id = c.connection_id and r.started_at >= %s)
+                order by c.connection_id""", (since,)):
+            if len(row) == 1:
+                lines.append(f"  {row[0]}")
+                continue
+            connection_id, name, enabled, location_status, last_success_at = row
+            why = ("disabled" if not enabled else
+                   "inactive Square location whose history is complete (square.inactive_locations: history; "
+                   "a historical run reads it again)" if location_status == "INACTIVE" else "not read")
+            last = last_success_at.strftime("%Y-%m-%d %H:%M UTC") if last_success_at else "never"
+            lines.append(f"  {connection_id:<24} {name or ''}: skipped this run — {why}; last success {last}")
         lines.append("Modelled — rows per mart")
         for schema, table in (("crm", "connections"), ("crm", "contacts"), ("crm", "ecom_customers"),
                               ("crm", "ecom_orders"), ("crm", "abandoned_carts"), ("crm", "excluded_records"),
