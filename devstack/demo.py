@@ -23,6 +23,8 @@ from devstack.stack import LOCAL, up
 from ecomsync.crm.automations import TRIGGERS
 
 DAGS = ("extract_bigcommerce", "extract_square", "transform", "load_crm")
+# outcomes in a run report's counts (sync.run_reports.counts) that changed the CRM
+WRITE_OUTCOMES = ("created", "updated", "removed")
 
 EXAMPLE_QUERY = """\
 -- Contacts who opted in to marketing and spent at least 100.00 USD across all stores and locations:
@@ -118,7 +120,7 @@ def follow(path: Path, running: Callable[[], bool], emit: Callable[[str], None],
             release()
         if now - last_emit >= heartbeat_seconds:
             doing = f" task {task}," if task else ""
-            seen = f" — last: {_shorten(last_line, 100)}" if last_line else ""
+            seen = f" — last: {_shorten(render(last_line), 100)}" if last_line else ""
             emit(f"    {stage}: still running,{doing} {now - started:.0f}s so far{seen}")
             last_emit = now
         time.sleep(poll_seconds)
@@ -222,6 +224,18 @@ def per_trigger(counts: dict[str, int]) -> str:
     return ", ".join(f"{trigger} {int(counts.get(trigger, 0))}" for trigger in triggers)
 
 
+def crm_writes(counts: dict[str, dict[str, int]]) -> tuple[list[str], int]:
+    """One line per object type of a run report's ``counts`` (``{object_type: {outcome: n}}``,
+    ``sync.run_reports.counts``) and the number of writes that changed the CRM (``WRITE_OUTCOMES``)."""
+    lines, writes = [], 0
+    for object_type, c in sorted(counts.items()):
+        writes += sum(int(c.get(outcome, 0)) for outcome in WRITE_OUTCOMES)
+        lines.append(f"  {object_type:<20} created {c.get('created', 0):>5}  updated {c.get('updated', 0):>5}"
+                     f"  removed {c.get('removed', 0):>3}  unchanged {c.get('unchanged', 0):>5}"
+                     f"  rejected {c.get('rejected', 0):>3}  skipped {c.get('skipped', 0):>3}")
+    return lines, writes
+
+
 def summary(warehouse_url: str, since: datetime, crm_url: str | None = None, crm_since_seq: int = 0) -> str:
     """What this run did, from the warehouse (``sync_runs``, the marts, ``crm.excluded_records``,
     ``sync.run_reports``) and, with ``crm_url``, the CRM sandbox's automation log after ``crm_since_seq``."""
@@ -266,21 +280,18 @@ def summary(warehouse_url: str, since: datetime, crm_url: str | None = None, crm
         for row in _rows(cur, "select record_type, reason, count(*) from crm.excluded_records "
                               "group by 1, 2 order by 1, 2"):
             lines.append("  " + (f"{row[0]:<16} {row[1]:<20} {row[2]:>5}" if len(row) == 3 else str(row[0])))
-        lines.append("CRM writes (this run) — per object type: created, updated, unchanged, rejected, skipped")
+        lines.append("CRM writes (this run) — per object type: created, updated, removed (taken out of the CRM, e.g. "
+                     "an order archived since it was pushed), unchanged, rejected, skipped")
         reports = _rows(cur, "select run_id, mode, counts, requests, warnings, automations from sync.run_reports "
                              "where started_at >= %s order by started_at", (since,))
         for report in reports:
             if len(report) == 1:
                 lines.append(f"  {report[0]}")
                 continue
-            _run_id, mode, counts, requests, warnings, automations = report
-            writes = 0
-            for object_type, c in sorted((counts or {}).items()):
-                writes += int(c.get("created", 0)) + int(c.get("updated", 0))
-                lines.append(f"  {object_type:<20} created {c.get('created', 0):>5}  updated {c.get('updated', 0):>5}"
-                             f"  unchanged {c.get('unchanged', 0):>5}  rejected {c.get('rejected', 0):>3}"
-                             f"  skipped {c.get('skipped', 0):>3}")
-            lines.append(f"  total CRM writes: {writes}; requests: {requests}; mode: {mode}")
+            _run_id, mode, counts, request_count, warnings, automations = report
+            per_type, writes = crm_writes(counts or {})
+            lines.extend(per_type)
+            lines.append(f"  total CRM writes: {writes}; requests: {request_count}; mode: {mode}")
             lines.append(f"  writes that could start an automation, per trigger: {per_trigger(automations or {})}")
             for warning in warnings or []:
                 lines.append(f"  warning: {warning}")
