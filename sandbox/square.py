@@ -61,6 +61,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from sandbox.core import ApiError, FaultPlan, Request, Response, SandboxApp
+from sandbox.webhooks import install_square
 from sandbox.people import person
 from sandbox.square_data import (DAY, LOCATIONS, MERCHANT_ID, MS, SECOND, SquareData, bisect_index, build_sale,
                                  make_id, money, parse_rfc3339, refund_record, rfc3339, to_us)
@@ -900,4 +901,6 @@ def create_app(seed: int = 42, fixtures_dir: Path | None = None, *, payments: in
         store = SquareStore(seed, data, fixtures["locations"], fixtures["catalog"])
         for kind in ("customers", "payments", "orders"):
             getattr(store, kind).explicit.update({r["id"]: r for r in fixtures[kind]})
-    return SquareApp(store, faults)
+    app = SquareApp(store, faults)
+    install_square(app, MERCHANT_ID)  # webhook subscriptions and the admin mutations' deliveries (sandbox/webhooks.py)
+    return app
