@@ -82,6 +82,8 @@ class PipelineConfig:
     square: SquareSettings
     crm: CrmSettings
     dbt_vars: dict[str, Any] = field(default_factory=dict)
+    # webhooks.receiver_url: the receiver's public base URL (…/ecomsync/webhooks); None = no webhooks (issue 17)
+    webhook_receiver_url: str | None = None
 
     @property
     def enabled_stores(self) -> list[Store]:
@@ -154,4 +156,5 @@ def load_config(path: str | Path | None = None) -> PipelineConfig:
     )
     return PipelineConfig(stores=stores, bigcommerce_schedule=str(bc.get("schedule", "*/15 * * * *")),
                           bigcommerce_lookback_minutes=int(bc.get("lookback_minutes", 10)),
-                          square=square, crm=crm_settings, dbt_vars=dict(raw.get("dbt") or {}))
+                          square=square, crm=crm_settings, dbt_vars=dict(raw.get("dbt") or {}),
+                          webhook_receiver_url=(raw.get("webhooks") or {}).get("receiver_url") or None)

@@ -96,13 +96,13 @@ def extract_location(config: PipelineConfig, location: dict, credentials: Creden
     return run_connection(warehouse, session, connection_id, streams, request).as_dict()
 
 
-def transform(config: PipelineConfig, wh_url: str, full_refresh: bool = False) -> dict:
-    """``dbt build``: staging → crm marts → segments, every model tested (P3)."""
+def transform(config: PipelineConfig, wh_url: str, full_refresh: bool = False, select: list[str] | None = None) -> dict:
+    """``dbt build``: staging → crm marts → segments, every model tested (P3); ``select``: only those nodes."""
     from ecomsync.dbt import run_dbt
 
     dbt_vars = {**config.dbt_vars, "square_customer_tag": config.crm.square_tag,
                 "bigcommerce_customer_tag": config.crm.bigcommerce_tag}
-    args = ["build"] + (["--full-refresh"] if full_refresh else [])
+    args = ["build"] + (["--full-refresh"] if full_refresh else []) + (["--select", *select] if select else [])
     result = run_dbt(args, wh_url, vars=dbt_vars)
     by_type: dict[str, int] = {}
     for node in result.nodes:

@@ -1,0 +1,67 @@
+"""Orders reach the CRM as they occur: the webhook micro-batch and the hook registration (issue 17; B2, S4, P1).
+
+``webhook_sync`` runs when the receiver (plugin ``ecomsync_webhooks``) stores a new event: it claims the
+waiting events, extracts the named stores/locations incrementally, and builds the dbt models of those
+sources; its ``crm_marts`` Asset starts ``load_crm``. One run at a time; events arriving meanwhile make
+the next run. The 15/30-minute extract schedules stay as the safety net for lost webhooks.
+
+``register_webhooks`` keeps each store's hooks and the Square subscription pointing at the receiver
+(``webhooks.receiver_url`` in config/pipeline.yml): creates, repairs deactivated ones, removes them for
+disabled stores.
+"""
+from airflow.sdk import Asset, dag, task
+
+from ecomsync import tasks
+from ecomsync.airflow_support import CRM_MARTS, DEFAULT_ARGS, START_DATE, credentials
+from ecomsync.config import load_config
+from ecomsync.webhooks import microbatch, registration
+from ecomsync.webhooks.airflow_backend import WEBHOOKS_CONN_ID
+from ecomsync.webhooks.events import ASSET_NAME, ASSET_URI
+
+WEBHOOK_EVENTS = Asset(name=ASSET_NAME, uri=ASSET_URI)
+
+
+@dag(dag_id="webhook_sync", schedule=[WEBHOOK_EVENTS], start_date=START_DATE, catchup=False, max_active_runs=1,
+     default_args={**DEFAULT_ARGS, "retries": 1}, tags=["webhooks", "extract", "transform"], doc_md=__doc__)
+def webhook_sync():
+    @task
+    def claim_events(run_id=None) -> dict:
+        return microbatch.claim(tasks.warehouse_url(), run_id)
+
+    @task(pool="bigcommerce_api")
+    def extract_stores(targets: dict, run_id=None) -> dict:
+        return microbatch.extract_stores(load_config(), targets["bigcommerce"], credentials, tasks.warehouse_url(),
+                                         run_id)
+
+    @task(pool="square_api")
+    def extract_locations(targets: dict, run_id=None) -> dict:
+        return microbatch.extract_locations(load_config(), targets["square"], credentials, tasks.warehouse_url(),
+                                            run_id)
+
+    @task(outlets=[CRM_MARTS])
+    def build_changed_models(targets: dict) -> dict:
+        selection = microbatch.dbt_selection(targets)
+        if not selection:
+            return {"skipped": "no event named an enabled store or location"}
+        return tasks.transform(load_config(), tasks.warehouse_url(), select=selection)
+
+    targets = claim_events()
+    [extract_stores(targets), extract_locations(targets)] >> build_changed_models(targets)
+
+
+@dag(dag_id="register_webhooks", schedule="*/15 * * * *", start_date=START_DATE, catchup=False, max_active_runs=1,
+     default_args=DEFAULT_ARGS, tags=["webhooks"], doc_md=__doc__)
+def register_webhooks():
+    @task
+    def sync_registrations() -> dict:
+        report = registration.sync_registrations(load_config(), credentials, credentials(WEBHOOKS_CONN_ID).token
+                                                 if load_config().webhook_receiver_url else None)
+        if report["errors"]:
+            raise RuntimeError(f"webhook registration failed for {sorted(report['errors'])}: {report['errors']}")
+        return report
+
+    sync_registrations()
+
+
+webhook_sync()
+register_webhooks()
