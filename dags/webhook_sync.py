@@ -38,7 +38,8 @@ def webhook_sync():
         return microbatch.extract_locations(load_config(), targets["square"], credentials, tasks.warehouse_url(),
                                             run_id)
 
-    @task(outlets=[CRM_MARTS])
+    # all_done: a store that failed (its events are given back) must not hold back the others' models.
+    @task(outlets=[CRM_MARTS], trigger_rule="all_done")
     def build_changed_models(targets: dict) -> dict:
         selection = microbatch.dbt_selection(targets)
         if not selection:
