@@ -10,7 +10,7 @@ Table ``raw.webhook_events`` (one row per event, primary key ``(source, event_ke
 | column | type | note |
 |---|---|---|
 | ``source`` | text | ``bigcommerce`` / ``square`` |
-| ``event_key`` | text | Square: ``event_id`` (unique per event, repeated on redelivery; ``api.json`` ``PaymentCreatedEvent.event_id``). BigCommerce: ``scope:hash:created_at`` — ``hash`` is the SHA-1 of the event's ``data``, the same on a redelivery (``https-webhook-overview.mdx``), so the scope and event time tell two real changes of one order apart |
+| ``event_key`` | text | Square: ``event_id`` (unique per event, repeated on redelivery; ``api.json`` ``PaymentCreatedEvent.event_id``). BigCommerce: ``store_hash:scope:hash:created_at`` — ``hash`` is the SHA-1 of the event's ``data``, the same on a redelivery (``https-webhook-overview.mdx``); the store, scope and event time tell apart two real changes that share it (same order id in two stores, two updates of one order) |
 | ``connection_id`` | text | ``bigcommerce:<hash>``, ``square:<location_id>``, or ``square:*`` for merchant-wide events (customers) |
 | ``scope`` | text | BigCommerce ``scope`` / Square ``type`` |
 | ``object_id`` | text | the record's id as sent |
@@ -92,7 +92,8 @@ def parse_bigcommerce(body: Any) -> WebhookEvent:
     created_at = body.get("created_at")
     occurred = datetime.fromtimestamp(created_at, timezone.utc) if isinstance(created_at, int) else None
     store_hash = producer.split("/", 1)[1]
-    return WebhookEvent("bigcommerce", f"{scope}:{digest}:{created_at}", f"bigcommerce:{store_hash}", scope,
+    # The hash covers only ``data`` ({type, id}): two stores' orders with the same id share it.
+    return WebhookEvent("bigcommerce", f"{store_hash}:{scope}:{digest}:{created_at}", f"bigcommerce:{store_hash}", scope,
                         None if data.get("id") is None else str(data["id"]), body, occurred)
 
 
