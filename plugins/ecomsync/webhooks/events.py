@@ -90,7 +90,11 @@ def parse_bigcommerce(body: Any) -> WebhookEvent:
     if not isinstance(data, dict):
         raise InvalidEvent("the delivery has no data object")
     created_at = body.get("created_at")
-    occurred = datetime.fromtimestamp(created_at, timezone.utc) if isinstance(created_at, int) else None
+    try:
+        occurred = datetime.fromtimestamp(created_at, timezone.utc) \
+            if isinstance(created_at, int) and not isinstance(created_at, bool) else None
+    except (OverflowError, OSError, ValueError):
+        occurred = None
     store_hash = producer.split("/", 1)[1]
     # The hash covers only ``data`` ({type, id}): two stores' orders with the same id share it.
     return WebhookEvent("bigcommerce", f"{store_hash}:{scope}:{digest}:{created_at}", f"bigcommerce:{store_hash}", scope,
@@ -118,9 +122,10 @@ def parse_square(body: Any) -> WebhookEvent:
         raise InvalidEvent(f"type {event_type!r} is not a Square event type")
     if not isinstance(data, dict):
         raise InvalidEvent("the event has no data object")
+    created_at = body.get("created_at")
     try:
-        occurred = parse_iso(body.get("created_at"))
-    except (TypeError, ValueError):
+        occurred = parse_iso(created_at) if isinstance(created_at, str) else None
+    except ValueError:
         occurred = None
     location = _location_id(data)
     return WebhookEvent("square", event_id, f"square:{location}" if location else ALL_LOCATIONS, event_type,
