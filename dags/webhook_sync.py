@@ -15,7 +15,7 @@ from ecomsync import tasks
 from ecomsync.airflow_support import CRM_MARTS, DEFAULT_ARGS, START_DATE, credentials
 from ecomsync.config import load_config
 from ecomsync.webhooks import microbatch, registration
-from ecomsync.webhooks.airflow_backend import WEBHOOKS_CONN_ID
+from ecomsync.webhooks.airflow_backend import webhook_secret
 from ecomsync.webhooks.events import ASSET_NAME, ASSET_URI
 
 WEBHOOK_EVENTS = Asset(name=ASSET_NAME, uri=ASSET_URI)
@@ -55,8 +55,9 @@ def webhook_sync():
 def register_webhooks():
     @task
     def sync_registrations() -> dict:
-        report = registration.sync_registrations(load_config(), credentials, credentials(WEBHOOKS_CONN_ID).token
-                                                 if load_config().webhook_receiver_url else None)
+        config = load_config()
+        report = registration.sync_registrations(config, credentials,
+                                                 webhook_secret() if config.webhook_receiver_url else None)
         if report["errors"]:
             raise RuntimeError(f"webhook registration failed for {sorted(report['errors'])}: {report['errors']}")
         return report

@@ -20,6 +20,7 @@ import logging
 import os
 import threading
 import time
+from datetime import datetime, timezone
 
 from ecomsync.webhooks.events import ASSET_NAME, ASSET_URI, EventStore, WebhookEvent
 from ecomsync.webhooks.registration import square_endpoint, square_signature_key
@@ -29,6 +30,16 @@ log = logging.getLogger(__name__)
 WEBHOOKS_CONN_ID = "ecomsync_webhooks"
 KEY_REFRESH_S = 30.0
 CACHE_S = 60.0
+
+
+def webhook_secret() -> str:
+    """The BigCommerce hooks' shared secret: the password of the Airflow connection ``ecomsync_webhooks``."""
+    from airflow.sdk import BaseHook
+
+    secret = BaseHook.get_connection(WEBHOOKS_CONN_ID).password
+    if not secret:
+        raise ValueError(f"the Airflow connection {WEBHOOKS_CONN_ID!r} needs a password (the hooks' shared secret)")
+    return secret
 
 
 class AirflowBackend:
@@ -48,12 +59,10 @@ class AirflowBackend:
     def bigcommerce_secret(self) -> str | None:
         fetched_at, secret = self._secret
         if secret is None or time.monotonic() - fetched_at > CACHE_S:
-            from ecomsync.airflow_support import credentials
-
             try:
-                secret = credentials(WEBHOOKS_CONN_ID).token
+                secret = webhook_secret()
             except Exception as exc:  # no such connection: every BigCommerce delivery is unsigned for us
-                log.error("webhooks: Airflow connection %r is missing or incomplete: %s", WEBHOOKS_CONN_ID, exc)
+                log.error("webhooks: %s", exc)
                 secret = None
             self._secret = (time.monotonic(), secret)
         return secret
@@ -93,7 +102,6 @@ class AirflowBackend:
     def notify(self, event: WebhookEvent) -> None:
         from airflow.assets.manager import asset_manager
         from airflow.models.asset import AssetModel
-        from airflow.utils import timezone
         from airflow.utils.session import create_session
         from sqlalchemy import select
 
@@ -105,7 +113,7 @@ class AirflowBackend:
                             "event %s waits for the next run", ASSET_URI, event.event_key)
                 return
             asset_manager.register_asset_change(
-                asset=asset, timestamp=timezone.utcnow(), session=session, source_is_api=True,
+                asset=asset, timestamp=datetime.now(timezone.utc), session=session, source_is_api=True,
                 api_user_teams=set(),
                 extra={"source": event.source, "connection_id": event.connection_id, "scope": event.scope,
                        "event_key": event.event_key})
