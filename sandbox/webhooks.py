@@ -117,7 +117,7 @@ class Dispatcher:
             if self.plan.drop:
                 self._log(delivery, None, "dropped")
                 return
-            copies = [delivery] + ([Delivery(**{**asdict(delivery)})] if self.plan.duplicate else [])
+            copies = [delivery] + ([Delivery(**asdict(delivery))] if self.plan.duplicate else [])
             if self.plan.reorder:
                 self.held.extend(copies)
                 if len(self.held) >= self.plan.reorder_batch:
