@@ -171,19 +171,32 @@ def crm_writes(stack: Stack, since: int) -> list[dict]:
                         params={"since": since}, timeout=60).json()["writes"]
 
 
+def _crm_connections(stack: Stack) -> dict[str, str]:
+    """CRM connection id → our connection_id (``bigcommerce:<hash>`` / ``square:<location>``)."""
+    state = requests.get(f"{stack.urls['activecampaign']}/__admin/activecampaign/state", timeout=60).json()
+    return {str(c["id"]): f"{c['service']}:{c['externalid']}" for c in state["connections"]}
+
+
+def _order_key(write: dict, connections: dict[str, str]) -> str:
+    # An order id is unique per store only: the two stores both have an order 140.
+    order = (write.get("payload") or {}).get("ecomOrder") or {}
+    return f"{connections.get(str(order.get('connectionid')), '?')}|{order.get('externalid')}"
+
+
 def measure(stack: Stack, purchases: list[dict], since: int, timeout_s: float) -> dict:
-    wanted = {p["externalid"]: p for p in purchases if not p["guest"]}
+    wanted = {f"{p['connection']}|{p['externalid']}": p for p in purchases if not p["guest"]}
     deadline = time.time() + timeout_s
     while True:
+        connections = _crm_connections(stack)
         writes = [w for w in crm_writes(stack, since) if w["object_type"] == "ecomOrder"]
-        seen = {str((w.get("payload") or {}).get("ecomOrder", {}).get("externalid")) for w in writes}
+        seen = {_order_key(w, connections) for w in writes}
         if set(wanted) <= seen or time.time() > deadline:
             break
         time.sleep(2)
     first_write: dict[str, float] = {}
     automations: dict[str, int] = {}
     for write in writes:
-        externalid = str((write.get("payload") or {}).get("ecomOrder", {}).get("externalid"))
+        externalid = _order_key(write, connections)
         if externalid not in wanted:
             continue
         first_write.setdefault(externalid, _parse_at(write["at"]))
