@@ -98,12 +98,14 @@ def extract_location(config: PipelineConfig, location: dict, credentials: Creden
 
 def transform(config: PipelineConfig, wh_url: str, full_refresh: bool = False, select: list[str] | None = None) -> dict:
     """``dbt build``: staging → crm marts → segments, every model tested (P3); ``select``: only those nodes."""
+    from ecomsync.build_lock import dbt_build_lock
     from ecomsync.dbt import run_dbt
 
     dbt_vars = {**config.dbt_vars, "square_customer_tag": config.crm.square_tag,
                 "bigcommerce_customer_tag": config.crm.bigcommerce_tag}
     args = ["build"] + (["--full-refresh"] if full_refresh else []) + (["--select", *select] if select else [])
-    result = run_dbt(args, wh_url, vars=dbt_vars)
+    with dbt_build_lock(wh_url):  # the schedule's transform and the webhook micro-batch build the same models
+        result = run_dbt(args, wh_url, vars=dbt_vars)
     by_type: dict[str, int] = {}
     for node in result.nodes:
         by_type[node.resource_type] = by_type.get(node.resource_type, 0) + 1

@@ -274,3 +274,26 @@ def test_with_every_webhook_dropped_the_schedule_still_delivers_everything(stack
     with psycopg2.connect(wh) as conn, conn.cursor() as cur:
         cur.execute("select count(*) from raw.bigcommerce_orders where pk = any(%s)", ([str(o["id"]) for o in created],))
         assert cur.fetchone()[0] == len(created)
+
+
+def test_two_dbt_builds_on_one_warehouse_run_one_after_the_other(warehouse_url):  # P3
+    # transform (schedule) and webhook_sync (events) build the same models: the second waits for the first.
+    from ecomsync.build_lock import dbt_build_lock
+
+    order = []
+    first_in = threading.Event()
+
+    def first():
+        with dbt_build_lock(warehouse_url):
+            order.append("first starts")
+            first_in.set()
+            time.sleep(0.5)
+            order.append("first ends")
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    first_in.wait(10)
+    with dbt_build_lock(warehouse_url):
+        order.append("second starts")
+    thread.join()
+    assert order == ["first starts", "first ends", "second starts"]
