@@ -183,6 +183,18 @@ def _order_key(write: dict, connections: dict[str, str]) -> str:
     return f"{connections.get(str(order.get('connectionid')), '?')}|{order.get('externalid')}"
 
 
+def _excluded(stack: Stack) -> dict[str, str]:
+    """Orders the pipeline excluded with a recorded reason (e.g. a customer record without an email): not
+    expected in the CRM, reported with their reason instead of as missing."""
+    try:
+        with psycopg2.connect(stack.warehouse_url) as conn, conn.cursor() as cur:
+            cur.execute("select connection_id || '|' || external_id, reason from crm.excluded_records "
+                        "where record_type = 'order'")
+            return dict(cur.fetchall())
+    except psycopg2.Error:
+        return {}
+
+
 def measure(stack: Stack, purchases: list[dict], since: int, timeout_s: float) -> dict:
     wanted = {f"{p['connection']}|{p['externalid']}": p for p in purchases if not p["guest"]}
     deadline = time.time() + timeout_s
@@ -190,7 +202,7 @@ def measure(stack: Stack, purchases: list[dict], since: int, timeout_s: float) -
         connections = _crm_connections(stack)
         writes = [w for w in crm_writes(stack, since) if w["object_type"] == "ecomOrder"]
         seen = {_order_key(w, connections) for w in writes}
-        if set(wanted) <= seen or time.time() > deadline:
+        if set(wanted) <= seen | set(_excluded(stack)) or time.time() > deadline:
             break
         time.sleep(2)
     first_write: dict[str, float] = {}
@@ -202,16 +214,19 @@ def measure(stack: Stack, purchases: list[dict], since: int, timeout_s: float) -
         first_write.setdefault(externalid, _parse_at(write["at"]))
         if write.get("automation") == "makes_a_purchase":
             automations[externalid] = automations.get(externalid, 0) + 1
+    excluded = {k: reason for k, reason in _excluded(stack).items() if k in wanted and k not in first_write}
     latencies = [first_write[k] - wanted[k]["created_at"] for k in wanted if k in first_write]
     return {
         "purchases": len(purchases), "guest_checkouts_not_synced": len(purchases) - len(wanted),
-        "arrived": len(latencies), "missing": sorted(set(wanted) - set(first_write)),
+        "arrived": len(latencies), "excluded_with_reason": excluded,
+        "missing": sorted(set(wanted) - set(first_write) - set(excluded)),
         "p50_s": round(statistics.median(latencies), 1) if latencies else None,
         "p95_s": round(_percentile(latencies, 0.95), 1) if latencies else None,
         "max_s": round(max(latencies), 1) if latencies else None,
         "automations_fired": sum(automations.values()),
         "purchases_with_exactly_one_automation": sum(1 for k in wanted if automations.get(k) == 1),
-        "automations_other_than_one": {k: automations.get(k, 0) for k in wanted if automations.get(k, 0) != 1},
+        "automations_other_than_one": {k: automations.get(k, 0) for k in wanted
+                                       if automations.get(k, 0) != 1 and k not in excluded},
         "by_source": {source: {"p50_s": round(statistics.median(v), 1), "max_s": round(max(v), 1), "n": len(v)}
                       for source in ("bigcommerce", "square")
                       if (v := [first_write[k] - p["created_at"] for k, p in wanted.items()
