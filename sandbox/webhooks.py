@@ -639,7 +639,7 @@ class SquareSubscriptions:
         def payment_added(request: Request, response: Response, _state: Any) -> None:
             body = response.body
             customer = body.get("customer")
-            if customer and not request.json().get("customer_id"):
+            if customer and not (request.json() or {}).get("customer_id"):
                 self.emit("customer.created", "customer", customer["id"], {"customer": customer})  # CustomerCreatedEvent
             self._order_event("created", body["order"])
             self.emit("payment.created", "payment", body["payment"]["id"], {"payment": body["payment"]})
