@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 import psycopg2
+from psycopg2 import sql
 
 from ecomsync.build_lock import dbt_build_lock
 from ecomsync.config import ConfigError, PipelineConfig, Store
@@ -201,7 +202,8 @@ def _skip_inactive(config: PipelineConfig, warehouse: Warehouse, connection_id: 
                     (connection_id, location_id))
         row = cur.fetchone()
         for stream, table in (("payments", "square_payments"), ("orders", "square_orders")):
-            cur.execute(f"select count(*) from raw.{table} where connection_id = %s", (connection_id,))
+            cur.execute(sql.SQL("select count(*) from raw.{} where connection_id = %s").format(sql.Identifier(table)),
+                        (connection_id,))
             landed[stream] = cur.fetchone()[0]
     history_complete = (row is not None and row[0] == status) and warehouse.has_completed_historical(connection_id)
     reason = square.inactive_location_skip(config.square.inactive_locations, history_complete=history_complete,
