@@ -496,10 +496,10 @@ def test_recovered_cart_becomes_the_order_in_the_same_record(warehouse, crm):
         insert into crm.ecom_orders (order_key, connection_id, external_id, customer_external_id, email, order_number,
             order_url, status, total_price_cents, shipping_amount_cents, tax_amount_cents, discount_amount_cents,
             currency, shipping_method, external_created_at, external_updated_at, order_products, order_discounts,
-            sync_mode, landed_at)
+            sync_mode, landed_at, is_purchase)
         select cart_key, connection_id, external_checkout_id, customer_external_id, email, external_checkout_id,
             null, 'Awaiting Fulfillment', total_price_cents, 0, 0, 0, currency, 'Flat Rate', external_created_at,
-            now(), order_products, '[]'::jsonb, 'incremental', now()
+            now(), order_products, '[]'::jsonb, 'incremental', now(), true
         from crm.abandoned_carts where cart_key = %s;
         delete from crm.abandoned_carts where cart_key = %s""", (f"{STORE_A}|1003",) * 2)
     since = len(crm.writes())
