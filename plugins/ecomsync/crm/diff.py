@@ -98,19 +98,12 @@ class Reader:
             raise ValueError("batch_size must be at least 1")
         self.conn = psycopg2.connect(wh_url)
         self.options, self.batch_size = options, batch_size
-        self.batches_read = 0
-        self.max_rows_held = 0
+        self.batches_read = 0  # batches streamed (every query)
+        self.rows_read = 0  # mart rows streamed by ``changed``: what the diff could not leave in the warehouse
+        self.max_rows_held = 0  # the largest batch
 
     def close(self) -> None:
         self.conn.close()
-
-    def missing_tables(self) -> list[str]:
-        names = [f"crm.{mart.table}" for mart in MARTS] + ["crm.excluded_records"]
-        with self.conn.cursor() as cur:
-            cur.execute("select name from unnest(%s::text[]) as name where to_regclass(name) is null", (names,))
-            missing = [name for (name,) in cur.fetchall()]
-        self.conn.rollback()
-        return missing
 
     def unchanged_counts(self, mart: Mart) -> dict[str, int]:
         """{object_type: rows the diff leaves out as unchanged} (contacts: with their tags and subscriptions)."""
@@ -134,8 +127,10 @@ class Reader:
     def changed(self, mart: Mart, batch_size: int | None = None) -> Iterator[list[dict[str, Any]]]:
         """The mart's rows the diff keeps, in batches of ``batch_size`` dicts with their ``_row_hash``."""
         where = "true" if self.options.full_resync else f"not {unchanged_sql(mart)}"
-        yield from self._stream(f"""select m.*, {row_hash_sql(mart)} as {ROW_HASH} from crm.{mart.table} m
-                                    where {where} order by m.{mart.key_column}""", params(self.options), batch_size)
+        for rows in self._stream(f"""select m.*, {row_hash_sql(mart)} as {ROW_HASH} from crm.{mart.table} m
+                                     where {where} order by m.{mart.key_column}""", params(self.options), batch_size):
+            self.rows_read += len(rows)
+            yield rows
 
     def new_maybe_live(self, mart: Mart) -> Iterator[list[dict[str, Any]]]:
         """Orders or carts the ledger has never seen whose ``sync_mode`` may make them live

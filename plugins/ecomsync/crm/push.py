@@ -127,6 +127,8 @@ class Load:
             else:
                 self.report.plan = self.summary.plan
         finally:
+            self.report.diff = {"rows_read": reader.rows_read, "batches_read": reader.batches_read,
+                                "max_batch_rows": reader.max_rows_held}
             reader.close()
 
     def require_marts(self) -> None:

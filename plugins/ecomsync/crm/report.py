@@ -39,6 +39,8 @@ class RunReport:
     rejections: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
     automations: dict[str, int] = field(default_factory=dict)  # trigger → writes that could start one
+    # The warehouse-side diff (crm/diff.py): mart rows it streamed, in how many batches, the largest batch.
+    diff: dict[str, int] = field(default_factory=dict)
 
     def count_automation(self, object_type: str, n: int = 1) -> None:
         with _count_lock:
@@ -79,7 +81,7 @@ class RunReport:
                 "started_at": self.started_at.isoformat(),
                 "finished_at": self.finished_at.isoformat() if self.finished_at else None,
                 "counts": self.counts, "writes": self.writes, "requests": self.requests,
-                "automations": dict(self.automations),
+                "automations": dict(self.automations), "diff": dict(self.diff),
                 "warnings": list(self.warnings), "rejections": self.rejections[:REJECTIONS_KEPT],
                 "plan": masked(self.plan),
                 "error": self.error}
