@@ -834,3 +834,22 @@ def test_load_memory_does_not_grow_with_the_mart_rows(warehouse, crm):  # P3, P4
     assert len(large_report.plan["ecom_order"]["samples"]) <= 3  # the dry-run plan: counts and a bounded sample
     assert large_report.diff["max_batch_rows"] <= 250 and large_report.diff["batches_read"] >= 8000 // 250
     assert large / small < 1.5, (small, large)
+
+
+@pytest.mark.parametrize("batch_size", [1, 2])
+def test_batches_do_not_change_what_the_crm_gets(warehouse, crm, batch_size):  # P4 B3
+    """One row per batch: every parent id (connection, customer, cart, contact) is found from the ledger for
+    the batch, the run's live contacts are known before the contacts are pushed — the CRM ends as with one
+    batch, with the same automations, and a rerun reads only the refused order."""
+    report = run_push(warehouse, crm.client(), SETTINGS, run_id="batched", enabled_connections=set(ALL),
+                      batch_size=batch_size)
+
+    assert_complete_and_unique(crm)
+    assert len(crm.writes()) == FIRST_PUSH_WRITES
+    assert report.automations == {"tag_added": 3, "subscribed_to_list": 2, "makes_a_purchase": 4,
+                                  "abandoned_cart": 1}
+    assert report.diff["max_batch_rows"] <= max(batch_size, SETTINGS.bulk_import_threshold + 1)
+    since = len(crm.writes())
+    rerun = run_push(warehouse, crm.client(), SETTINGS, run_id="batched-2", enabled_connections=set(ALL),
+                     batch_size=batch_size)
+    assert crm.writes(since) == [] and rerun.diff["rows_read"] == 1

@@ -133,10 +133,6 @@ class SyncStore:
             cur.execute(sql, params)
             return [dict(row) for row in cur.fetchall()]
 
-    def ledger(self) -> dict[tuple[str, str], LedgerEntry]:
-        return {(r["object_type"], r["natural_key"]): LedgerEntry(r["crm_id"], r["payload_hash"], r["status"])
-                for r in self.query("select object_type, natural_key, crm_id, payload_hash, status from sync.ledger")}
-
     def ledger_for(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], LedgerEntry]:
         """The ledger entries of ``keys`` ((object_type, natural_key)): one batch's, never the whole ledger."""
         if not keys:
@@ -187,10 +183,6 @@ class SyncStore:
                              and l.payload_hash = r.payload_hash and l.crm_id is not null
                              and l.status in ('synced', 'recovered')""")
             return cur.rowcount
-
-    def rejections(self) -> dict[tuple[str, str], Rejection]:
-        return {(r["object_type"], r["natural_key"]): Rejection(r["payload_hash"], r["error_code"])
-                for r in self.query("select object_type, natural_key, payload_hash, error_code from sync.rejections")}
 
     def record_pushed(self, object_type: str, natural_key: str, connection_id: str | None, crm_id: str | None,
                       payload_hash: str, run_id: str, status: str = "synced", row_hash: str | None = None) -> None:
