@@ -119,7 +119,8 @@ class Executor:
 
         A contact with a new tag or subscription that may not start an automation (history, B9/S8) goes
         through ``import/bulk_import`` with ``exclude_automations`` — whatever the number of such contacts.
-        Above ``bulk_import_threshold`` changed contacts, every contact is bulk-imported, each entry excluding
+        Above ``bulk_import_threshold`` changed contacts in the batch (a contacts batch holds more rows than the
+        threshold, ``push.Load.rows_per_batch``), every contact is bulk-imported, each entry excluding
         automations unless all its new links may start one. The rest: ``contact/sync``, then ``contactTags``
         and ``contactLists`` one by one — the way the native integration tags a live new customer (B3).
         """
