@@ -153,6 +153,8 @@ class Executor:
         """Push one phase in parallel; the shared token bucket keeps the account at its rate."""
         if not items:
             return
+        if self.pool is None:
+            raise RuntimeError("Executor.each outside push_batch: no worker pool")
         progress = Progress(phase, len(items), self.client, self.report, {item.object_type for item in items})
         futures = [self.pool.submit(self.guarded, push_one, item) for item in items]
         pending = set(futures)
@@ -226,7 +228,7 @@ class Executor:
         crm_id = self.crm_id(item) or look_up()
         if crm_id is None:
             self.done(item, create(wire), "created")
-            if item.object_type == "connection":
+            if item.object_type == "connection" and item.connection_id is not None:
                 with self.lock:
                     self.new_connections.add(item.connection_id)
         else:
