@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg2
+from psycopg2.extensions import ISOLATION_LEVEL_REPEATABLE_READ
 from psycopg2.extras import RealDictCursor
 
 from ecomsync.crm import automations as a
@@ -97,6 +98,8 @@ class Reader:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self.conn = psycopg2.connect(wh_url)
+        # One snapshot per mart: its unchanged count and its streamed rows see the same data.
+        self.conn.set_session(isolation_level=ISOLATION_LEVEL_REPEATABLE_READ, readonly=True)
         self.options, self.batch_size = options, batch_size
         self.batches_read = 0  # batches streamed (every query)
         self.rows_read = 0  # mart rows streamed by ``changed``: what the diff could not leave in the warehouse
@@ -106,7 +109,10 @@ class Reader:
         self.conn.close()
 
     def unchanged_counts(self, mart: Mart) -> dict[str, int]:
-        """{object_type: rows the diff leaves out as unchanged} (contacts: with their tags and subscriptions)."""
+        """{object_type: rows the diff leaves out as unchanged} (contacts: with their tags and subscriptions).
+
+        Call it right before ``changed(mart)``: both run in one transaction (one snapshot), ended by ``changed``.
+        """
         if self.options.full_resync:
             return {}
         columns = "count(*) as n"
@@ -118,7 +124,6 @@ class Reader:
             cur.execute(f"select {columns} from crm.{mart.table} m where {unchanged_sql(mart)}",
                         params(self.options))
             row = cur.fetchone()
-        self.conn.rollback()
         counts = {mart.object_type: int(row["n"])}
         if mart.table == "contacts":
             counts |= {"contact_tag": int(row["tags"]), "list_membership": int(row["lists"])}
