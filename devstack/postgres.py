@@ -23,7 +23,7 @@ import psycopg2
 from psycopg2 import sql
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_PORT = int(os.environ.get("LOCAL_PG_PORT", "55433"))
+DEFAULT_PORT = int(os.environ.get("LOCAL_PG_PORT", "61433"))  # outside the ephemeral port range (32768-60999)
 SUPERUSER = "postgres"
 
 
