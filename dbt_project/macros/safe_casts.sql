@@ -41,9 +41,11 @@
         perform pg_advisory_xact_lock(hashtext('ecomsync.safe_cast_functions'));
         create schema if not exists staging;
 
+        -- Both are PARALLEL UNSAFE: their EXCEPTION block opens a subtransaction, which Postgres refuses inside a
+        -- parallel plan ("cannot start subtransactions during a parallel operation"; seen at bench scale).
         -- RFC 3339 / ISO 8601 (Square, BigCommerce v3); a value without an offset is UTC.
         create or replace function staging.try_parse_rfc3339(value text) returns timestamptz
-        language plpgsql stable parallel safe as $fn$
+        language plpgsql stable parallel unsafe as $fn$
         declare
             parsed timestamptz;
         begin
@@ -67,7 +69,7 @@
         -- RFC 2822 ("Wed, 10 Jan 2018 21:05:30 +0000", BigCommerce v2): the weekday is optional and the
         -- obsolete zone names GMT/UT/UTC/Z mean +0000.
         create or replace function staging.try_parse_rfc2822(value text) returns timestamptz
-        language plpgsql stable parallel safe as $fn$
+        language plpgsql stable parallel unsafe as $fn$
         declare
             parsed timestamptz;
         begin
