@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg2
+from psycopg2 import sql
 from psycopg2.extensions import ISOLATION_LEVEL_REPEATABLE_READ
 from psycopg2.extras import RealDictCursor
 
@@ -121,8 +122,9 @@ class Reader:
                         "is not null and coalesce(m.accepts_marketing, false)) as lists")
         with self.conn.cursor(cursor_factory=RealDictCursor) as cur:
             self._utc(cur)
-            cur.execute(f"select {columns} from crm.{mart.table} m where {unchanged_sql(mart)}",
-                        params(self.options))
+            # the mart and the conditions come from this module's constants (MARTS, unchanged_sql), never from data
+            cur.execute(sql.SQL("select {} from crm.{} m where {}").format(
+                sql.SQL(columns), sql.Identifier(mart.table), sql.SQL(unchanged_sql(mart))), params(self.options))
             row = cur.fetchone()
         counts = {mart.object_type: int(row["n"])}
         if mart.table == "contacts":
