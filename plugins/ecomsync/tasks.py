@@ -264,11 +264,9 @@ def run_dbt_task(args: list[str], wh_url: str, dbt_vars: dict | None = None, **o
     dbt's adapters and collecting garbage unlinks them while the process is still alive.
     """
     import gc
-    import logging
 
     from ecomsync.dbt import DbtRunError, run_dbt
 
-    log = logging.getLogger(__name__)
     try:
         return run_dbt(args, wh_url, vars=dbt_vars, **options)
     except DbtRunError as exc:
