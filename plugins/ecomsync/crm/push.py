@@ -28,6 +28,8 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg2
+
 from ecomsync.config import CrmSettings
 from ecomsync.crm import diff
 from ecomsync.crm.activecampaign import ActiveCampaignClient, account_key
@@ -81,6 +83,10 @@ def run_push(wh_url: str, client: ActiveCampaignClient, crm_settings: CrmSetting
                      report.status, report.requests, report.counts, report.automations, report.warnings)
         return report
     finally:
+        try:
+            store.refresh_statistics()
+        except psycopg2.Error as exc:  # statistics are an optimisation: never mask the load's own outcome
+            log.warning("ANALYZE sync.ledger failed after the load: %s", exc)
         store.release_account_lock()
         store.close()
 
