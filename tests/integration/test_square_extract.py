@@ -543,3 +543,84 @@ def test_any_sequence_of_status_changes_refunds_and_retries_lands_unchanged(sand
     results = sync(config, sandbox, warehouse_url)
     assert {results[location_id]["sync_mode"] for location_id in active} == {"incremental"}
     assert_raw_equals_sandbox(warehouse_url, sandbox, active)
+
+
+# -- issue 16 item 3: merchant-wide streams once per account, spread in dbt staging -----------------------------------
+SPREAD_MODELS = {  # staging model -> its key column
+    "stg_square__customers": "customer_id", "stg_square__locations": "location_id",
+    "stg_square__catalog_items": "item_id", "stg_square__catalog_item_variations": "variation_id",
+    "stg_square__catalog_categories": "category_id", "stg_square__catalog_images": "image_id",
+}
+
+
+def build_square_staging(warehouse_url: str, target) -> None:
+    from ecomsync.dbt import run_dbt
+
+    summary = run_dbt(["build", "--select", "path:models/staging/square", "stg_state__connections"], warehouse_url,
+                      target_path=target)
+    assert summary.success, summary.error or [(n.name, n.status, n.message) for n in summary.nodes
+                                               if n.status not in ("success", "pass")]
+
+
+def staging_rows(warehouse_url: str) -> dict[str, set[tuple]]:
+    """Every spread staging model's rows, without the landing metadata (loaded_at)."""
+    rows = {}
+    for model in SPREAD_MODELS:
+        columns = [c for (c,) in query(warehouse_url, "select column_name from information_schema.columns where "
+                                                      "table_schema = 'staging' and table_name = %s order by 1",
+                                       (model,)) if c != "loaded_at"]
+        rows[model] = set(query(warehouse_url, f"select {', '.join(columns)} from staging.{model}"))
+    return rows
+
+
+def make_legacy(warehouse_url: str) -> None:
+    """The warehouse as the per-location extract left it: customers and catalog objects landed under every
+    extracted location's connection, each location's own record under its connection, no merchant connection."""
+    location_connections = "(select connection_id from state.connections where source = 'square')"
+    with Warehouse(warehouse_url).transaction() as conn, conn.cursor() as cur:
+        for table in ("square_customers", "square_catalog_objects"):
+            cur.execute(f"insert into raw.{table} select c.connection_id, r.pk, r.payload, r.source_updated_at, "
+                        f"r.loaded_at, r.run_id, r.sync_mode, r.flag from raw.{table} as r "
+                        f"cross join {location_connections} as c where r.connection_id = %s", (MERCHANT,))
+        cur.execute("insert into raw.square_locations select 'square:' || pk, pk, payload, source_updated_at, "
+                    "loaded_at, run_id, sync_mode, flag from raw.square_locations "
+                    f"where connection_id = %s and 'square:' || pk in {location_connections}", (MERCHANT,))
+        for table in MERCHANT_TABLES:
+            cur.execute(f"delete from raw.{table} where connection_id = %s", (MERCHANT,))
+        for table in ("watermarks", "sync_runs", "connections"):
+            cur.execute(f"delete from state.{table} where connection_id = %s", (MERCHANT,))
+
+
+def test_staging_spreads_merchant_rows_as_the_per_location_landing_did_and_upgrades_without_resync(
+        sandbox, config, warehouse_url, tmp_path):  # P3, S4, S7
+    sync(config, sandbox, warehouse_url)
+    build_square_staging(warehouse_url, tmp_path / "target")
+    spread = staging_rows(warehouse_url)
+    dump = sandbox.dump()
+    locations = [f"square:{loc['id']}" for loc in dump["locations"]]
+    assert {(c, r["id"]) for c in locations for r in dump["customers"]} == {
+        (row[0], row[1]) for row in query(warehouse_url, "select connection_id, customer_id "
+                                                         "from staging.stg_square__customers")}
+    assert query(warehouse_url, "select connection_id, location_id from staging.stg_square__locations "
+                                "order by 1") == sorted((f"square:{loc['id']}", loc["id"]) for loc in dump["locations"])
+    assert query(warehouse_url, "select count(*) from staging.stg_state__connections "
+                                "where connection_id like 'square-merchant:%%'") == [(0,)]
+
+    # A warehouse the per-location extract filled gives the same staging rows: every model downstream the same.
+    make_legacy(warehouse_url)
+    assert staging_rows(warehouse_url) == spread
+
+    # Upgrading it: the next cycle lands the merchant streams once under the account (its first, historical
+    # sync); the rows landed per location stay, the newer copy wins, every key once.
+    sandbox.admin("POST", "clock", {"minutes": 30})
+    edited = sandbox.admin("POST", f"customers/{dump['customers'][0]['id']}", {"family_name": "Łódź"})["customer"]
+    results = sync(config, sandbox, warehouse_url)
+    assert {r["sync_mode"] for r in results.values() if r["sync_mode"] != "skipped"} == {"incremental"}
+    assert query(warehouse_url, "select distinct sync_mode from state.sync_runs where connection_id = %s",
+                 (MERCHANT,)) == [("historical",)]
+    build_square_staging(warehouse_url, tmp_path / "target")  # the grain tests pass on the mixed warehouse
+    names = query(warehouse_url, "select connection_id, last_name from staging.stg_square__customers "
+                                 "where customer_id = %s", (edited["id"],))
+    assert sorted(names) == sorted((c, "Łódź") for c in locations)
+    after = staging_rows(warehouse_url)
+    assert {model: len(rows) for model, rows in after.items()} == {model: len(rows) for model, rows in spread.items()}
