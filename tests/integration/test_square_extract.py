@@ -624,3 +624,59 @@ def test_staging_spreads_merchant_rows_as_the_per_location_landing_did_and_upgra
     assert sorted(names) == sorted((c, "Łódź") for c in locations)
     after = staging_rows(warehouse_url)
     assert {model: len(rows) for model, rows in after.items()} == {model: len(rows) for model, rows in spread.items()}
+
+
+# -- type-safe reading of what Square sends (issue 15's accessors, extract.describe_record) ---------------------------
+ODD_VALUES = st.one_of(st.none(), st.integers(), st.floats(allow_nan=False), st.booleans(), st.text(max_size=12),
+                       st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.integers(),
+                                                                              max_size=2))
+NOW = square_source.parse_iso("2026-01-01T00:00:00Z")
+
+
+@settings(max_examples=300, deadline=None)
+@given(record=st.fixed_dictionaries({}, optional={
+    "id": ODD_VALUES, "updated_at": st.one_of(ODD_VALUES, st.just("2025-06-01T10:00:00Z")),
+    "email_address": ODD_VALUES, "name": ODD_VALUES, "status": ODD_VALUES, "merchant_id": ODD_VALUES}))
+def test_any_square_record_is_landed_with_a_text_key_or_rejected_with_its_reason(record):  # S6, P2, S7
+    """Every Square stream reads a record's id, time and email type-safely: a number for the id, a missing id, a
+    time that is not RFC 3339 (or not text) is a rejection naming why; never an exception, never a key made up."""
+    from ecomsync.extract import describe_record
+    from ecomsync.warehouse import RejectedRecord
+
+    for stream in square_source.streams_for("L1", NOW, 72):
+        described = describe_record(stream, record, NOW)
+        if isinstance(described, RejectedRecord):
+            assert described.reason.split(":")[0] in ("invalid_primary_key", "invalid_replication_key")
+            continue
+        assert isinstance(record.get("id"), str) and described.pk == record["id"]
+        if stream.incremental and record.get("updated_at") is not None:
+            assert described.source_updated_at == square_source.parse_iso(record["updated_at"])
+
+
+def test_odd_locations_and_customers_are_rejected_with_their_reason_and_the_rest_goes_on(
+        sandbox, config, warehouse_url):  # S6, P2, S2
+    store = sandbox.app.store
+    main = store.locations[0]
+    customer = sandbox.dump()["customers"][0]
+    with store.lock:
+        store.locations.append({**main, "id": 12345, "name": "Numbered"})  # a number for a string
+        store.locations.append({**main, "id": "LODDVALUES001", "name": 42, "status": 7})  # odd name and status
+        store.customers.explicit["987"] = {**customer, "id": 987, "created_at": "2001-01-01T00:00:01Z"}
+        store.customers.explicit["CGARBAGEDATE"] = {**customer, "id": "CGARBAGEDATE", "updated_at": "yesterday",
+                                                    "created_at": "2001-01-01T00:00:02Z"}
+    planned = {loc["location_id"]: loc for loc in locations_to_sync(config, sandbox.credentials)}
+    assert 12345 not in planned and "12345" not in planned
+    assert planned["LODDVALUES001"] == {"location_id": "LODDVALUES001", "name": "LODDVALUES001", "status": "ACTIVE",
+                                        "merchant_id": square.MERCHANT_ID}
+    results = sync(config, sandbox, warehouse_url)  # raises on any failed stream
+    assert results["LODDVALUES001"]["sync_mode"] == "historical"
+    rejected = query(warehouse_url, "select connection_id, raw_table, pk, reason from state.rejected_records "
+                                    "order by raw_table, reason")
+    assert rejected == [
+        (MERCHANT, "square_customers", None, "invalid_primary_key: empty or not text"),
+        (MERCHANT, "square_customers", "CGARBAGEDATE", "invalid_replication_key: ValueError"),
+        (MERCHANT, "square_locations", None, "invalid_primary_key: empty or not text"),
+    ]
+    landed = raw(warehouse_url, "square_customers", main["id"])
+    assert customer["id"] in landed and "CGARBAGEDATE" not in landed and len(landed) == len(sandbox.dump()["customers"]) - 2
+    assert "LODDVALUES001" in raw(warehouse_url, "square_locations", main["id"])
