@@ -1,4 +1,10 @@
-"""Square streams (one location = one CRM connection, S2).
+"""Square streams (one location = one CRM connection, S2), each declared with its scope.
+
+``merchant_streams`` (``scope="merchant"``: locations, catalog, customers) are account-wide in the API
+(``ListLocations``, ``SearchCatalogObjects``, ``SearchCustomers`` take no location): they are fetched once per
+run per account on the merchant connection ``square-merchant:<merchant_id>``, and dbt staging spreads them to
+the location connections (macro ``square_location_rows``). ``location_streams`` (``scope="location"``: orders,
+payments) are fetched per location on ``square:<location_id>``.
 
 Two defaults of ``GET /v2/payments`` would silently lose data: ``begin_time``
 is one year ago and ``location_id`` is the main location only. Every payments
