@@ -308,9 +308,12 @@ def test_historical_restart_on_demand_rereads_everything_without_duplicates(sand
     payments_at_main = [p for p in sandbox.dump()["payments"] if p["location_id"] == main]
     assert result["streams"]["payments"]["fetched"] == len(payments_at_main)
     assert result["streams"]["payments"]["landed"] == 0  # nothing changed, nothing rewritten
-    windows = query(warehouse_url, "select stream, window_start from state.sync_runs where run_id = %s",
-                    (restart.run_id,))
-    assert all(start is None for _, start in windows)
+    windows = query(warehouse_url, "select connection_id, stream, sync_mode, window_start from state.sync_runs "
+                                   "where run_id = %s", (restart.run_id,))
+    assert all(start is None and mode == "historical" for c, _, mode, start in windows if c == f"square:{main}")
+    # a location's restart brings its account's merchant streams up to date, it does not restart them
+    assert {(stream, mode) for c, stream, mode, _ in windows if c == MERCHANT} == {
+        ("locations", "incremental"), ("catalog", "incremental"), ("customers", "incremental")}
     assert query(warehouse_url, "select count(*) from raw.square_payments") == before
 
 
