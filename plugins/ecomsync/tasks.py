@@ -227,28 +227,26 @@ def extract_location(config: PipelineConfig, location: dict, credentials: Creden
                      wh_url: str, merchant: bool = True) -> dict:
     """One location's own streams (orders, payments) on ``square:<location_id>``.
 
-    ``merchant``: first bring its account's merchant streams up to date (``extract_merchant``), for a caller
+    ``merchant``: then bring its account's merchant streams up to date (``extract_merchant``), for a caller
     that extracts one location on its own (the webhook micro-batch, a script). The scheduled DAG runs
-    ``extract_merchant`` once per account before its locations and passes False. A location's historical
-    restart does not restart its account's merchant streams (they are read incrementally here, historically
-    only until their first historical sync completed; the DAG's historical mode restarts them). When another
-    run holds the merchant connection (a second location of the same account extracted at the same time),
-    that run is fetching it: this one goes on with the location (``merchant_skipped`` in the result).
+    ``extract_merchant`` once per account before its locations and passes False. The location's own streams
+    come first, so a second extract of the same location is refused by the location's lock before it reads
+    anything. A location's historical restart does not restart its account's merchant streams (they are read
+    incrementally here, historically only until their first historical sync completed; the DAG's historical
+    mode restarts them). When another run holds the merchant connection (a second location of the same
+    account extracted at the same time), that run is fetching it: this one leaves it (``merchant_skipped``).
     """
     warehouse = Warehouse(wh_url)
     warehouse.ensure_schema()
-    merchant_result: dict | None = None
+    result = _extract_location_streams(config, warehouse, location, credentials, request)
     if merchant:
         _, key = merchant_key(config, location)
         merchant_request = replace(request, mode="incremental") if request.mode == "historical" else request
         try:
-            merchant_result = extract_merchant(config, key, credentials, merchant_request, wh_url)
+            result["merchant"] = extract_merchant(config, key, credentials, merchant_request, wh_url)
         except ConcurrentRunError as exc:
             log.info("%s: merchant streams left to the run that holds them: %s", location["location_id"], exc)
-            merchant_result = {"connection_id": square.merchant_connection_id(key), "merchant_skipped": str(exc)}
-    result = _extract_location_streams(config, warehouse, location, credentials, request)
-    if merchant_result is not None:
-        result["merchant"] = merchant_result
+            result["merchant"] = {"connection_id": square.merchant_connection_id(key), "merchant_skipped": str(exc)}
     return result
 
 
