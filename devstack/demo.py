@@ -254,7 +254,11 @@ def summary(warehouse_url: str, since: datetime, crm_url: str | None = None, crm
         for row in _rows(cur, """
                 select c.connection_id, c.name, c.enabled, l.payload ->> 'status', c.last_success_at
                 from state.connections c
-                left join raw.square_locations l on l.connection_id = c.connection_id and l.pk = c.external_id
+                -- a location's newest copy: landed by its account's merchant connection (or by itself, earlier)
+                left join lateral (select payload from raw.square_locations l
+                                   where l.pk = c.external_id and c.source = 'square' and (l.connection_id
+                                         = c.connection_id or l.connection_id like 'square-merchant:%%')
+                                   order by l.loaded_at desc limit 1) l on true
                 where not exists (select 1 from state.sync_runs r
                                   where r.connection_id = c.connection_id and r.started_at >= %s)
                 order by c.connection_id""", (since,)):

@@ -12,10 +12,12 @@
 from __future__ import annotations
 
 import math
+import uuid
+from collections import Counter
 
 import requests
 
-from bench.context import BenchContext, StageResult, bigcommerce_sandbox
+from bench.context import BenchContext, StageResult, bigcommerce_sandbox, square_sandbox
 from bench.processes import run_task
 from bench.scale import STORES, Scale
 
@@ -55,7 +57,7 @@ def run(ctx: BenchContext, result: StageResult) -> None:
     for task in historical.runs:
         source = "bigcommerce" if task.task == "extract_store" else "square"
         wall += task.wall_s
-        for stream, counts in task.result["streams"].items():
+        for stream, counts in _stream_counts(task.result):
             least = fewest_requests(source, stream, counts["fetched"])
             entry = per_stream.setdefault(f"{source}.{stream}", {"records": 0, "requests": 0, "fewest": 0})
             entry["records"] += counts["fetched"]
@@ -80,6 +82,53 @@ def run(ctx: BenchContext, result: StageResult) -> None:
 
     requests_per_order = bigcommerce_requests / bigcommerce_orders if bigcommerce_orders else 1.0
     _quota_sample(ctx, result, requests_per_order)
+    _square_no_change_cycle(ctx, result)
+
+
+def _stream_counts(task_result: dict):
+    """(stream, counts) of a task's result; a Square location's result carries its account's merchant streams
+    under ``merchant`` when the location brought them up to date itself (``tasks.extract_location``)."""
+    yield from task_result["streams"].items()
+    yield from ((task_result.get("merchant") or {}).get("streams") or {}).items()
+
+
+def _square_cycle(square_url: str, wh_url: str, run_id: str) -> list[dict]:
+    """One Square cycle as the extract_square DAG runs it: plan, each account's merchant streams once, then
+    every location's own streams; returns the location results."""
+    from bench.task_runner import SQUARE_TOKEN
+    from ecomsync import tasks
+    from ecomsync.config import load_config
+    from ecomsync.extract import ExtractRequest
+
+    config, credentials = load_config(), tasks.Credentials(square_url, SQUARE_TOKEN)
+    locations = tasks.locations_to_sync(config, credentials)
+    for _, merchant in tasks.merchants_of(config, locations):
+        tasks.extract_merchant(config, merchant, credentials, ExtractRequest(run_id=f"{run_id}:merchant:{merchant}"),
+                               wh_url)
+    return [tasks.extract_location(config, location, credentials,
+                                   ExtractRequest(run_id=f"{run_id}:{location['location_id']}"), wh_url,
+                                   merchant=False) for location in locations]
+
+
+def _square_no_change_cycle(ctx: BenchContext, result: StageResult) -> None:
+    apis = ctx.start_sandboxes({"square": square_sandbox(ctx.scale, ctx.options.seed)})
+    _, url = ctx.new_database("square_cycle")
+    square_url = apis.url("square")
+    tag = uuid.uuid4().hex[:6]
+    _square_cycle(square_url, url, f"bench-square-first-{tag}")  # the first, historical sync
+    requests.post(f"{square_url}/__admin/square/clock", json={"minutes": 30}, timeout=60).raise_for_status()
+    requests.delete(f"{square_url}/__admin/requests", timeout=60).raise_for_status()
+    locations = _square_cycle(square_url, url, f"bench-square-no-change-{tag}")
+    log = requests.get(f"{square_url}/__admin/requests", timeout=60).json()["requests"]
+    by_path = Counter(entry["path"] for entry in log)
+    extracted = sum(1 for location in locations if location["sync_mode"] != "skipped")
+    formula = 1 + 3 + 2 * extracted
+    result.metrics["square_no_change_cycle"] = {
+        "locations_extracted": extracted, "locations_skipped": len(locations) - extracted,
+        "requests": len(log), "requests_by_path": dict(sorted(by_path.items())), "formula_1_plus_3_plus_2L": formula}
+    result.check(f"Square requests per no-change cycle with {extracted} locations", len(log),
+                 f"1 + 3 + 2·{extracted} = {formula} (merchant streams once per account, not per location)",
+                 len(log) <= formula)
 
 
 def _quota_sample(ctx: BenchContext, result: StageResult, requests_per_order: float) -> None:

@@ -325,6 +325,9 @@ class Stream:
     lookback_minutes: int = 0
     flag: Callable[[dict], str | None] = lambda record: None
     transform: Callable[[list[dict]], list[dict]] = lambda records: records
+    # Which connection a stream belongs to where a source has two levels (Square: "merchant" = account-wide,
+    # fetched once per account; "location" = per location); None where a source has one level.
+    scope: str | None = None
 
     @property
     def incremental(self) -> bool:

@@ -11,18 +11,18 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 
 import psycopg2
 from psycopg2 import sql
 
 from ecomsync.build_lock import dbt_build_lock
 from ecomsync.config import ConfigError, PipelineConfig, Store
-from ecomsync.extract import ExtractError, ExtractRequest, run_connection
+from ecomsync.extract import ExtractError, ExtractRequest, describe_record, run_connection
 from ecomsync.http import AuthError
 from ecomsync.sources import bigcommerce, square
 from ecomsync.streams import Stream, parse_iso
-from ecomsync.warehouse import Warehouse
+from ecomsync.warehouse import ConcurrentRunError, RejectedRecord, Warehouse
 
 log = logging.getLogger(__name__)
 
@@ -155,29 +155,103 @@ def _with_lookback(stream: Stream, minutes: int) -> Stream:
 
 
 def locations_to_sync(config: PipelineConfig, credentials: Credentials, selected: str = "all") -> list[dict]:
-    """Enabled locations (S2, S9), each as {location_id, name, status}. INACTIVE ones are listed too:
-    ``extract_location`` syncs or skips them by ``square.inactive_locations`` and says which (S3)."""
+    """Enabled locations (S2, S9), each as {location_id, name, status, merchant_id}. INACTIVE ones are listed
+    too: ``extract_location`` syncs or skips them by ``square.inactive_locations`` and says which (S3).
+
+    Each location is read type-safely (``extract.describe_record`` with the merchant ``locations`` stream): one
+    without an ``id``, or whose ``id`` is not text, is left out with its reason in the log, and the rest go on
+    (the merchant run lands the same rejection in ``state.rejected_records``). A ``name`` that is not text
+    becomes the id; a ``status`` that is not text counts as ACTIVE (extracting loses nothing); a missing or
+    unreadable ``merchant_id`` (api.json ``Location.merchant_id``) becomes ``None`` (``merchant_key``).
+    """
     session = square.session_for(credentials.base_url, credentials.token)
+    locations_stream = next(s for s in square.merchant_streams() if s.name == "locations")
     found, known = [], set()
+    now = datetime.now(UTC)
     for location in square.list_locations(session):
-        location_id = location["id"]
+        described = describe_record(locations_stream, location, now)
+        if isinstance(described, RejectedRecord):
+            log.warning("a Square location is left out of this run: %s", described.reason)
+            continue
+        location_id = described.pk
         known.add(location_id)
         if not config.square.is_enabled(location_id):
             continue
         if selected not in ("", "all", None) and location_id != selected:
             continue
-        found.append({"location_id": location_id, "name": location.get("name") or location_id,
-                      "status": location.get("status", "ACTIVE")})
+        status = _text(location.get("status"))
+        if location.get("status") is not None and status is None:
+            log.warning("Square location %s: status %r is not text; extracted as ACTIVE", location_id,
+                        type(location.get("status")).__name__)
+        found.append({"location_id": location_id, "name": _text(location.get("name")) or location_id,
+                      "status": (status or "ACTIVE").upper(), "merchant_id": _text(location.get("merchant_id"))})
     if selected not in ("", "all", None) and selected not in known:
         raise ConfigError(f"location {selected!r} is not a location of the Square account behind connection "
                           f"{config.square.conn_id!r} (known: {', '.join(sorted(known)) or 'none'})")
     return found
 
 
-def extract_location(config: PipelineConfig, location: dict, credentials: Credentials, request: ExtractRequest,
+def _text(value: object) -> str | None:
+    """A non-empty, trimmed ``str``, else None (a number, a list, an empty string)."""
+    return value.strip() or None if isinstance(value, str) else None
+
+
+def merchant_key(config: PipelineConfig, location: dict) -> tuple[str, str]:
+    """(Airflow connection id, merchant key) of a planned location's Square account: the key is the location's
+    ``merchant_id``, or ``conn-<connection id>`` when the API did not send a readable one."""
+    conn_id = config.square.location_conn_id(location["location_id"])
+    return conn_id, location.get("merchant_id") or f"conn-{conn_id}"
+
+
+def merchants_of(config: PipelineConfig, locations: list[dict]) -> list[tuple[str, str]]:
+    """The distinct (Airflow connection id, merchant key) accounts behind the planned locations, in order."""
+    return list(dict.fromkeys(merchant_key(config, location) for location in locations))
+
+
+def extract_merchant(config: PipelineConfig, merchant: str, credentials: Credentials, request: ExtractRequest,
                      wh_url: str) -> dict:
+    """The merchant-wide streams of one Square account (``square.merchant_streams``: locations, catalog,
+    customers), once, on their own connection ``square-merchant:<merchant>`` with its own watermarks, each
+    committed only with the pages it covers (S3, S4). dbt spreads these rows to the account's location
+    connections in staging."""
     warehouse = Warehouse(wh_url)
     warehouse.ensure_schema()
+    connection_id = square.merchant_connection_id(merchant)
+    warehouse.register_connection(connection_id, square.MERCHANT_SOURCE, merchant, f"Square merchant {merchant}",
+                                  "https://app.squareup.com/dashboard", True)
+    session = square.session_for(credentials.base_url, credentials.token)
+    return run_connection(warehouse, session, connection_id, square.merchant_streams(), request).as_dict()
+
+
+def extract_location(config: PipelineConfig, location: dict, credentials: Credentials, request: ExtractRequest,
+                     wh_url: str, merchant: bool = True) -> dict:
+    """One location's own streams (orders, payments) on ``square:<location_id>``.
+
+    ``merchant``: then bring its account's merchant streams up to date (``extract_merchant``), for a caller
+    that extracts one location on its own (the webhook micro-batch, a script). The scheduled DAG runs
+    ``extract_merchant`` once per account before its locations and passes False. The location's own streams
+    come first, so a second extract of the same location is refused by the location's lock before it reads
+    anything. A location's historical restart does not restart its account's merchant streams (they are read
+    incrementally here, historically only until their first historical sync completed; the DAG's historical
+    mode restarts them). When another run holds the merchant connection (a second location of the same
+    account extracted at the same time), that run is fetching it: this one leaves it (``merchant_skipped``).
+    """
+    warehouse = Warehouse(wh_url)
+    warehouse.ensure_schema()
+    result = _extract_location_streams(config, warehouse, location, credentials, request)
+    if merchant:
+        _, key = merchant_key(config, location)
+        merchant_request = replace(request, mode="incremental") if request.mode == "historical" else request
+        try:
+            result["merchant"] = extract_merchant(config, key, credentials, merchant_request, wh_url)
+        except ConcurrentRunError as exc:
+            log.info("%s: merchant streams left to the run that holds them: %s", location["location_id"], exc)
+            result["merchant"] = {"connection_id": square.merchant_connection_id(key), "merchant_skipped": str(exc)}
+    return result
+
+
+def _extract_location_streams(config: PipelineConfig, warehouse: Warehouse, location: dict,
+                              credentials: Credentials, request: ExtractRequest) -> dict:
     location_id = location["location_id"]
     connection_id = f"square:{location_id}"
     status = location.get("status", "ACTIVE")
@@ -189,23 +263,32 @@ def extract_location(config: PipelineConfig, location: dict, credentials: Creden
     warehouse.register_connection(connection_id, square.SOURCE, location_id, location["name"],
                                   f"https://app.squareup.com/dashboard/locations/{location_id}", True)
     session = square.session_for(credentials.base_url, credentials.token)
-    streams = square.streams_for(location_id, config.square.historical_start, config.square.lookback_hours)
+    streams = square.location_streams(location_id, config.square.historical_start, config.square.lookback_hours)
     return run_connection(warehouse, session, connection_id, streams, request).as_dict()
 
 
 def _skip_inactive(config: PipelineConfig, warehouse: Warehouse, connection_id: str, location_id: str, status: str,
                    request: ExtractRequest) -> dict | None:
-    """The report of an INACTIVE location this run does not extract, or None to extract it (S3)."""
+    """The report of an INACTIVE location this run does not extract, or None to extract it (S3).
+
+    Its history is complete when the newest landed copy of the location (the merchant's ``locations`` stream,
+    or one landed under the location by an earlier version) has this status, the location finished a
+    historical sync, and a run of the location's own streams succeeded that started after that copy landed
+    (so nothing paid before it closed is missing).
+    """
     landed = {}
     with warehouse.transaction() as conn, conn.cursor() as cur:
-        cur.execute("select payload ->> 'status' from raw.square_locations where connection_id = %s and pk = %s",
-                    (connection_id, location_id))
+        cur.execute("select payload ->> 'status', loaded_at, connection_id = %s from raw.square_locations "
+                    "where pk = %s and (connection_id = %s or connection_id like 'square-merchant:%%') "
+                    "order by loaded_at desc limit 1", (connection_id, location_id, connection_id))
         row = cur.fetchone()
         for stream, table in (("payments", "square_payments"), ("orders", "square_orders")):
             cur.execute(sql.SQL("select count(*) from raw.{} where connection_id = %s").format(sql.Identifier(table)),
                         (connection_id,))
             landed[stream] = cur.fetchone()[0]
-    history_complete = (row is not None and row[0] == status) and warehouse.has_completed_historical(connection_id)
+    last_success = warehouse.last_success_at(connection_id)
+    history_complete = (row is not None and row[0] == status and warehouse.has_completed_historical(connection_id)
+                        and (row[2] or (last_success is not None and last_success >= row[1])))
     reason = square.inactive_location_skip(config.square.inactive_locations, history_complete=history_complete,
                                            mode=request.mode, is_backfill=request.is_backfill)
     if reason is None:

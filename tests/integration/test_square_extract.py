@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from ecomsync.config import ConfigError, load_config
 from ecomsync.extract import ExtractRequest
 from ecomsync.http import AuthError
 from ecomsync.sources import square as square_source
-from ecomsync.tasks import Credentials, extract_location, locations_to_sync
+from ecomsync.tasks import Credentials, extract_location, extract_merchant, locations_to_sync, merchants_of
 from ecomsync.warehouse import Warehouse
 from sandbox import square
 from sandbox.core import serve
@@ -25,6 +26,8 @@ from tests.conftest import sandbox_admin
 
 STREAM_TABLES = {"locations": "square_locations", "catalog": "square_catalog_objects",
                  "customers": "square_customers", "orders": "square_orders", "payments": "square_payments"}
+MERCHANT_TABLES = ("square_locations", "square_customers", "square_catalog_objects")
+MERCHANT = square_source.merchant_connection_id(square.MERCHANT_ID)
 
 
 class SquareSandbox:
@@ -66,18 +69,27 @@ def config(tmp_path):
     return write_config(tmp_path)
 
 
-def sync(config, sandbox: SquareSandbox, warehouse_url: str, mode: str = "incremental") -> dict[str, dict]:
+def sync(config, sandbox: SquareSandbox, warehouse_url: str, mode: str = "incremental",
+         run_id: str | None = None) -> dict[str, dict]:
+    """One cycle as the DAG runs it: plan, each account's merchant streams once, then each location's own."""
+    locations = locations_to_sync(config, sandbox.credentials)
+    run_id = run_id or f"cycle-{uuid.uuid4().hex[:8]}"
+    for _, merchant in merchants_of(config, locations):
+        extract_merchant(config, merchant, sandbox.credentials,
+                         ExtractRequest(mode=mode, run_id=f"{run_id}:merchant:{merchant}"), warehouse_url)
     results = {}
-    for location in locations_to_sync(config, sandbox.credentials):
-        request = ExtractRequest(mode=mode)
+    for location in locations:
+        request = ExtractRequest(mode=mode, run_id=f"{run_id}:{location['location_id']}")
         results[location["location_id"]] = extract_location(config, location, sandbox.credentials, request,
-                                                            warehouse_url)
+                                                            warehouse_url, merchant=False)
     return results
 
 
 def raw(warehouse_url: str, table: str, location_id: str) -> dict[str, dict]:
+    """What a location's connection landed; the merchant-wide tables: what its account's connection landed."""
+    connection_id = MERCHANT if table in MERCHANT_TABLES else f"square:{location_id}"
     with Warehouse(warehouse_url).transaction() as conn, conn.cursor() as cur:
-        cur.execute(f"select pk, payload from raw.{table} where connection_id = %s", (f"square:{location_id}",))
+        cur.execute(f"select pk, payload from raw.{table} where connection_id = %s", (connection_id,))
         return dict(cur.fetchall())
 
 
@@ -88,12 +100,12 @@ def query(warehouse_url: str, statement: str, params: tuple = ()) -> list[tuple]
 
 
 def expected_for(dump: dict, location_id: str) -> dict[str, dict[str, dict]]:
-    """What one location's connection must hold: its location, payments and orders; every customer
-    and catalog object (merchant-wide, deleted catalog objects included)."""
+    """What one location's connection must hold, its payments and orders; and what its account's merchant
+    connection must hold: every location, customer and catalog object (deleted catalog objects included)."""
     return {
-        "square_locations": {r["id"]: r for r in dump["locations"] if r["id"] == location_id},
         "square_payments": {r["id"]: r for r in dump["payments"] if r["location_id"] == location_id},
         "square_orders": {r["id"]: r for r in dump["orders"] if r["location_id"] == location_id},
+        "square_locations": {r["id"]: r for r in dump["locations"]},
         "square_customers": {r["id"]: r for r in dump["customers"]},
         "square_catalog_objects": {r["id"]: r for r in dump["catalog_objects"]},
     }
@@ -106,6 +118,11 @@ def assert_raw_equals_sandbox(warehouse_url: str, sandbox: SquareSandbox, locati
             landed = raw(warehouse_url, table, location_id)
             assert set(landed) == set(records), (table, location_id)
             assert landed == records, (table, location_id)  # every payload exactly as the API has it now
+    # Merchant-wide records are landed once, under the account's connection only (S4, P3).
+    per_location = query(warehouse_url, "select count(*) from raw.square_customers where connection_id <> %s "
+                                        "union all select count(*) from raw.square_catalog_objects "
+                                        "where connection_id <> %s", (MERCHANT, MERCHANT))
+    assert per_location == [(0,), (0,)]
 
 
 def active_location_ids(sandbox: SquareSandbox) -> list[str]:
@@ -176,18 +193,60 @@ def test_three_time_travel_rounds_leave_raw_equal_to_the_sandbox(sandbox, config
                                       "group by 1 having count(*) > 1")
     assert duplicates == []
 
-    # Nothing changed: at most 2 requests per stream per location.
+    # Nothing changed: one request per stream (the look-back windows fit one page).
+    assert_no_change_cycle_requests(config, sandbox, warehouse_url, len(locations))
+
+
+def assert_no_change_cycle_requests(config, sandbox: SquareSandbox, warehouse_url: str, locations: int) -> None:
+    """A cycle with nothing new makes N = 1 + M + 2·L requests: the plan's GET /v2/locations, one per merchant
+    stream (M = 3: locations, catalog, customers — once per account, whatever the number of locations) and one
+    per location stream (payments, orders) of each of the L extracted locations (S4, P3)."""
     sandbox.clear_request_log()
-    run = ExtractRequest(mode="incremental")
-    for location in locations_to_sync(config, sandbox.credentials):
-        extract_location(config, location, sandbox.credentials, run, warehouse_url)
+    sync(config, sandbox, warehouse_url, run_id="no-change")
     per_stream = query(warehouse_url, "select connection_id, stream, requests, records_landed from state.sync_runs "
-                                      "where run_id = %s", (run.run_id,))
-    assert len(per_stream) == len(locations) * len(STREAM_TABLES)
-    assert all(requests_made <= 2 and landed == 0 for _, _, requests_made, landed in per_stream), per_stream
+                                      "where run_id like 'no-change:%%'")
+    assert len(per_stream) == 3 + 2 * locations
+    assert all(requests_made == 1 and landed == 0 for _, _, requests_made, landed in per_stream), per_stream
     by_path = Counter(entry["path"] for entry in sandbox.request_log())
-    assert by_path["/v2/locations"] <= 1 + 2 * len(locations)  # discovery, then the locations stream
-    assert all(by_path[path] <= 2 * len(locations) for path in by_path if path != "/v2/locations"), by_path
+    assert by_path == {"/v2/locations": 2, "/v2/catalog/search": 1, "/v2/customers/search": 1,
+                       "/v2/payments": locations, "/v2/orders/search": locations}, by_path
+    assert sum(by_path.values()) == 1 + 3 + 2 * locations
+
+
+def test_a_no_change_cycle_fetches_merchant_streams_once_whatever_the_number_of_locations(
+        sandbox, config, warehouse_url):  # S4, P3, B2
+    """With 3 active locations N = 1 + 3 + 2·3 = 10 (per location, as before, 1 + 5·3 = 16); one more location
+    adds 2, not 5. The inactive location is skipped once its history is complete (S3)."""
+    sync(config, sandbox, warehouse_url)
+    sandbox.admin("POST", "clock", {"minutes": 30})
+    active = active_location_ids(sandbox)
+    assert len(active) == 3
+    assert_no_change_cycle_requests(config, sandbox, warehouse_url, 3)
+    # The same account with a fourth active location: two requests more, the merchant streams still once.
+    sandbox.admin("POST", "locations", {"name": "Fourth Street"})
+    assert len(active_location_ids(sandbox)) == 4
+    sync(config, sandbox, warehouse_url)
+    sandbox.admin("POST", "clock", {"minutes": 30})
+    assert_no_change_cycle_requests(config, sandbox, warehouse_url, 4)
+
+
+def test_a_historical_sync_fetches_each_customer_and_catalog_object_once(warehouse_url, config):  # S3, P3, B2
+    big = SquareSandbox(customers=450)  # several pages of customers
+    try:
+        sync(config, big, warehouse_url)
+        dump = big.dump()
+        by_path = Counter(entry["path"] for entry in big.request_log())
+        customers, objects = len(dump["customers"]), len(dump["catalog_objects"])
+        assert by_path["/v2/customers/search"] == customers // 100 + 1  # pages of 100, the last one short
+        assert by_path["/v2/catalog/search"] == objects // 1000 + 1
+        fetched = dict(query(warehouse_url, "select stream, sum(records_fetched) from state.sync_runs "
+                                            "where stream in ('customers', 'catalog', 'locations') group by 1"))
+        assert fetched == {"customers": customers, "catalog": objects, "locations": len(dump["locations"])}
+        landed = query(warehouse_url, "select count(*), count(distinct pk) from raw.square_customers")
+        assert landed == [(customers, customers)]
+        assert_raw_equals_sandbox(warehouse_url, big, all_location_ids(big))
+    finally:
+        big.server.shutdown()
 
 
 def test_two_locations_run_side_by_side(sandbox, config, warehouse_url):  # S2
@@ -228,16 +287,13 @@ def test_a_stale_cursor_restarts_the_window_instead_of_failing(warehouse_url, co
 
 
 def test_customers_without_email_are_landed_flagged_and_counted(sandbox, config, warehouse_url):  # S1
-    results = sync(config, sandbox, warehouse_url)
+    sync(config, sandbox, warehouse_url)
     without_email = {c["id"] for c in sandbox.dump()["customers"] if not (c.get("email_address") or "").strip()}
     assert without_email
-    for location_id, result in results.items():
-        flagged = query(warehouse_url, "select pk from raw.square_customers where connection_id = %s "
-                                       "and flag = 'missing_email'", (f"square:{location_id}",))
-        assert {pk for (pk,) in flagged} == without_email
-        assert result["streams"]["customers"]["flagged"] == len(without_email)
-    logged = query(warehouse_url, "select records_flagged from state.sync_runs where stream = 'customers'")
-    assert {n for (n,) in logged} == {len(without_email)}
+    flagged = query(warehouse_url, "select pk from raw.square_customers where flag = 'missing_email'")
+    assert {pk for (pk,) in flagged} == without_email and len(flagged) == len(without_email)
+    logged = query(warehouse_url, "select connection_id, records_flagged from state.sync_runs where stream = 'customers'")
+    assert logged == [(MERCHANT, len(without_email))]
 
 
 def test_historical_restart_on_demand_rereads_everything_without_duplicates(sandbox, config, warehouse_url):  # S5
@@ -252,9 +308,12 @@ def test_historical_restart_on_demand_rereads_everything_without_duplicates(sand
     payments_at_main = [p for p in sandbox.dump()["payments"] if p["location_id"] == main]
     assert result["streams"]["payments"]["fetched"] == len(payments_at_main)
     assert result["streams"]["payments"]["landed"] == 0  # nothing changed, nothing rewritten
-    windows = query(warehouse_url, "select stream, window_start from state.sync_runs where run_id = %s",
-                    (restart.run_id,))
-    assert all(start is None for _, start in windows)
+    windows = query(warehouse_url, "select connection_id, stream, sync_mode, window_start from state.sync_runs "
+                                   "where run_id = %s", (restart.run_id,))
+    assert all(start is None and mode == "historical" for c, _, mode, start in windows if c == f"square:{main}")
+    # a location's restart brings its account's merchant streams up to date, it does not restart them
+    assert {(stream, mode) for c, stream, mode, _ in windows if c == MERCHANT} == {
+        ("locations", "incremental"), ("catalog", "incremental"), ("customers", "incremental")}
     assert query(warehouse_url, "select count(*) from raw.square_payments") == before
 
 
@@ -309,7 +368,8 @@ def test_rate_limited_answers_are_retried_with_backoff(sandbox, config, warehous
     sandbox.clear_request_log()
     result = extract_location(config, location, sandbox.credentials, ExtractRequest(), warehouse_url)
     rate_limited = [r for r in sandbox.request_log() if r["status"] == 429]
-    assert rate_limited and sum(s["retries"] for s in result["streams"].values()) == len(rate_limited)
+    streams = list(result["streams"].values()) + list(result["merchant"]["streams"].values())
+    assert rate_limited and sum(s["retries"] for s in streams) == len(rate_limited)
     assert_raw_equals_sandbox(warehouse_url, sandbox, [main])
 
 
@@ -486,3 +546,140 @@ def test_any_sequence_of_status_changes_refunds_and_retries_lands_unchanged(sand
     results = sync(config, sandbox, warehouse_url)
     assert {results[location_id]["sync_mode"] for location_id in active} == {"incremental"}
     assert_raw_equals_sandbox(warehouse_url, sandbox, active)
+
+
+# -- issue 16 item 3: merchant-wide streams once per account, spread in dbt staging -----------------------------------
+SPREAD_MODELS = {  # staging model -> its key column
+    "stg_square__customers": "customer_id", "stg_square__locations": "location_id",
+    "stg_square__catalog_items": "item_id", "stg_square__catalog_item_variations": "variation_id",
+    "stg_square__catalog_categories": "category_id", "stg_square__catalog_images": "image_id",
+}
+
+
+def build_square_staging(warehouse_url: str, target) -> None:
+    from ecomsync.dbt import run_dbt
+
+    summary = run_dbt(["build", "--select", "path:models/staging/square", "stg_state__connections"], warehouse_url,
+                      target_path=target)
+    assert summary.success, summary.error or [(n.name, n.status, n.message) for n in summary.nodes
+                                               if n.status not in ("success", "pass")]
+
+
+def staging_rows(warehouse_url: str) -> dict[str, set[tuple]]:
+    """Every spread staging model's rows, without the landing metadata (loaded_at)."""
+    rows = {}
+    for model in SPREAD_MODELS:
+        columns = [c for (c,) in query(warehouse_url, "select column_name from information_schema.columns where "
+                                                      "table_schema = 'staging' and table_name = %s order by 1",
+                                       (model,)) if c != "loaded_at"]
+        rows[model] = set(query(warehouse_url, f"select {', '.join(columns)} from staging.{model}"))
+    return rows
+
+
+def make_legacy(warehouse_url: str) -> None:
+    """The warehouse as the per-location extract left it: customers and catalog objects landed under every
+    extracted location's connection, each location's own record under its connection, no merchant connection."""
+    location_connections = "(select connection_id from state.connections where source = 'square')"
+    with Warehouse(warehouse_url).transaction() as conn, conn.cursor() as cur:
+        for table in ("square_customers", "square_catalog_objects"):
+            cur.execute(f"insert into raw.{table} select c.connection_id, r.pk, r.payload, r.source_updated_at, "
+                        f"r.loaded_at, r.run_id, r.sync_mode, r.flag from raw.{table} as r "
+                        f"cross join {location_connections} as c where r.connection_id = %s", (MERCHANT,))
+        cur.execute("insert into raw.square_locations select 'square:' || pk, pk, payload, source_updated_at, "
+                    "loaded_at, run_id, sync_mode, flag from raw.square_locations "
+                    f"where connection_id = %s and 'square:' || pk in {location_connections}", (MERCHANT,))
+        for table in MERCHANT_TABLES:
+            cur.execute(f"delete from raw.{table} where connection_id = %s", (MERCHANT,))
+        for table in ("watermarks", "sync_runs", "connections"):
+            cur.execute(f"delete from state.{table} where connection_id = %s", (MERCHANT,))
+
+
+def test_staging_spreads_merchant_rows_as_the_per_location_landing_did_and_upgrades_without_resync(
+        sandbox, config, warehouse_url, tmp_path):  # P3, S4, S7
+    sync(config, sandbox, warehouse_url)
+    build_square_staging(warehouse_url, tmp_path / "target")
+    spread = staging_rows(warehouse_url)
+    dump = sandbox.dump()
+    locations = [f"square:{loc['id']}" for loc in dump["locations"]]
+    assert {(c, r["id"]) for c in locations for r in dump["customers"]} == {
+        (row[0], row[1]) for row in query(warehouse_url, "select connection_id, customer_id "
+                                                         "from staging.stg_square__customers")}
+    assert query(warehouse_url, "select connection_id, location_id from staging.stg_square__locations "
+                                "order by 1") == sorted((f"square:{loc['id']}", loc["id"]) for loc in dump["locations"])
+    assert query(warehouse_url, "select count(*) from staging.stg_state__connections "
+                                "where connection_id like 'square-merchant:%%'") == [(0,)]
+
+    # A warehouse the per-location extract filled gives the same staging rows: every model downstream the same.
+    make_legacy(warehouse_url)
+    assert staging_rows(warehouse_url) == spread
+
+    # Upgrading it: the next cycle lands the merchant streams once under the account (its first, historical
+    # sync); the rows landed per location stay, the newer copy wins, every key once.
+    sandbox.admin("POST", "clock", {"minutes": 30})
+    edited = sandbox.admin("POST", f"customers/{dump['customers'][0]['id']}", {"family_name": "Łódź"})["customer"]
+    results = sync(config, sandbox, warehouse_url)
+    assert {r["sync_mode"] for r in results.values() if r["sync_mode"] != "skipped"} == {"incremental"}
+    assert query(warehouse_url, "select distinct sync_mode from state.sync_runs where connection_id = %s",
+                 (MERCHANT,)) == [("historical",)]
+    build_square_staging(warehouse_url, tmp_path / "target")  # the grain tests pass on the mixed warehouse
+    names = query(warehouse_url, "select connection_id, last_name from staging.stg_square__customers "
+                                 "where customer_id = %s", (edited["id"],))
+    assert sorted(names) == sorted((c, "Łódź") for c in locations)
+    after = staging_rows(warehouse_url)
+    assert {model: len(rows) for model, rows in after.items()} == {model: len(rows) for model, rows in spread.items()}
+
+
+# -- type-safe reading of what Square sends (issue 15's accessors, extract.describe_record) ---------------------------
+ODD_VALUES = st.one_of(st.none(), st.integers(), st.floats(allow_nan=False), st.booleans(), st.text(max_size=12),
+                       st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.integers(),
+                                                                              max_size=2))
+NOW = square_source.parse_iso("2026-01-01T00:00:00Z")
+
+
+@settings(max_examples=300, deadline=None)
+@given(record=st.fixed_dictionaries({}, optional={
+    "id": ODD_VALUES, "updated_at": st.one_of(ODD_VALUES, st.just("2025-06-01T10:00:00Z")),
+    "email_address": ODD_VALUES, "name": ODD_VALUES, "status": ODD_VALUES, "merchant_id": ODD_VALUES}))
+def test_any_square_record_is_landed_with_a_text_key_or_rejected_with_its_reason(record):  # S6, P2, S7
+    """Every Square stream reads a record's id, time and email type-safely: a number for the id, a missing id, a
+    time that is not RFC 3339 (or not text) is a rejection naming why; never an exception, never a key made up."""
+    from ecomsync.extract import describe_record
+    from ecomsync.warehouse import RejectedRecord
+
+    for stream in square_source.streams_for("L1", NOW, 72):
+        described = describe_record(stream, record, NOW)
+        if isinstance(described, RejectedRecord):
+            assert described.reason.split(":")[0] in ("invalid_primary_key", "invalid_replication_key")
+            continue
+        assert isinstance(record.get("id"), str) and described.pk == record["id"]
+        if stream.incremental and record.get("updated_at") is not None:
+            assert described.source_updated_at == square_source.parse_iso(record["updated_at"])
+
+
+def test_odd_locations_and_customers_are_rejected_with_their_reason_and_the_rest_goes_on(
+        sandbox, config, warehouse_url):  # S6, P2, S2
+    store = sandbox.app.store
+    main = store.locations[0]
+    customer = sandbox.dump()["customers"][0]
+    with store.lock:
+        store.locations.append({**main, "id": 12345, "name": "Numbered"})  # a number for a string
+        store.locations.append({**main, "id": "LODDVALUES001", "name": 42, "status": 7})  # odd name and status
+        store.customers.explicit["987"] = {**customer, "id": 987, "created_at": "2001-01-01T00:00:01Z"}
+        store.customers.explicit["CGARBAGEDATE"] = {**customer, "id": "CGARBAGEDATE", "updated_at": "yesterday",
+                                                    "created_at": "2001-01-01T00:00:02Z"}
+    planned = {loc["location_id"]: loc for loc in locations_to_sync(config, sandbox.credentials)}
+    assert 12345 not in planned and "12345" not in planned
+    assert planned["LODDVALUES001"] == {"location_id": "LODDVALUES001", "name": "LODDVALUES001", "status": "ACTIVE",
+                                        "merchant_id": square.MERCHANT_ID}
+    results = sync(config, sandbox, warehouse_url)  # raises on any failed stream
+    assert results["LODDVALUES001"]["sync_mode"] == "historical"
+    rejected = query(warehouse_url, "select connection_id, raw_table, pk, reason from state.rejected_records "
+                                    "order by raw_table, reason")
+    assert rejected == [
+        (MERCHANT, "square_customers", None, "invalid_primary_key: empty or not text"),
+        (MERCHANT, "square_customers", "CGARBAGEDATE", "invalid_replication_key: ValueError"),
+        (MERCHANT, "square_locations", None, "invalid_primary_key: empty or not text"),
+    ]
+    landed = raw(warehouse_url, "square_customers", main["id"])
+    assert customer["id"] in landed and "CGARBAGEDATE" not in landed and len(landed) == len(sandbox.dump()["customers"]) - 2
+    assert "LODDVALUES001" in raw(warehouse_url, "square_locations", main["id"])

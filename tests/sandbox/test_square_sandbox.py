@@ -623,3 +623,23 @@ def test_an_authorization_not_completed_in_time_is_cancelled_by_its_delay_action
     order = next(o for o in sandbox.dump()["orders"] if o["id"] == approved["order_id"])
     assert order["state"] == "CANCELED" and "closed_at" in order
     assert payments[pending["id"]]["status"] == "PENDING"  # a bank transfer has no delay action
+
+
+def test_the_request_log_counts_every_api_request_by_path_and_leaves_admin_calls_out(sandbox):  # S4, P3
+    """What the extract tests count requests with (issue 16: merchant streams once per run): every API request,
+    answered or refused, is one entry with its method, path, query and body; ``/__admin`` calls are not."""
+    from collections import Counter
+
+    requests.delete(f"{sandbox.url}/__admin/requests", timeout=5)
+    main = sandbox.dump()["locations"][0]["id"]
+    sandbox.get("/v2/locations")
+    sandbox.post("/v2/customers/search", {"limit": 100})
+    sandbox.post("/v2/customers/search", {"limit": 0})  # refused: still a request made
+    sandbox.get("/v2/payments", location_id=main, begin_time=EVER)
+    sandbox.get("/v2/locations", headers={})  # 401 without a token
+    log = requests.get(f"{sandbox.url}/__admin/requests", timeout=5).json()["requests"]
+    assert Counter((entry["method"], entry["path"]) for entry in log) == {
+        ("GET", "/v2/locations"): 2, ("POST", "/v2/customers/search"): 2, ("GET", "/v2/payments"): 1}
+    assert [entry["status"] for entry in log] == [200, 200, 400, 200, 401]
+    assert log[1]["body"] == {"limit": 100} and f"location_id={main}" in log[3]["query"]
+    assert [entry["seq"] for entry in log] == sorted(entry["seq"] for entry in log)

@@ -1,4 +1,10 @@
-"""Square streams (one location = one CRM connection, S2).
+"""Square streams (one location = one CRM connection, S2), each declared with its scope.
+
+``merchant_streams`` (``scope="merchant"``: locations, catalog, customers) are account-wide in the API
+(``ListLocations``, ``SearchCatalogObjects``, ``SearchCustomers`` take no location): they are fetched once per
+run per account on the merchant connection ``square-merchant:<merchant_id>``, and dbt staging spreads them to
+the location connections (macro ``square_location_rows``). ``location_streams`` (``scope="location"``: orders,
+payments) are fetched per location on ``square:<location_id>``.
 
 Two defaults of ``GET /v2/payments`` would silently lose data: ``begin_time``
 is one year ago and ``location_id`` is the main location only. Every payments
@@ -20,7 +26,7 @@ from __future__ import annotations
 from datetime import datetime
 from functools import partial
 
-from ecomsync.http import ApiSession, Pacer
+from ecomsync.http import ApiError, ApiSession, Pacer
 from ecomsync.streams import CursorPaginator, Request, Stream, Window, iso_z, parse_iso
 
 SOURCE = "square"
@@ -59,13 +65,22 @@ def session_for(base_url: str, token: str, *, verify: bool = True) -> ApiSession
                       pacer=Pacer(), verify=verify)
 
 
-def list_locations(session: ApiSession) -> list[dict]:
+def list_locations(session: ApiSession) -> list:
+    """``GET /v2/locations`` (api.json ``ListLocationsResponse.locations``; absent when the account has none).
+    The items are returned as sent, to be read with ``extract.describe_record``; an answer that is not
+    ``{locations: [...]}`` is an ``ApiError``."""
     _, body, _ = session.request_json("GET", "/v2/locations")
-    return (body or {}).get("locations", [])
+    locations = (body.get("locations") if isinstance(body, dict) else body) or []
+    if not isinstance(locations, list):
+        raise ApiError(f"GET /v2/locations: expected {{locations: [...]}}, got {type(locations).__name__}")
+    return locations
 
 
-def _id(record: dict) -> str:
-    return str(record["id"])
+def _id(record: dict):
+    """The record's ``id`` as sent: ``extract.describe_record`` rejects it unless it is non-empty text
+    (api.json: every Square object id is a string), so a number or a missing id is a rejection with its
+    reason, never a key made up by ``str()``."""
+    return record["id"]
 
 
 def _updated_at(record: dict) -> datetime | None:
@@ -115,28 +130,60 @@ def _catalog_request(window: Window) -> Request:
     return Request(body=body)
 
 
-def streams_for(location_id: str, historical_start: datetime, lookback_hours: int) -> tuple[Stream, ...]:
-    """The streams of one location's connection. The location itself comes last: its record (with its
-    ``status``) lands only once every other stream of the run has landed, so an INACTIVE status in raw
-    means the run that saw it closed missed nothing (``inactive_location_skip``)."""
-    late_lookback = lookback_hours * 60
+MERCHANT = "merchant"
+LOCATION = "location"
+MERCHANT_SOURCE = "square_merchant"  # state.connections.source of a merchant connection (not a CRM connection)
+
+
+def merchant_connection_id(merchant_key: str) -> str:
+    """The connection of a Square account's merchant-wide streams: ``square-merchant:<merchant_id>``
+    (api.json ``Location.merchant_id``). Never a CRM connection: dbt spreads its rows to the account's
+    location connections (``square:<location_id>``) in staging."""
+    return f"square-merchant:{merchant_key}"
+
+
+def _customer_flag(customer: dict) -> str | None:
+    email = customer.get("email_address")
+    if email is None:
+        return "missing_email"
+    return None if email.strip() else "missing_email"  # not text: describe_record flags it unreadable_field
+
+
+def merchant_streams() -> tuple[Stream, ...]:
+    """The account-wide streams, fetched once per run per Square account (one connection per merchant,
+    ``merchant_connection_id``): ``SearchCatalogObjects``, ``SearchCustomers`` and ``ListLocations`` take no
+    location and answer for the whole merchant (api.json; api-specs/README "Locations")."""
     return (
+        # Every location of the account, each landed once; a location's INACTIVE status is weighed against its
+        # own connection's last complete run (``tasks.inactive_history_complete``).
+        Stream(name="locations", table="square_locations", path="/v2/locations",
+               paginator=CursorPaginator("locations"), primary_key=_id, build_request=lambda window: Request(),
+               scope=MERCHANT),
         Stream(name="catalog", table="square_catalog_objects", path="/v2/catalog/search", method="POST",
                paginator=CursorPaginator("objects"), primary_key=_id, build_request=_catalog_request,
-               replication_key=_updated_at, lookback_minutes=10),
+               replication_key=_updated_at, lookback_minutes=10, scope=MERCHANT),
         Stream(name="customers", table="square_customers", path="/v2/customers/search", method="POST",
                paginator=CursorPaginator("customers"), primary_key=_id, build_request=_customers_request,
-               replication_key=_updated_at, lookback_minutes=10,
-               flag=lambda c: None if (c.get("email_address") or "").strip() else "missing_email"),
+               replication_key=_updated_at, lookback_minutes=10, flag=_customer_flag, scope=MERCHANT),
+    )
+
+
+def location_streams(location_id: str, historical_start: datetime, lookback_hours: int) -> tuple[Stream, ...]:
+    """The streams of one location's connection (``square:<location_id>``, S2): its orders and payments."""
+    late_lookback = lookback_hours * 60
+    return (
         Stream(name="orders", table="square_orders", path="/v2/orders/search", method="POST",
                paginator=CursorPaginator("orders"), primary_key=_id,
                build_request=partial(_orders_request, location_id), replication_key=_updated_at,
-               sorted_by_replication_key=True, lookback_minutes=late_lookback),
+               sorted_by_replication_key=True, lookback_minutes=late_lookback, scope=LOCATION),
         Stream(name="payments", table="square_payments", path="/v2/payments",
                paginator=CursorPaginator("payments"), primary_key=_id,
                build_request=partial(_payments_request, location_id, historical_start),
-               replication_key=_updated_at, sorted_by_replication_key=True, lookback_minutes=late_lookback),
-        Stream(name="locations", table="square_locations", path="/v2/locations",
-               paginator=CursorPaginator("locations"), primary_key=_id, build_request=lambda window: Request(),
-               transform=lambda records: [r for r in records if r.get("id") == location_id]),
+               replication_key=_updated_at, sorted_by_replication_key=True, lookback_minutes=late_lookback,
+               scope=LOCATION),
     )
+
+
+def streams_for(location_id: str, historical_start: datetime, lookback_hours: int) -> tuple[Stream, ...]:
+    """Every stream that holds data of one location: its account's merchant streams, then its own."""
+    return merchant_streams() + location_streams(location_id, historical_start, lookback_hours)

@@ -2,7 +2,7 @@ with
 
 source as (
 
-    select * from {{ source('square', 'catalog_objects') }}
+    select * from ({{ square_location_rows('catalog_objects') }}) as landed
     where payload ->> 'type' = 'CATEGORY'
 
 ),

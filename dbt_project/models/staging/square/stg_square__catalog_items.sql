@@ -1,9 +1,10 @@
-{#- The catalog is merchant-wide: the same object may be landed under several location connections. -#}
+{#- The catalog is merchant-wide: landed once per account, one row per location connection here
+    (macro square_location_rows). -#}
 with
 
 source as (
 
-    select * from {{ source('square', 'catalog_objects') }}
+    select * from ({{ square_location_rows('catalog_objects') }}) as landed
     where payload ->> 'type' = 'ITEM'
 
 ),

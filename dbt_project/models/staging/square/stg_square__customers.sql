@@ -2,7 +2,7 @@ with
 
 source as (
 
-    select * from {{ source('square', 'customers') }}
+    select * from ({{ square_location_rows('customers') }}) as landed
 
 ),
 

@@ -2,7 +2,7 @@ with
 
 source as (
 
-    select * from {{ source('square', 'locations') }}
+    select * from ({{ square_location_rows('locations', to_every_location=false) }}) as landed
 
 ),
 

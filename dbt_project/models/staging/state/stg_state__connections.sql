@@ -19,6 +19,9 @@ renamed as (
         last_success_at
 
     from source
+    -- a Square account's merchant connection (customers, catalog, locations landed once per account) is no
+    -- CRM connection: macro square_location_rows spreads its rows to the location connections
+    where source is distinct from 'square_merchant'
 
 )
 
