@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,9 @@ from typing import Any
 import psycopg2
 from psycopg2 import sql
 
-from ecomsync.dbt import PROJECT_DIR
+from ecomsync.dbt import PROJECT_DIR, target_dir
+
+log = logging.getLogger(__name__)
 
 # Columns of the state sources that change on every run without changing what the models build from them;
 # tests/integration/test_dbt_task.py proves no model past staging reads them.
@@ -105,7 +108,7 @@ def inputs_fingerprint(cur, dbt_vars: dict | None) -> str:
 
 def relations_fingerprint(cur, target_path: str | os.PathLike[str] | None) -> str | None:
     """The oids of the relations of every model in the last invocation's ``manifest.json`` (None without one)."""
-    manifest = Path(target_path or PROJECT_DIR / "target") / "manifest.json"
+    manifest = target_dir(target_path) / "manifest.json"
     try:
         nodes = json.loads(manifest.read_text()).get("nodes", {})
     except (OSError, ValueError):
@@ -165,6 +168,8 @@ def record_build(wh_url: str, plan: BuildPlan, target_path: str | os.PathLike[st
         with conn, conn.cursor() as cur:
             relations = relations_fingerprint(cur, target_path)
             if relations is None:
+                log.warning("no manifest.json in %s: this build is not recorded, the next one builds everything",
+                            target_dir(target_path))
                 return
             cur.execute("insert into state.dbt_builds (started_at, kind, inputs, relations) values (%s, %s, %s, %s)",
                         (plan.started_at, plan.kind, plan.inputs, relations))

@@ -267,11 +267,10 @@ def transform(config: PipelineConfig, wh_url: str, full_refresh: bool = False, r
 def previous_invocation_failed(target_path: str | os.PathLike | None = None) -> bool:
     """Whether ``run_results.json`` of the last dbt invocation lists a failed or skipped node."""
     import json
-    from pathlib import Path
 
-    from ecomsync.dbt import PROJECT_DIR
+    from ecomsync.dbt import target_dir
 
-    results = Path(target_path or PROJECT_DIR / "target") / "run_results.json"
+    results = target_dir(target_path) / "run_results.json"
     try:
         nodes = json.loads(results.read_text()).get("results", [])
     except (OSError, ValueError):

@@ -188,3 +188,15 @@ def test_the_clock_models_and_the_ticking_columns_lists_are_complete(tmp_path): 
                     if node["resource_type"] == "model" and not node["name"].startswith("stg_state__")
                     and ticking.search(node["raw_code"])]
     assert past_staging == []
+
+
+def test_the_artifacts_are_read_where_dbt_writes_them(tmp_path, monkeypatch):  # P3, P6
+    # The bench (and any deployment) may point dbt at DBT_TARGET_PATH: a retry and the build record must read
+    # run_results.json / manifest.json there, not in dbt_project/target.
+    from ecomsync.dbt import PROJECT_DIR, target_dir
+
+    assert target_dir() == PROJECT_DIR / "target" or "DBT_TARGET_PATH" in __import__("os").environ
+    monkeypatch.setenv("DBT_TARGET_PATH", str(tmp_path))
+    assert target_dir() == tmp_path and target_dir(tmp_path / "x") == tmp_path / "x"
+    (tmp_path / "run_results.json").write_text('{"results": [{"status": "error"}]}')
+    assert tasks.previous_invocation_failed()
