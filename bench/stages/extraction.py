@@ -80,6 +80,16 @@ def run(ctx: BenchContext, result: StageResult) -> None:
     result.check("unthrottled extraction", round(records_per_s, 1) if records_per_s else None,
                  "no target (sandbox-bound)", None, "records/s")
 
+    # issue 16: BigCommerce requests of a historical sync ÷ (orders ÷ 250), every stream, and the orders stream's own
+    order_pages = bigcommerce_orders / 250
+    if order_pages:
+        per_page = bigcommerce_requests / order_pages
+        orders_stream = per_stream.get("bigcommerce.orders", {}).get("requests", 0) / order_pages
+        result.metrics["bigcommerce_requests"] = bigcommerce_requests
+        result.metrics["bigcommerce_orders"] = bigcommerce_orders
+        result.check("BigCommerce requests ÷ (orders ÷ 250), historical", round(per_page, 3), "<= 1.2",
+                     per_page <= 1.2)
+        result.check("… orders stream alone", round(orders_stream, 3), "1.0 = one request per 250 orders", None)
     requests_per_order = bigcommerce_requests / bigcommerce_orders if bigcommerce_orders else 1.0
     _quota_sample(ctx, result, requests_per_order)
     _square_no_change_cycle(ctx, result)

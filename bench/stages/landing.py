@@ -97,4 +97,4 @@ def run(ctx: BenchContext, result: StageResult) -> None:
                            "page_size": PAGE})
     result.check("Warehouse.land", round(land_rate, 1), "", None, "rows/s")
     result.check("plain COPY (ceiling)", round(copy_rate, 1), "", None, "rows/s")
-    result.check("land ÷ plain COPY", round(land_rate / copy_rate, 3), ">= 0.5", land_rate / copy_rate >= 0.5)
+    result.check("land ÷ plain COPY", round(land_rate / copy_rate, 3), ">= 0.8", land_rate / copy_rate >= 0.8)

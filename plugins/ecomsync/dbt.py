@@ -109,6 +109,16 @@ def _environment(values: Mapping[str, str]) -> Iterator[None]:
                 os.environ[key] = value
 
 
+def target_dir(target_path: str | os.PathLike[str] | None = None) -> Path:
+    """Where dbt writes its artifacts (``manifest.json``, ``run_results.json``): ``target_path``, else
+    ``$DBT_TARGET_PATH`` (dbt reads it too), else ``dbt_project/target``."""
+    if target_path is not None:
+        return Path(target_path)
+    if os.environ.get("DBT_TARGET_PATH"):
+        return Path(os.environ["DBT_TARGET_PATH"])
+    return PROJECT_DIR / "target"
+
+
 def run_dbt(
     args: list[str],
     warehouse_url: str,

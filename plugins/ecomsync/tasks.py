@@ -304,33 +304,56 @@ def transform(config: PipelineConfig, wh_url: str, full_refresh: bool = False, r
     """``dbt build``: staging → crm marts → segments, every model tested (P3); ``select``: only those nodes
     (the webhook micro-batch builds one source's models). One build at a time per warehouse (``dbt_build_lock``).
 
+    A scheduled build (no ``select``, not a retry) whose inputs did not change since the last complete build
+    (``ecomsync.build_inputs``: nothing landed in raw, no state change, same project and vars, the models'
+    relations as that build left them) rebuilds only the models that read the clock and their children
+    (``abandoned_carts+``, ``segment_members+``). Builds other than ``--full-refresh`` leave out dbt's unit tests
+    (they test the SQL, not the data, and the SQL is the same as in CI and at the last full refresh).
+
     ``retry`` (the task's second or later try): ``dbt retry`` reruns only the nodes that failed or were
     skipped in the previous invocation (from ``target/run_results.json``), not the whole project. A
     failure raises ``DbtRunError`` whose message names every failed model and test; they are also
     logged one per line. When the previous invocation recorded no failed node (it died before writing
     its results), a retry builds everything again: ``dbt retry`` would otherwise succeed doing nothing.
+
+    Returns ``{"success", "command", "nodes": {resource type: count}, "rows_modelled", "build": kind,
+    "reason"}``; ``build`` is ``full_refresh``, ``build``, ``time_dependent`` or ``unrecorded`` (selected/retry).
     """
+    from ecomsync.build_inputs import forget_builds, plan_build, record_build
+    from ecomsync.dbt import DbtRunError
+
     dbt_vars = {**config.dbt_vars, "square_customer_tag": config.crm.square_tag,
                 "bigcommerce_customer_tag": config.crm.bigcommerce_tag}
     retry = retry and previous_invocation_failed(dbt_options.get("target_path"))
-    args = ["retry"] if retry else (["build"] + (["--full-refresh"] if full_refresh else [])
-                                    + (["--select", *select] if select else []))
+    target_path = dbt_options.get("target_path")
     with dbt_build_lock(wh_url):  # the schedule's transform and the webhook micro-batch build the same models
-        result = run_dbt_task(args, wh_url, dbt_vars, **dbt_options)
+        plan = plan_build(wh_url, dbt_vars, full_refresh=full_refresh, select=select, retry=retry,
+                          target_path=target_path)
+        selection = plan.select
+        args = ["retry"] if retry else (["build"] + (["--full-refresh"] if full_refresh else
+                                                     ["--exclude-resource-type", "unit_test"])
+                                        + (["--select", *selection] if selection else []))
+        log.info("dbt %s (%s)", " ".join(args), plan.reason)
+        try:
+            result = run_dbt_task(args, wh_url, dbt_vars, **dbt_options)
+        except DbtRunError:
+            forget_builds(wh_url)  # whatever it left, the next scheduled build is complete
+            raise
+        record_build(wh_url, plan, target_path)
     by_type: dict[str, int] = {}
     for node in result.nodes:
         by_type[node.resource_type] = by_type.get(node.resource_type, 0) + 1
-    return {"success": result.success, "command": args[0], "nodes": by_type, "rows_modelled": result.rows_modelled}
+    return {"success": result.success, "command": args[0], "nodes": by_type, "rows_modelled": result.rows_modelled,
+            "build": plan.kind, "reason": plan.reason}
 
 
 def previous_invocation_failed(target_path: str | os.PathLike | None = None) -> bool:
     """Whether ``run_results.json`` of the last dbt invocation lists a failed or skipped node."""
     import json
-    from pathlib import Path
 
-    from ecomsync.dbt import PROJECT_DIR
+    from ecomsync.dbt import target_dir
 
-    results = Path(target_path or PROJECT_DIR / "target") / "run_results.json"
+    results = target_dir(target_path) / "run_results.json"
     try:
         nodes = json.loads(results.read_text()).get("results", [])
     except (OSError, ValueError):

@@ -3,7 +3,9 @@
 Landing copies a batch into a temporary table with ``COPY`` and upserts it with
 ``INSERT … ON CONFLICT``: an identical payload changes nothing, so re-landing a
 window is a no-op, and an older copy (``source_updated_at``) never replaces a newer
-landed one. The caller commits the batch and the watermark it covers in one
+landed one. A page of records none of which is landed yet (a historical run, an
+empty table) is copied straight into the raw table instead: one pass through Postgres,
+nothing to replace. The caller commits the batch and the watermark it covers in one
 transaction (``Warehouse.transaction``).
 
 A record Postgres cannot hold (``jsonb`` refuses ``\\u0000``, lone surrogates, …) never costs
@@ -315,6 +317,13 @@ class Warehouse:
                 continue
             rows.append((record, text))
         with conn.cursor() as cur:
+            if self._copy_new_rows(cur, table, connection_id, rows, run_id, sync_mode):
+                result.landed_keys = [record.pk for record, _ in rows]
+                result.changed = len(rows)
+                cur.execute("delete from state.rejected_records where connection_id = %s and raw_table = %s "
+                            "and record_key = any(%s)", (connection_id, table, result.landed_keys))
+                self.record_rejections(conn, table, connection_id, result.rejected, run_id)
+                return result
             cur.execute("create temporary table if not exists landing_batch "
                         "(pk text, payload jsonb, source_updated_at timestamptz, flag text, ordinal int) "
                         "on commit delete rows")
@@ -347,6 +356,42 @@ class Warehouse:
                         "and record_key in (select pk from landing_batch)", (connection_id, table))
         self.record_rejections(conn, table, connection_id, result.rejected, run_id)
         return result
+
+    @staticmethod
+    def _copy_new_rows(cur, table: str, connection_id: str, rows: list[tuple[RawRecord, str]], run_id: str,
+                       sync_mode: str) -> bool:
+        """The fast path of a page of new records (a historical run, an empty table): ``COPY`` straight into
+        ``raw.<table>``, one pass through Postgres instead of two (temporary table, then upsert).
+
+        Taken only when no key repeats within the page and none of the page's keys is landed yet for the
+        connection (an index look-up), so nothing is replaced and the newer-wins rule has nothing to decide.
+        Under a savepoint: if Postgres refuses the page (a value ``jsonb`` cannot hold, or a row another
+        session landed meanwhile — unique violation), it is rolled back and the page takes the general path,
+        which rejects record by record. Returns whether the page landed here."""
+        keys = [record.pk for record, _ in rows]
+        if not rows or len(set(keys)) != len(keys):
+            return False
+        cur.execute(sql.SQL("select exists (select from raw.{table} where connection_id = %s and pk = any(%s))")
+                    .format(table=sql.Identifier(table)), (connection_id, keys))
+        if cur.fetchone()[0]:
+            return False
+        prefix = f"{_copy_text(connection_id)}\t"
+        suffix = f"\t{_copy_text(run_id)}\t{_copy_text(sync_mode)}\t"
+        lines = "".join(
+            f"{prefix}{_copy_text(record.pk)}\t{_copy_text(text)}\t"
+            f"{record.source_updated_at.isoformat() if record.source_updated_at else NULL_FIELD}"
+            f"{suffix}{_copy_text(record.flag)}\n" for record, text in rows)
+        cur.execute("savepoint landing_direct")
+        try:
+            # loaded_at: its column default now(), the transaction's time, as on the general path
+            cur.copy_expert(sql.SQL("copy raw.{table} (connection_id, pk, payload, source_updated_at, run_id, "
+                                    "sync_mode, flag) from stdin").format(table=sql.Identifier(table))
+                            .as_string(cur), io.StringIO(lines))
+        except (psycopg2.DataError, psycopg2.IntegrityError):
+            cur.execute("rollback to savepoint landing_direct")
+            return False
+        cur.execute("release savepoint landing_direct")
+        return True
 
     @staticmethod
     def _copy_batch(cur, rows: list[tuple[RawRecord, str]]) -> list[RejectedRecord]:

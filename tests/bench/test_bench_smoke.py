@@ -98,3 +98,18 @@ def test_a_cycle_without_changes_writes_nothing(bench_run):  # P2 P4
     assert metrics["no_changes"]["records_landed"] == 0 and metrics["no_changes"]["crm_writes"] == 0
     assert metrics["changes"]["orders_changed"] + metrics["changes"]["payments_refunded"] > 0
     assert metrics["one_percent"]["records_landed"] > 0
+
+
+def test_a_cycle_without_changes_builds_only_the_clock_models(bench_run):  # P3, issue 16
+    metrics = bench_run["stages"]["end_to_end"]["metrics"]
+    assert metrics["no_changes"]["transform_build"] == "time_dependent"
+    assert metrics["one_percent"]["transform_build"] == "build"
+    assert metrics["full_refresh_transform_s"] > 0
+    assert "no-change cycle ÷ dbt full refresh" in checks(bench_run, "end_to_end")
+
+
+def test_bigcommerce_requests_are_reported_per_page_of_orders(bench_run):  # issue 16
+    metrics = bench_run["stages"]["extraction"]["metrics"]
+    assert metrics["bigcommerce_orders"] == bench_run["scale"]["orders_total"]
+    assert metrics["bigcommerce_requests"] >= metrics["per_stream"]["bigcommerce.orders"]["requests"] > 0
+    assert "BigCommerce requests ÷ (orders ÷ 250), historical" in checks(bench_run, "extraction")

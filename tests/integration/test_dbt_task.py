@@ -61,3 +61,142 @@ def test_no_leaked_semaphore_errors_when_the_task_process_ends(warehouse_url, tm
                                                     "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "leaked semaphore" not in done.stderr, done.stderr[-2000:]
+
+
+# -- a scheduled build that nothing feeds (issue 16: a cycle costs what changed) ------------------------------
+
+def _fixture_warehouse(url: str) -> None:
+    from datetime import UTC, datetime
+
+    sys.path.insert(0, str(ROOT / "tests" / "integration" / "dbt"))
+    from raw_warehouse_fixture import create_warehouse_tables, land_hand_checked_fixture
+
+    create_warehouse_tables(url)
+    land_hand_checked_fixture(url, datetime.now(UTC))
+
+
+def _models(result_nodes) -> set[str]:
+    return {node.name for node in result_nodes if node.resource_type == "model"}
+
+
+def test_a_scheduled_build_with_nothing_landed_rebuilds_only_the_clock_models(warehouse_url, tmp_path):  # P3, issue 16
+    import dataclasses
+    import json
+
+    from ecomsync.build_inputs import TIME_DEPENDENT_MODELS
+    from ecomsync.config import load_config
+
+    config = load_config()
+    _fixture_warehouse(warehouse_url)
+    first = tasks.transform(config, warehouse_url, target_path=tmp_path)
+    assert first["build"] == "build" and first["nodes"]["model"] > 20 and "unit_test" not in first["nodes"]
+
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    clock_models, todo = set(), [f"model.ecomsync.{name}" for name in TIME_DEPENDENT_MODELS]
+    while todo:  # the models downstream of the clock models, from dbt's own graph
+        unique_id = todo.pop()
+        if unique_id.startswith("model.") and unique_id.split(".")[-1] not in clock_models:
+            clock_models.add(unique_id.split(".")[-1])
+            todo += manifest["child_map"][unique_id]
+    assert {"abandoned_carts", "segment_members"} <= clock_models
+    with psycopg2.connect(warehouse_url) as conn, conn.cursor() as cur:  # a tick no model past staging reads
+        cur.execute("update state.connections set last_success_at = now()")
+    second = tasks.transform(config, warehouse_url, target_path=tmp_path)
+    assert second["build"] == "time_dependent", second["reason"]
+    assert second["nodes"]["model"] == len(clock_models) and "unit_test" not in second["nodes"]
+
+    with psycopg2.connect(warehouse_url) as conn, conn.cursor() as cur:  # one order changes in raw
+        cur.execute("update raw.bigcommerce_orders set payload = payload || '{\"status_id\": 5}', loaded_at = now() "
+                    "where pk = (select min(pk) from raw.bigcommerce_orders)")
+    assert tasks.transform(config, warehouse_url, target_path=tmp_path)["build"] == "build"
+
+    with psycopg2.connect(warehouse_url) as conn, conn.cursor() as cur:  # someone dropped a mart
+        cur.execute("drop table crm.contacts cascade")
+    rebuilt = tasks.transform(config, warehouse_url, target_path=tmp_path)
+    assert rebuilt["build"] == "build"
+    with psycopg2.connect(warehouse_url) as conn, conn.cursor() as cur:
+        cur.execute("select to_regclass('crm.contacts') is not null")
+        assert cur.fetchone()[0]
+
+    changed_vars = dataclasses.replace(config, dbt_vars={**config.dbt_vars, "abandoned_cart_after_minutes": 61})
+    assert tasks.transform(changed_vars, warehouse_url, target_path=tmp_path)["build"] == "build"
+    full = tasks.transform(changed_vars, warehouse_url, full_refresh=True, target_path=tmp_path)
+    assert full["build"] == "full_refresh" and full["nodes"].get("unit_test", 0) > 0
+    assert tasks.transform(changed_vars, warehouse_url, target_path=tmp_path)["build"] == "time_dependent"
+
+
+@pytest.mark.parametrize("write", ["insert", "update", "delete", "no-op upsert", "tick"])
+def test_every_kind_of_write_to_what_dbt_reads_moves_the_inputs_fingerprint(warehouse_url, write):  # P3, issue 16
+    from ecomsync.build_inputs import inputs_fingerprint
+    from ecomsync.warehouse import RAW_TABLES, RawRecord, Warehouse
+
+    warehouse = Warehouse(warehouse_url)
+    warehouse.ensure_schema()
+    with warehouse.transaction() as conn:
+        for table in RAW_TABLES:
+            warehouse.land(conn, table, "c1", [RawRecord("1", {"id": 1}, None), RawRecord("2", {"id": 2}, None)],
+                           "r1", "historical")
+        with conn.cursor() as cur:
+            cur.execute("insert into state.connections (connection_id, source, external_id, name) "
+                        "values ('c1', 'bigcommerce', 'c1', 'C1')")
+
+    def fingerprint() -> str:
+        with warehouse.transaction() as conn, conn.cursor() as cur:
+            return inputs_fingerprint(cur, {})
+
+    for table in RAW_TABLES:  # every raw table, through the real write paths where there is one
+        before = fingerprint()
+        with warehouse.transaction() as conn, conn.cursor() as cur:
+            if write == "insert":
+                warehouse.land(conn, table, "c1", [RawRecord("3", {"id": 3}, None)], "r2", "incremental")
+            elif write == "update":
+                warehouse.land(conn, table, "c1", [RawRecord("1", {"id": 1, "v": 2}, None)], "r2", "incremental")
+            elif write == "delete":
+                cur.execute(f"delete from raw.{table} where pk = '2'")
+            elif write == "no-op upsert":  # a re-landed page that changes nothing
+                warehouse.land(conn, table, "c1", [RawRecord("1", {"id": 1}, None)], "r2", "incremental")
+            else:
+                cur.execute("update state.connections set last_success_at = now()")
+        assert (fingerprint() != before) == (write in ("insert", "update", "delete")), table
+    with warehouse.transaction() as conn, conn.cursor() as cur:
+        before = fingerprint()
+        cur.execute("update state.connections set enabled = false")
+    assert fingerprint() != before  # a state change the models read
+
+
+def test_the_clock_models_and_the_ticking_columns_lists_are_complete(tmp_path):  # P3, issue 16
+    # Every model that reads the clock is rebuilt by a no-change cycle; no model past staging reads a column
+    # the fingerprint leaves out. Read from dbt's own parse of the project.
+    import json
+    import re
+
+    from ecomsync.build_inputs import TICKING_COLUMNS, TIME_DEPENDENT_MODELS
+    from ecomsync.dbt import run_dbt
+
+    run_dbt(["parse"], "postgresql://postgres@127.0.0.1:1/unused", target_path=tmp_path)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    macros = {m["name"]: m["macro_sql"] for m in manifest["macros"].values() if m["package_name"] == "ecomsync"}
+    clock = re.compile(r"\b(now\(\)|current_date|current_timestamp|localtimestamp|run_started_at|clock_timestamp)",
+                       re.I)
+    clock_macros = {name for name, body in macros.items() if clock.search(body)}
+    reads_clock = {node["name"] for node in manifest["nodes"].values() if node["resource_type"] == "model"
+                   and (clock.search(node["raw_code"]) or set(node["depends_on"]["macros"]) & {
+                       f"macro.ecomsync.{name}" for name in clock_macros})}
+    assert reads_clock and reads_clock <= set(TIME_DEPENDENT_MODELS), reads_clock
+    ticking = re.compile(r"\b(" + "|".join(c for cols in TICKING_COLUMNS.values() for c in cols) + r")\b")
+    past_staging = [node["name"] for node in manifest["nodes"].values()
+                    if node["resource_type"] == "model" and not node["name"].startswith("stg_state__")
+                    and ticking.search(node["raw_code"])]
+    assert past_staging == []
+
+
+def test_the_artifacts_are_read_where_dbt_writes_them(tmp_path, monkeypatch):  # P3, P6
+    # The bench (and any deployment) may point dbt at DBT_TARGET_PATH: a retry and the build record must read
+    # run_results.json / manifest.json there, not in dbt_project/target.
+    from ecomsync.dbt import PROJECT_DIR, target_dir
+
+    assert target_dir() == PROJECT_DIR / "target" or "DBT_TARGET_PATH" in __import__("os").environ
+    monkeypatch.setenv("DBT_TARGET_PATH", str(tmp_path))
+    assert target_dir() == tmp_path and target_dir(tmp_path / "x") == tmp_path / "x"
+    (tmp_path / "run_results.json").write_text('{"results": [{"status": "error"}]}')
+    assert tasks.previous_invocation_failed()

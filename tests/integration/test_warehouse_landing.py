@@ -1,9 +1,12 @@
 """Landing into raw.* on a real Postgres: idempotent, bulk, watermarks with their rows (P2)."""
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ecomsync.warehouse import ConcurrentRunError, RawRecord, Warehouse
 
@@ -98,3 +101,84 @@ def test_unknown_tables_are_refused(warehouse):
     with pytest.raises(ValueError):
         with warehouse.transaction() as conn:
             warehouse.land(conn, "orders; drop table x", "c", [RawRecord("1", {}, None)], "r", "historical")
+
+
+def temp_batch_table_exists(conn) -> bool:
+    with conn.cursor() as cur:
+        cur.execute("select to_regclass('pg_temp.landing_batch') is not null")
+        return cur.fetchone()[0]
+
+
+def test_a_page_of_new_records_is_copied_straight_into_the_raw_table(warehouse):  # P2 (issue 16: landing ÷ COPY)
+    page = [RawRecord(str(i), {"id": i, "note": "tab\there"}, T0 + timedelta(minutes=i), flag=None if i % 2 else "f")
+            for i in range(300)]
+    with warehouse.transaction() as conn:
+        assert warehouse.land(conn, "bigcommerce_orders", "bigcommerce:s1", page, "r1", "historical") == 300
+        assert not temp_batch_table_exists(conn)  # one pass: no temporary table, no upsert
+        with conn.cursor() as cur:
+            cur.execute("select now()")
+            transaction_time = cur.fetchone()[0]
+    landed = rows(warehouse)
+    assert len(landed) == 300
+    by_pk = {pk: (payload, run_id, mode, flag, loaded_at) for pk, payload, run_id, mode, flag, loaded_at in landed}
+    assert by_pk["7"] == ({"id": 7, "note": "tab\there"}, "r1", "historical", None, transaction_time)
+    assert by_pk["8"][3] == "f"
+    # the same connection's next page of new keys takes the same path; another connection's same keys too
+    with warehouse.transaction() as conn:
+        assert warehouse.land(conn, "bigcommerce_orders", "bigcommerce:s1", [RawRecord("new", {"id": 0}, T0)],
+                              "r1", "historical") == 1
+        assert warehouse.land(conn, "bigcommerce_orders", "bigcommerce:s2", page[:5], "r1", "historical") == 5
+        assert not temp_batch_table_exists(conn)
+
+
+def test_a_page_with_a_landed_or_repeated_key_takes_the_upsert_and_keeps_the_newer_copy(warehouse):  # P2, B4
+    land(warehouse, [RawRecord("1", {"id": 1, "v": "newer"}, T0 + timedelta(hours=1))])
+    with warehouse.transaction() as conn:
+        changed = warehouse.land(conn, "bigcommerce_orders", "bigcommerce:s1",
+                                 [RawRecord("1", {"id": 1, "v": "older"}, T0), RawRecord("2", {"id": 2}, T0)],
+                                 "r2", "historical")
+        assert changed == 1 and temp_batch_table_exists(conn)
+    assert {pk: payload.get("v") for pk, payload, *_ in rows(warehouse)} == {"1": "newer", "2": None}
+
+
+def test_a_refused_record_in_a_new_page_is_rejected_and_the_rest_lands(warehouse):  # B2, P2
+    page = [RawRecord("1", {"id": 1}, T0), RawRecord("2", {"id": 2, "name": "nul\u0000"}, T0),
+            RawRecord("3", {"id": 3}, T0)]
+    with warehouse.transaction() as conn:
+        result = warehouse.land_batch(conn, "bigcommerce_orders", "bigcommerce:s1", page, "r1", "historical")
+    assert (result.changed, [r.pk for r in result.rejected]) == (2, ["2"])
+    assert [pk for pk, *_ in rows(warehouse)] == ["1", "3"]
+    with warehouse.transaction() as conn, conn.cursor() as cur:
+        cur.execute("select record_key, reason from state.rejected_records")
+        [(key, reason)] = cur.fetchall()
+    assert key == "2" and reason.startswith("payload_not_storable")
+    land(warehouse, [RawRecord("2", {"id": 2, "name": "fixed"}, T0)])  # a new key again: the direct path
+    with warehouse.transaction() as conn, conn.cursor() as cur:
+        cur.execute("select count(*) from state.rejected_records")
+        assert cur.fetchone()[0] == 0
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(pages=st.lists(st.lists(st.tuples(st.integers(0, 6), st.integers(0, 3), st.integers(0, 2)),
+                               min_size=1, max_size=6), min_size=1, max_size=5))
+def test_any_sequence_of_pages_ends_with_the_newest_copy_of_each_record(warehouse, pages):  # P2, B4
+    # Pages of new keys take the direct COPY, the others the upsert: the outcome follows one rule either way.
+    connection = f"bigcommerce:{uuid.uuid4().hex[:8]}"
+    expected: dict[str, tuple[dict, datetime]] = {}
+    for page in pages:
+        records = [RawRecord(str(key), {"id": key, "v": version}, T0 + timedelta(hours=hour))
+                   for key, hour, version in page]
+        newest: dict[str, RawRecord] = {}
+        for record in records:  # within a page: the newest source time, the later one on a tie
+            if record.pk not in newest or record.source_updated_at >= newest[record.pk].source_updated_at:
+                newest[record.pk] = record
+        for pk, record in newest.items():
+            if pk not in expected or (record.payload != expected[pk][0]
+                                      and record.source_updated_at >= expected[pk][1]):
+                expected[pk] = (record.payload, record.source_updated_at)
+        with warehouse.transaction() as conn:
+            warehouse.land(conn, "bigcommerce_orders", connection, records, "r", "historical")
+    with warehouse.transaction() as conn, conn.cursor() as cur:
+        cur.execute("select pk, payload, source_updated_at from raw.bigcommerce_orders where connection_id = %s",
+                    (connection,))
+        assert {pk: (payload, at) for pk, payload, at in cur.fetchall()} == expected
