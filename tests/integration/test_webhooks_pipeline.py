@@ -221,8 +221,8 @@ def test_microbatch_extracts_the_connections_the_events_name(stack):  # B2, S4
                        (f"bigcommerce:{STORES[0]}", str(order["id"])))
     assert landed, "the new order was landed by the event-triggered run"
     assert microbatch.claim(wh, "run-2") == {"bigcommerce": [STORES[0]], "square": []}
-    assert microbatch.dbt_selection({"bigcommerce": [STORES[0]], "square": []}) == ["source:bigcommerce+",
-                                                                                    "source:state+"]
+    assert microbatch.dbt_selection({"bigcommerce": [STORES[0]], "square": []}) == [
+        "source:bigcommerce+,+path:models/marts/crm", "source:state+,+path:models/marts/crm"]
 
 
 def test_a_failing_store_gives_its_events_back_and_spares_the_others(stack):  # B10
