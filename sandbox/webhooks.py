@@ -439,10 +439,14 @@ class BigCommerceHooks:
             self._order_changed(store_hash, response.body, previous)
 
         def edited(request: Request, response: Response, _state: Any) -> None:
-            # store_customer_updated.json; subscribers: store_subscriber_updated (webhooks.v3.yml).
-            kind = "customer" if request.params["collection"] == "customers" else "subscriber"
-            self.emit(request.params["store"], f"store/{kind}/updated",
-                      {"type": kind, "id": int(request.params["record_id"])})
+            # store_customer_updated.json; store/subscriber/updated and store/product/updated ({type: "product",
+            # id}): webhook-events/index.mdx, "Subscriber" and "Products". A pending edit (202, applied later, inside
+            # a read) sends nothing.
+            kind = {"customers": "customer", "subscribers": "subscriber", "products": "product"}.get(
+                request.params["collection"])
+            if kind and response.status == 200:
+                self.emit(request.params["store"], f"store/{kind}/updated",
+                          {"type": kind, "id": int(request.params["record_id"])})
 
         _wrap(app, "admin_add_orders", created)
         _wrap(app, "admin_set_status", status_changed, before=order_status)

@@ -176,7 +176,7 @@ def test_abandoned_cart_delay_is_configurable_for_tests(bc, receiver):  # B9
     assert delivery["body"]["scope"] == "store/cart/abandoned"
 
 
-def test_archive_and_refund_send_their_documented_scopes(bc, receiver):  # B4
+def test_archive_refund_and_product_edit_send_their_documented_scopes(bc, receiver):  # B4
     # webhooks.v3.yml store/order/archived, store/order/refund/created; payloads as in webhook-events/*.json
     _hook(bc, {"scope": "store/order/*", "destination": f"{receiver.url}/bc"})
     admin = f"{bc}/__admin/bigcommerce/{STORE}/orders"
@@ -190,6 +190,13 @@ def test_archive_and_refund_send_their_documented_scopes(bc, receiver):  # B4
     refund = next(b for b in bodies if b["scope"] == "store/order/refund/created")
     assert refund["data"]["type"] == "order" and refund["data"]["id"] == order["id"]
     assert isinstance(refund["data"]["refund"]["refund_id"], int)
+    # a product edit is store/product/updated (webhook-events/index.mdx, "Products"), not a subscriber's
+    _hook(bc, {"scope": "store/product/updated", "destination": f"{receiver.url}/bc"})
+    product_id = requests.get(f"{bc}/__admin/bigcommerce/{STORE}/products", timeout=10).json()["products"][0]["id"]
+    count = len(receiver.deliveries)
+    requests.put(f"{bc}/__admin/bigcommerce/{STORE}/products/{product_id}", json={"name": "Renamed"}, timeout=10)
+    product = receiver.wait_for(count + 1)[count]["body"]
+    assert product["scope"] == "store/product/updated" and product["data"] == {"type": "product", "id": product_id}
 
 
 def test_bigcommerce_retries_at_growing_intervals_then_deactivates_the_hook(bc, receiver):
