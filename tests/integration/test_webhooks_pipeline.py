@@ -297,3 +297,44 @@ def test_two_dbt_builds_on_one_warehouse_run_one_after_the_other(warehouse_url):
         order.append("second starts")
     thread.join()
     assert order == ["first starts", "first ends", "second starts"]
+
+
+def _oid(wh: str, relation: str) -> int | None:
+    return dict_rows(wh, "select to_regclass(%s)::oid as oid", (relation,))[0]["oid"]
+
+
+def test_one_microbatch_run_extracts_builds_and_loads(stack):  # B2, S4, P1 (latency: no Asset hop to load_crm)
+    config = stack["config"]({STORES[0]: True})
+    wh = stack["warehouse_url"]
+    store = config.stores[0]
+    # connected earlier: the first (historical) sync and a scheduled build are done
+    tasks.extract_store(config, store, stack["credentials_for"](store.conn_id), ExtractRequest(), wh)
+    tasks.transform(config, wh)
+    registration.sync_registrations(config, stack["credentials_for"], SECRET)
+    segments_before, orders_mart_before = _oid(wh, "segments.segment_members"), _oid(wh, "crm.ecom_orders")
+    assert segments_before and orders_mart_before
+    created = requests.post(f"{stack['urls']['bigcommerce']}/__admin/bigcommerce/{STORES[0]}/orders",
+                            json={"count": 3}, timeout=10).json()["orders"]
+    assert _wait(lambda: EventStore(wh).waiting() >= 3)
+    ac_server, _ = serve(activecampaign.create_app(enforce_rate_limit=False))
+    ac = f"http://127.0.0.1:{ac_server.server_port}"
+
+    def credentials_for(conn_id: str) -> tasks.Credentials:
+        if conn_id == config.crm.conn_id:
+            return tasks.Credentials(ac, ACTIVECAMPAIGN_TOKEN)
+        return stack["credentials_for"](conn_id)
+
+    try:
+        result = microbatch.run(config, credentials_for, wh, "webhook-run-1")
+        state = requests.get(f"{ac}/__admin/activecampaign/state", timeout=30).json()
+    finally:
+        ac_server.shutdown()
+    assert result["targets"] == {"bigcommerce": [STORES[0]], "square": []}
+    assert result["dbt"]["success"] and result["crm"], "built and loaded in the same call"
+    pushed = {str(o.get("externalid")) for o in state["ecomOrders"]}
+    expected = {str(o["id"]) for o in created if o["customer_id"] != 0}
+    assert expected and expected <= pushed, "the new orders reached the CRM in the event-triggered run"
+    assert _oid(wh, "crm.ecom_orders") != orders_mart_before, "the crm marts were rebuilt"
+    assert _oid(wh, "segments.segment_members") == segments_before, "the segments are left to the schedule"
+    # nothing waiting: a run without events builds and loads nothing
+    assert microbatch.run(config, credentials_for, wh, "webhook-run-2")["crm"] == {"skipped": "no events"}
