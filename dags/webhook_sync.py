@@ -1,11 +1,11 @@
 """Orders reach the CRM as they occur: the webhook micro-batch and the hook registration (issue 17; B2, S4, P1).
 
 ``webhook_sync`` runs when the receiver (plugin ``ecomsync_webhooks``) stores a new event: in one task it claims
-the waiting events, extracts the named stores/locations incrementally, builds the dbt models from those sources
-to the crm marts, and pushes the changes to the CRM (the same load as ``load_crm``). One run at a time; events
-arriving meanwhile make the next run. The 15/30-minute extract schedules stay as the safety net for lost
-webhooks. It is unpaused at creation: it runs only when an event arrives, and a paused DAG is not queued by
-Asset events (the event would wait for the schedule).
+the waiting events, extracts the named stores/locations incrementally, and builds the dbt models from those
+sources to the crm marts; its ``crm_marts`` Asset starts ``load_crm``, which loads while the next micro-batch
+builds. One run at a time; events arriving meanwhile make the next run. The 15/30-minute extract schedules
+stay as the safety net for lost webhooks. It is unpaused at creation: it runs only when an event arrives, and a
+paused DAG is not queued by Asset events (the event would wait for the schedule).
 
 ``register_webhooks`` keeps each store's hooks and the Square subscription pointing at the receiver
 (``webhooks.receiver_url`` in config/pipeline.yml): creates, repairs deactivated ones, removes them for
@@ -14,7 +14,7 @@ disabled stores.
 from airflow.sdk import Asset, dag, task
 
 from ecomsync import tasks
-from ecomsync.airflow_support import START_DATE, credentials, default_args
+from ecomsync.airflow_support import CRM_MARTS, START_DATE, credentials, default_args
 from ecomsync.config import load_config
 from ecomsync.webhooks import microbatch, registration
 from ecomsync.webhooks.airflow_backend import webhook_secret
@@ -26,11 +26,10 @@ WEBHOOK_EVENTS = Asset(name=ASSET_NAME, uri=ASSET_URI)
 
 @dag(dag_id="webhook_sync", schedule=[WEBHOOK_EVENTS], start_date=START_DATE, catchup=False, max_active_runs=1,
      is_paused_upon_creation=False, default_args={**default_args(CONFIG), "retries": 1},
-     tags=["webhooks", "extract", "transform", "load"], doc_md=__doc__)
+     tags=["webhooks", "extract", "transform"], doc_md=__doc__)
 def webhook_sync():
     # One task: every task start costs seconds, and the purchase → CRM target is 60 s (ecomsync.webhooks.microbatch).
-    # It writes to the CRM, so it takes the one activecampaign_api slot like load_crm (never two loads at once).
-    @task(pool="activecampaign_api")
+    @task(outlets=[CRM_MARTS])
     def sync_changes(run_id=None) -> dict:
         with tasks.fail_fast():
             return microbatch.run(load_config(), credentials, tasks.warehouse_url(), run_id)

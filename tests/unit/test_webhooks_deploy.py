@@ -49,12 +49,13 @@ def dagbag(tmp_path_factory):
     return DagBag(str(ROOT / "dags" / "webhook_sync.py"))
 
 
-def test_webhook_sync_runs_unpaused_and_loads_in_its_own_task(dagbag):  # B2, S4, P1
+def test_webhook_sync_runs_unpaused(dagbag):  # B2, S4, P1
+    from ecomsync.airflow_support import CRM_MARTS
+
     dag = dagbag.dags["webhook_sync"]
     assert dag.is_paused_upon_creation is False, "a paused DAG is not queued by the receiver's Asset events"
     (task,) = dag.tasks
-    assert task.pool == "activecampaign_api", "it writes to the CRM: one CRM writer at a time, like load_crm"
-    assert not task.outlets, "no Asset hop to load_crm: the load runs in this task"
+    assert [outlet.uri for outlet in task.outlets] == [CRM_MARTS.uri], "load_crm follows, pipelined"
     assert dagbag.dags["register_webhooks"].is_paused_upon_creation is not False
 
 

@@ -2,14 +2,15 @@
 
 A run claims every waiting event in ``raw.webhook_events`` (events that arrive while it runs stay waiting and
 go to the next run), extracts each named store/location's incremental window with
-``ecomsync.tasks.extract_store`` / ``extract_location`` (the same landing as the schedule), builds only the
-dbt models between the changed sources and the crm marts (``dbt_selection``), and loads with
-``ecomsync.tasks.load_crm`` (the same push as the ``load_crm`` DAG) in the same task: no Asset hop, no
-second task start-up (issue 17, latency). The segment tables are rebuilt by the scheduled ``transform``.
+``ecomsync.tasks.extract_store`` / ``extract_location`` (the same landing as the schedule), then builds only
+the dbt models between the changed sources and the crm marts (``dbt_selection``); the segment tables are
+rebuilt by the scheduled ``transform``. The load is the ``load_crm`` DAG, started by the ``crm_marts`` Asset
+as after a scheduled transform: it runs while the next micro-batch extracts and builds (a pipeline). Loading in
+this task instead was measured slower: the CRM's 5 requests/s make the load the longest stage, and in one task
+the next batch waits for it (docs/benchmarks.md, "Webhooks").
 
 A store or location that fails gives its events back (the next run retries it) and does not stop the others;
-the run then fails naming it. A scheduled extract of the same store, or a scheduled load of the same CRM
-account, holding its lock is waited for.
+the run then fails naming it. A scheduled extract of the same store holding its lock is waited for.
 """
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ from collections.abc import Callable, Sequence
 
 from ecomsync import tasks
 from ecomsync.config import ConfigError, PipelineConfig
-from ecomsync.crm.ledger import LoadAlreadyRunning
 from ecomsync.extract import ExtractRequest
 from ecomsync.warehouse import ConcurrentRunError
 from ecomsync.webhooks.events import ALL_LOCATIONS, EventStore
@@ -49,13 +49,12 @@ def claim(wh_url: str, run_id: str) -> dict[str, list[str]]:
 
 
 def _waiting_for_lock(extract: Callable[[], dict], what: str, wait_s: float) -> dict:
-    """``extract()``, again every ``LOCK_POLL_S`` while another run holds the lock it needs (an extract's
-    ``ConcurrentRunError``, a CRM load's ``LoadAlreadyRunning``), for at most ``wait_s`` seconds."""
+    """``extract()``, again every ``LOCK_POLL_S`` while another run holds its lock, for at most ``wait_s`` s."""
     deadline = time.monotonic() + wait_s
     while True:
         try:
             return extract()
-        except (ConcurrentRunError, LoadAlreadyRunning):
+        except ConcurrentRunError:
             if time.monotonic() >= deadline:
                 raise
             log.info("%s is being extracted by another run; waiting", what)
@@ -128,14 +127,12 @@ def dbt_selection(targets: dict[str, list[str]]) -> list[str]:
 
 def run(config: PipelineConfig, credentials_for: Callable[[str], tasks.Credentials], wh_url: str, run_id: str,
         wait_s: float = LOCK_WAIT_S) -> dict:
-    """One micro-batch in one task: claim → extract the named stores and locations → build their models → load.
+    """One micro-batch in one task: claim → extract the named stores and locations → build their models.
 
-    One task rather than four or a second DAG: on a small machine every Airflow task costs seconds of start-up
-    and every Asset hop a scheduler loop, and the latency target (purchase → CRM p95 ≤ 60 s) has no room for
-    them. What landed is modelled and loaded even when one connection failed; the failure is raised afterwards
-    (its events were given back). The load is ``tasks.load_crm`` in ``normal`` mode with the CRM connection of
-    ``config.crm.conn_id``; a load of the same account already running (the scheduled ``load_crm``) is waited for.
-    Returns ``{"targets", "bigcommerce", "square", "dbt", "crm"}``.
+    One task rather than four: on a small machine every Airflow task costs seconds of start-up, and the
+    latency target (purchase → CRM p95 ≤ 60 s) has no room for them. What landed is modelled even when one
+    connection failed; the failure is raised afterwards (its events were given back).
+    Returns ``{"targets", "bigcommerce", "square", "dbt"}``.
     """
     targets = claim(wh_url, run_id)
     result: dict = {"targets": targets}
@@ -146,13 +143,7 @@ def run(config: PipelineConfig, credentials_for: Callable[[str], tasks.Credentia
         except MicroBatchError as exc:
             failures.append(str(exc))
     selection = dbt_selection(targets)
-    if not selection:
-        result.update(dbt={"skipped": "no events"}, crm={"skipped": "no events"})
-        return result
-    result["dbt"] = tasks.transform(config, wh_url, select=selection)
-    crm_credentials = credentials_for(config.crm.conn_id)
-    result["crm"] = _waiting_for_lock(lambda: tasks.load_crm(config, crm_credentials, wh_url, run_id),
-                                      f"CRM account {crm_credentials.base_url}", wait_s)
+    result["dbt"] = tasks.transform(config, wh_url, select=selection) if selection else {"skipped": "no events"}
     if failures:
         raise MicroBatchError("; ".join(failures))
     return result
