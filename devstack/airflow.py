@@ -141,6 +141,24 @@ def register_webhooks(env: dict[str, str], endpoints: Endpoints) -> dict:
     return report
 
 
+# What a webhook starts: webhook_sync (unpaused at creation), then load_crm through the crm_marts Asset.
+WEBHOOK_CHAIN = ("webhook_sync", "load_crm")
+
+
+def start_airflow_with_webhooks(env: dict[str, str], endpoints: Endpoints, api_port: int) -> tuple[LocalAirflow, dict]:
+    """``make airflow``'s Airflow: ``with_webhooks``, start, register the hooks, unpause ``WEBHOOK_CHAIN``.
+    Returns the running Airflow and the registration report; stops Airflow again when a step fails."""
+    env = with_webhooks(env, api_port)
+    airflow = LocalAirflow(env, api_port=api_port).start()
+    try:
+        hooks = register_webhooks(env, endpoints)
+        airflow.unpause(*WEBHOOK_CHAIN)
+    except BaseException:
+        airflow.stop()
+        raise
+    return airflow, hooks
+
+
 _PR_SET_PDEATHSIG = 1
 
 
@@ -388,6 +406,25 @@ class LocalAirflow:
                                json={"username": ADMIN_USER, "password": self.password()}, timeout=30)
         answer.raise_for_status()
         return answer.json()["access_token"]
+
+    def unpause(self, *dag_ids: str, timeout: float = 240) -> None:
+        """Unpause DAGs through the REST API (``PATCH /api/v2/dags/{id}``), waiting until the dag-processor
+        has parsed each one."""
+        import time
+
+        import requests
+
+        session = requests.Session()
+        session.headers["Authorization"] = f"Bearer {self.token()}"
+        deadline = time.monotonic() + timeout
+        for dag_id in dag_ids:
+            while True:
+                answer = session.patch(f"{self.api_url}/api/v2/dags/{dag_id}", json={"is_paused": False}, timeout=30)
+                if answer.ok:
+                    break
+                if answer.status_code != 404 or time.monotonic() > deadline:
+                    raise RuntimeError(f"could not unpause {dag_id}: {answer.status_code} {answer.text[:300]}")
+                time.sleep(2)
 
     def stop(self) -> None:
         stop_services(self.home)

@@ -16,15 +16,7 @@ from dataclasses import dataclass
 
 import requests
 
-from devstack.airflow import (
-    Endpoints,
-    LocalAirflow,
-    airflow_env,
-    free_port,
-    register_webhooks,
-    stop_services,
-    with_webhooks,
-)
+from devstack.airflow import Endpoints, LocalAirflow, airflow_env, free_port, start_airflow_with_webhooks, stop_services
 from devstack.postgres import PROJECT_ROOT, LocalPostgres
 
 LOCAL = PROJECT_ROOT / ".local"
@@ -104,15 +96,14 @@ def start_airflow() -> tuple[LocalAirflow, dict]:
 
     The sandboxes deliver their webhooks to the receiver on this Airflow's API server (``with_webhooks``: the
     receiver URL in the configuration, the shared secret in the connection ``ecomsync_webhooks``); the hooks
-    are registered once Airflow answers. ``webhook_sync`` is unpaused at creation, so a purchase made through
-    the sandbox admin reaches the CRM sandbox without a click. Returns Airflow and the registration report.
+    are registered once Airflow answers. ``webhook_sync`` is unpaused at creation and ``load_crm`` (started by
+    its Asset) is unpaused here, so a purchase made through the sandbox admin reaches the CRM sandbox without a
+    click. Returns Airflow and the registration report.
     """
     stack = up()
     stop_services(LOCAL / "airflow")  # a second `make airflow` replaces the first
     port = int(os.environ.get("AIRFLOW_API_PORT", 0)) or free_port()
-    env = with_webhooks(stack.env(), port)
-    airflow = LocalAirflow(env, api_port=port).start()
-    return airflow, register_webhooks(env, stack.endpoints)
+    return start_airflow_with_webhooks(stack.env(), stack.endpoints, port)
 
 
 def down() -> None:
@@ -132,9 +123,10 @@ if __name__ == "__main__":
         print(f"  UI:    {airflow.api_url}")
         print(f"  login: {'admin'} / {airflow.password()}   (SimpleAuthManager; {airflow.home / 'passwords.json'})")
         print(f"  webhooks: receiver {hooks['receiver_url']}; hooks registered on "
-              f"{len(hooks['stores'])} BigCommerce store(s) and the Square sandbox; webhook_sync is unpaused, so a "
-              "purchase made through the sandbox admin (sandbox/README.md) reaches the CRM sandbox within a minute.")
-        print("  The scheduled DAGs start paused: unpause them in the UI. `make stop` ends everything.")
+              f"{len(hooks['stores'])} BigCommerce store(s) and the Square sandbox; webhook_sync and load_crm are "
+              "unpaused, so a purchase made through the sandbox admin (sandbox/README.md) reaches the CRM sandbox "
+              "within a minute or so.")
+        print("  The other DAGs start paused: unpause them in the UI. `make stop` ends everything.")
     else:
         stack = up()
         print(f"warehouse: {stack.warehouse_url}")
