@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from ecomsync import tasks
 from ecomsync.config import ConfigError, PipelineConfig
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 
 LOCK_WAIT_S = 600.0
 LOCK_POLL_S = 2.0
+MAX_PARALLEL = 4  # stores and locations extracted at once by one micro-batch
 
 
 class MicroBatchError(RuntimeError):
@@ -62,14 +64,20 @@ def _waiting_for_lock(extract: Callable[[], dict], what: str, wait_s: float) -> 
 
 
 def _run_each(wh_url: str, run_id: str, items: Sequence[tuple[str, str, Callable[..., dict]]], wait_s: float) -> dict:
-    """Run each (connection_id, label, extract); release the events of those that fail; raise naming them."""
+    """Run each (connection_id, label, extract) at the same time, one thread each (at most ``MAX_PARALLEL``: they
+    wait on the APIs and the warehouse, not on this process; each has its own connections and locks, and
+    ``Warehouse.ensure_schema`` serialises its DDL); release the events of those that fail; raise naming them."""
     results, failed = {}, {}
-    for connection_id, label, extract in items:
-        try:
-            results[label] = _waiting_for_lock(extract, connection_id, wait_s)
-        except Exception as exc:
-            log.exception("micro-batch: %s failed", connection_id)
-            failed[connection_id] = f"{type(exc).__name__}: {exc}"[:500]
+    with ThreadPoolExecutor(max_workers=max(1, min(MAX_PARALLEL, len(items))),
+                            thread_name_prefix="microbatch") as pool:
+        futures = {pool.submit(_waiting_for_lock, extract, connection_id, wait_s): (connection_id, label)
+                   for connection_id, label, extract in items}
+        for future, (connection_id, label) in futures.items():
+            try:
+                results[label] = future.result()
+            except Exception as exc:
+                log.error("micro-batch: %s failed", connection_id, exc_info=exc)
+                failed[connection_id] = f"{type(exc).__name__}: {exc}"[:500]
     if failed:
         EventStore(wh_url).release(run_id, list(failed))
         raise MicroBatchError(f"extract failed for {sorted(failed)} (their events wait for the next run): {failed}")
@@ -130,18 +138,22 @@ def run(config: PipelineConfig, credentials_for: Callable[[str], tasks.Credentia
     """One micro-batch in one task: claim → extract the named stores and locations → build their models.
 
     One task rather than four: on a small machine every Airflow task costs seconds of start-up, and the
-    latency target (purchase → CRM p95 ≤ 60 s) has no room for them. What landed is modelled even when one
-    connection failed; the failure is raised afterwards (its events were given back).
+    latency target (purchase → CRM p95 ≤ 60 s) has no room for them; the stores and locations are extracted at
+    the same time (``_run_each``). What landed is modelled even when one connection failed; the failure is raised
+    afterwards (its events were given back). Any other error (e.g. the Square location list) is raised at once.
     Returns ``{"targets", "bigcommerce", "square", "dbt"}``.
     """
     targets = claim(wh_url, run_id)
     result: dict = {"targets": targets}
     failures = []
-    for name, step in (("bigcommerce", extract_stores), ("square", extract_locations)):
-        try:
-            result[name] = step(config, targets[name], credentials_for, wh_url, run_id, wait_s)
-        except MicroBatchError as exc:
-            failures.append(str(exc))
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="microbatch-source") as pool:  # both sources at once
+        steps = {name: pool.submit(step, config, targets[name], credentials_for, wh_url, run_id, wait_s)
+                 for name, step in (("bigcommerce", extract_stores), ("square", extract_locations))}
+        for name, future in steps.items():
+            try:
+                result[name] = future.result()
+            except MicroBatchError as exc:
+                failures.append(str(exc))
     selection = dbt_selection(targets)
     result["dbt"] = tasks.transform(config, wh_url, select=selection) if selection else {"skipped": "no events"}
     if failures:
