@@ -140,7 +140,8 @@ def run(config: PipelineConfig, credentials_for: Callable[[str], tasks.Credentia
     One task rather than four: on a small machine every Airflow task costs seconds of start-up, and the
     latency target (purchase → CRM p95 ≤ 60 s) has no room for them; the stores and locations are extracted at
     the same time (``_run_each``). What landed is modelled even when one connection failed; the failure is raised
-    afterwards (its events were given back). Any other error (e.g. the Square location list) is raised at once.
+    afterwards (its events were given back). Any other error (e.g. the Square location list) is raised once the
+    other source's extract has finished.
     Returns ``{"targets", "bigcommerce", "square", "dbt"}``.
     """
     targets = claim(wh_url, run_id)
