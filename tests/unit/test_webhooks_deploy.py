@@ -64,6 +64,11 @@ def test_microbatch_builds_only_what_the_crm_load_reads():  # P1 (latency), B2
     selection = dbt_selection({"bigcommerce": [], "square": ["L1"]})
     assert selection == ["source:square+,+path:models/marts/crm", "source:state+,+path:models/marts/crm"]
     assert all(",+path:models/marts/crm" in part for part in selection), "segments are left to the schedule"
+    # a source never built (fresh warehouse) is built with the changed one: the unioned models read both
+    assert dbt_selection({"bigcommerce": ["s"], "square": []}, frozenset({"square"})) == [
+        "source:bigcommerce+,+path:models/marts/crm", "source:square+,+path:models/marts/crm",
+        "source:state+,+path:models/marts/crm"]
+    assert dbt_selection({"bigcommerce": [], "square": []}, frozenset({"square"})) == []
 
 
 def test_make_airflow_switches_webhooks_on(tmp_path):  # B2, S4: `make airflow` (devstack.stack.start_airflow)

@@ -123,14 +123,38 @@ def extract_locations(config: PipelineConfig, location_ids: list[str],
 CRM_MARTS_PATH = "path:models/marts/crm"
 
 
-def dbt_selection(targets: dict[str, list[str]]) -> list[str]:
+SOURCES = ("bigcommerce", "square")
+# dbt's "cautious" indirect selection: a test is built only when every model it reads is selected. The default
+# ("eager") also ran the relationship tests of the segment marts, which are not rebuilt here: they failed on a
+# fresh warehouse and would compare stale segments with new crm marts. Passed after the selectors because
+# tasks.transform takes only ``select`` (it appends ``--select`` and the list to ``dbt build``).
+ONLY_TESTS_OF_SELECTED = ("--indirect-selection", "cautious")
+
+
+def dbt_selection(targets: dict[str, list[str]], unbuilt: frozenset[str] = frozenset()) -> list[str]:
     """dbt ``--select`` of a micro-batch: the nodes downstream of the changed sources (and of ``state``, which
     holds the connections) that lead to the crm marts — ``source:<s>+,+path:models/marts/crm`` is dbt's
     intersection of the two graph selections. The segment marts (read by analysts, not by the load) are left to
-    the scheduled ``transform``. ``[]`` when nothing changed."""
-    sources = [source for source in ("bigcommerce", "square") if targets.get(source)]
-    sources += ["state"] if sources else []
+    the scheduled ``transform``. ``unbuilt``: sources whose staging models are not in the warehouse yet (no build
+    ran since it was created); the unioned models read them, so they are built too. ``[]`` when nothing changed."""
+    changed = [source for source in SOURCES if targets.get(source)]
+    if not changed:
+        return []
+    sources = [source for source in SOURCES if source in changed or source in unbuilt] + ["state"]
     return [f"source:{source}+,+{CRM_MARTS_PATH}" for source in sources]
+
+
+def unbuilt_sources(wh_url: str) -> frozenset[str]:
+    """Sources with no staging model in the warehouse (``stg_<source>__*``, the project's naming convention,
+    in any schema): a fresh warehouse whose first event names one source only."""
+    import psycopg2
+
+    with psycopg2.connect(wh_url) as conn, conn.cursor() as cur:
+        cur.execute("select distinct split_part(table_name, '__', 1) from information_schema.tables "
+                    "where table_name like 'stg\\_%\\_\\_%'")
+        built = {row[0].removeprefix("stg_") for row in cur.fetchall()}
+    conn.close()
+    return frozenset(source for source in SOURCES if source not in built)
 
 
 def run(config: PipelineConfig, credentials_for: Callable[[str], tasks.Credentials], wh_url: str, run_id: str,
@@ -155,8 +179,9 @@ def run(config: PipelineConfig, credentials_for: Callable[[str], tasks.Credentia
                 result[name] = future.result()
             except MicroBatchError as exc:
                 failures.append(str(exc))
-    selection = dbt_selection(targets)
-    result["dbt"] = tasks.transform(config, wh_url, select=selection) if selection else {"skipped": "no events"}
+    selection = dbt_selection(targets, unbuilt_sources(wh_url))
+    result["dbt"] = tasks.transform(config, wh_url, select=[*selection, *ONLY_TESTS_OF_SELECTED]) if selection \
+        else {"skipped": "no events"}
     if failures:
         raise MicroBatchError("; ".join(failures))
     return result
