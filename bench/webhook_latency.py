@@ -34,7 +34,16 @@ import psycopg2
 import requests
 import yaml
 
-from devstack.airflow import VENV_BIN, Endpoints, airflow, airflow_env, bigcommerce_token, init_airflow, run_dag
+from devstack.airflow import (
+    VENV_BIN,
+    Endpoints,
+    airflow,
+    airflow_env,
+    bigcommerce_token,
+    deployment_settings,
+    init_airflow,
+    run_dag,
+)
 from devstack.postgres import PROJECT_ROOT, LocalPostgres
 from ecomsync import tasks
 from ecomsync.config import load_config
@@ -94,6 +103,9 @@ class Stack:
             "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+            # as deployed (config/airflow.env): DAG files re-parsed every 5 min, not every 30 s
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": deployment_settings()[
+                "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL"],
             "AIRFLOW__CORE__PARALLELISM": "4",  # 2 cores: 32 idle worker processes only cost memory
             # the scheduler's and triggerer's log servers: free ports, never the fixed defaults 8793/8794
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_free_port()),

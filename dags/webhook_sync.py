@@ -1,9 +1,11 @@
 """Orders reach the CRM as they occur: the webhook micro-batch and the hook registration (issue 17; B2, S4, P1).
 
 ``webhook_sync`` runs when the receiver (plugin ``ecomsync_webhooks``) stores a new event: in one task it claims
-the waiting events, extracts the named stores/locations incrementally, and builds the dbt models of those
-sources; its ``crm_marts`` Asset starts ``load_crm``. One run at a time; events arriving meanwhile make
-the next run. The 15/30-minute extract schedules stay as the safety net for lost webhooks.
+the waiting events, extracts the named stores/locations incrementally, and builds the dbt models from those
+sources to the crm marts; its ``crm_marts`` Asset starts ``load_crm``, which loads while the next micro-batch
+builds. One run at a time; events arriving meanwhile make the next run. The 15/30-minute extract schedules
+stay as the safety net for lost webhooks. It is unpaused at creation: it runs only when an event arrives, and a
+paused DAG is not queued by Asset events (the event would wait for the schedule).
 
 ``register_webhooks`` keeps each store's hooks and the Square subscription pointing at the receiver
 (``webhooks.receiver_url`` in config/pipeline.yml): creates, repairs deactivated ones, removes them for
@@ -23,7 +25,8 @@ WEBHOOK_EVENTS = Asset(name=ASSET_NAME, uri=ASSET_URI)
 
 
 @dag(dag_id="webhook_sync", schedule=[WEBHOOK_EVENTS], start_date=START_DATE, catchup=False, max_active_runs=1,
-     default_args={**default_args(CONFIG), "retries": 1}, tags=["webhooks", "extract", "transform"], doc_md=__doc__)
+     is_paused_upon_creation=False, default_args={**default_args(CONFIG), "retries": 1},
+     tags=["webhooks", "extract", "transform"], doc_md=__doc__)
 def webhook_sync():
     # One task: every task start costs seconds, and the purchase → CRM target is 60 s (ecomsync.webhooks.microbatch).
     @task(outlets=[CRM_MARTS])

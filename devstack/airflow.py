@@ -71,6 +71,94 @@ def airflow_env(*, warehouse_url: str, airflow_db_url: str, endpoints: Endpoints
     return env
 
 
+def sandbox_credentials(endpoints: Endpoints, config_path: Path | None = None):
+    """``conn_id -> tasks.Credentials`` of the sandboxes: what ``airflow_env`` puts in the connections."""
+    from ecomsync.config import load_config
+    from ecomsync.tasks import Credentials
+
+    config = load_config(config_path)
+    by_conn = {store.conn_id: Credentials(endpoints.bigcommerce, bigcommerce_token(store.store_hash))
+               for store in config.stores}
+    by_conn[config.square.conn_id] = Credentials(endpoints.square, SQUARE_TOKEN)
+    by_conn[config.crm.conn_id] = Credentials(endpoints.activecampaign, ACTIVECAMPAIGN_TOKEN)
+    for location in config.square.listed_locations:
+        by_conn.setdefault(config.square.location_conn_id(location.location_id),
+                           Credentials(endpoints.square, SQUARE_TOKEN))
+    return by_conn.__getitem__
+
+
+# --- webhooks on the local stack (issue 17): receiver URL, shared secret, registration -------------------------
+RECEIVER_PREFIX = "/ecomsync/webhooks"  # plugins/ecomsync_webhooks.py URL_PREFIX
+
+
+def with_webhooks(env: dict[str, str], api_port: int) -> dict[str, str]:
+    """``env`` for an Airflow whose API server listens on 127.0.0.1:``api_port``, with webhooks switched on:
+
+    - ``AIRFLOW_HOME/pipeline.yml``: the configuration in use (``ECOMSYNC_CONFIG`` or config/pipeline.yml) with
+      ``webhooks.receiver_url`` = ``http://127.0.0.1:<api_port>/ecomsync/webhooks`` unless it sets one itself;
+      ``ECOMSYNC_CONFIG`` points at it (the API server's receiver and the DAGs read the same file);
+    - the Airflow connection ``ecomsync_webhooks`` (``AIRFLOW_CONN_ECOMSYNC_WEBHOOKS``) whose password is the
+      BigCommerce hooks' shared secret, generated once into ``AIRFLOW_HOME/webhook_secret`` (mode 600).
+    """
+    import secrets
+
+    import yaml
+
+    from ecomsync.config import DEFAULT_CONFIG
+    from ecomsync.webhooks.airflow_backend import WEBHOOKS_CONN_ID
+
+    home = Path(env["AIRFLOW_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    source = Path(env.get("ECOMSYNC_CONFIG") or DEFAULT_CONFIG)
+    config = yaml.safe_load(source.read_text())
+    webhooks = config.get("webhooks") or {}
+    if not webhooks.get("receiver_url"):
+        config["webhooks"] = {**webhooks, "receiver_url": f"http://127.0.0.1:{api_port}{RECEIVER_PREFIX}"}
+    config_path = home / "pipeline.yml"
+    if config_path != source:
+        config_path.write_text(f"# written by devstack from {source}: webhooks.receiver_url added\n"
+                               + yaml.safe_dump(config, sort_keys=False))
+    secret_file = home / "webhook_secret"
+    if not secret_file.exists():
+        secret_file.write_text(secrets.token_urlsafe(32))
+        secret_file.chmod(0o600)
+    connection = json.dumps({"conn_type": "generic", "password": secret_file.read_text()})
+    return {**env, "ECOMSYNC_CONFIG": str(config_path), f"AIRFLOW_CONN_{WEBHOOKS_CONN_ID.upper()}": connection}
+
+
+def register_webhooks(env: dict[str, str], endpoints: Endpoints) -> dict:
+    """Register the hooks on every configured store and the Square subscription (what the ``register_webhooks``
+    DAG does every 15 minutes), now, with the pipeline's own code. Raises when a registration failed."""
+    from ecomsync.config import load_config
+    from ecomsync.webhooks.airflow_backend import WEBHOOKS_CONN_ID
+    from ecomsync.webhooks.registration import sync_registrations
+
+    config_path = Path(env["ECOMSYNC_CONFIG"])
+    secret = json.loads(env[f"AIRFLOW_CONN_{WEBHOOKS_CONN_ID.upper()}"])["password"]
+    report = sync_registrations(load_config(config_path), sandbox_credentials(endpoints, config_path), secret)
+    if report["errors"]:
+        raise RuntimeError(f"webhook registration failed: {report['errors']}")
+    return report
+
+
+# What a webhook starts: webhook_sync (unpaused at creation), then load_crm through the crm_marts Asset.
+WEBHOOK_CHAIN = ("webhook_sync", "load_crm")
+
+
+def start_airflow_with_webhooks(env: dict[str, str], endpoints: Endpoints, api_port: int) -> tuple[LocalAirflow, dict]:
+    """``make airflow``'s Airflow: ``with_webhooks``, start, register the hooks, unpause ``WEBHOOK_CHAIN``.
+    Returns the running Airflow and the registration report; stops Airflow again when a step fails."""
+    env = with_webhooks(env, api_port)
+    airflow = LocalAirflow(env, api_port=api_port).start()
+    try:
+        hooks = register_webhooks(env, endpoints)
+        airflow.unpause(*WEBHOOK_CHAIN)
+    except BaseException:
+        airflow.stop()
+        raise
+    return airflow, hooks
+
+
 _PR_SET_PDEATHSIG = 1
 
 
@@ -318,6 +406,25 @@ class LocalAirflow:
                                json={"username": ADMIN_USER, "password": self.password()}, timeout=30)
         answer.raise_for_status()
         return answer.json()["access_token"]
+
+    def unpause(self, *dag_ids: str, timeout: float = 240) -> None:
+        """Unpause DAGs through the REST API (``PATCH /api/v2/dags/{id}``), waiting until the dag-processor
+        has parsed each one."""
+        import time
+
+        import requests
+
+        session = requests.Session()
+        session.headers["Authorization"] = f"Bearer {self.token()}"
+        deadline = time.monotonic() + timeout
+        for dag_id in dag_ids:
+            while True:
+                answer = session.patch(f"{self.api_url}/api/v2/dags/{dag_id}", json={"is_paused": False}, timeout=30)
+                if answer.ok:
+                    break
+                if answer.status_code != 404 or time.monotonic() > deadline:
+                    raise RuntimeError(f"could not unpause {dag_id}: {answer.status_code} {answer.text[:300]}")
+                time.sleep(2)
 
     def stop(self) -> None:
         stop_services(self.home)

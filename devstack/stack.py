@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import requests
 
-from devstack.airflow import Endpoints, LocalAirflow, airflow_env, stop_services
+from devstack.airflow import Endpoints, LocalAirflow, airflow_env, free_port, start_airflow_with_webhooks, stop_services
 from devstack.postgres import PROJECT_ROOT, LocalPostgres
 
 LOCAL = PROJECT_ROOT / ".local"
@@ -91,11 +91,19 @@ def up() -> Stack:
     return Stack(postgres, warehouse_url, endpoints, fresh)
 
 
-def start_airflow() -> LocalAirflow:
-    """``make airflow``: the embedded stack plus a real Airflow (LocalExecutor) left running."""
+def start_airflow() -> tuple[LocalAirflow, dict]:
+    """``make airflow``: the embedded stack plus a real Airflow (LocalExecutor) left running, with webhooks.
+
+    The sandboxes deliver their webhooks to the receiver on this Airflow's API server (``with_webhooks``: the
+    receiver URL in the configuration, the shared secret in the connection ``ecomsync_webhooks``); the hooks
+    are registered once Airflow answers. ``webhook_sync`` is unpaused at creation and ``load_crm`` (started by
+    its Asset) is unpaused here, so a purchase made through the sandbox admin reaches the CRM sandbox without a
+    click. Returns Airflow and the registration report.
+    """
     stack = up()
     stop_services(LOCAL / "airflow")  # a second `make airflow` replaces the first
-    return LocalAirflow(stack.env(), api_port=int(os.environ.get("AIRFLOW_API_PORT", 0))).start()
+    port = int(os.environ.get("AIRFLOW_API_PORT", 0)) or free_port()
+    return start_airflow_with_webhooks(stack.env(), stack.endpoints, port)
 
 
 def down() -> None:
@@ -109,12 +117,16 @@ if __name__ == "__main__":
         down()
         print("stopped Airflow, the sandboxes and the local Postgres")
     elif sys.argv[1:] == ["airflow"]:
-        airflow = start_airflow()
+        airflow, hooks = start_airflow()
         print("Airflow is running: scheduler, dag-processor, triggerer, API server "
               f"(logs: {airflow.home / 'services'})")
         print(f"  UI:    {airflow.api_url}")
         print(f"  login: {'admin'} / {airflow.password()}   (SimpleAuthManager; {airflow.home / 'passwords.json'})")
-        print("  The DAGs start paused: unpause them in the UI. `make stop` ends everything.")
+        print(f"  webhooks: receiver {hooks['receiver_url']}; hooks registered on "
+              f"{len(hooks['stores'])} BigCommerce store(s) and the Square sandbox; webhook_sync and load_crm are "
+              "unpaused, so a purchase made through the sandbox admin (sandbox/README.md) reaches the CRM sandbox "
+              "within a minute or so.")
+        print("  The other DAGs start paused: unpause them in the UI. `make stop` ends everything.")
     else:
         stack = up()
         print(f"warehouse: {stack.warehouse_url}")

@@ -56,6 +56,10 @@ from sandbox.core import ApiError, Request, Response, SandboxApp
 
 # https-webhook-overview.mdx, "Callback retry mechanism".
 BIGCOMMERCE_RETRY_INTERVALS_S = [60, 180, 300, 600, 900, 1800, 3600, 7200, 21600, 50400, 86400]
+# webhook-events/index.mdx, "Carts": store/cart/abandoned "Fires when a cart is abandoned. A cart is considered
+# abandoned when no changes have been made for at least one hour after the last modified property" (also
+# store_cart_abandoned.yml; api-specs README: "the store sends the webhook store/cart/abandoned after one hour").
+CART_ABANDONED_AFTER_S = 3600
 # Square documents no schedule in the files we hold ("may be repeated"): growing intervals as well.
 SQUARE_RETRY_INTERVALS_S = [60, 300, 900, 3600, 10800, 43200]
 DELIVERY_TIMEOUT_S = 10.0
@@ -281,6 +285,11 @@ class BigCommerceHooks:
         self.refund_ids = itertools.count(1)
         self.dispatcher = Dispatcher("bigcommerce", BIGCOMMERCE_RETRY_INTERVALS_S, is_active=self._active,
                                      on_exhausted=self._deactivate)
+        # Checkouts left Incomplete (status 0), waiting to count as abandoned carts: (store hash, order id).
+        self.abandoned_after_s: float = CART_ABANDONED_AFTER_S
+        self.open_carts: set[tuple[str, int]] = set()
+        self.carts_changed = threading.Event()
+        threading.Thread(target=self._watch_carts, name="webhooks-bigcommerce-carts", daemon=True).start()
 
     def _find(self, hook_id: str) -> dict | None:
         for hooks in self.hooks.values():
@@ -308,6 +317,8 @@ class BigCommerceHooks:
         self.app.add_route("GET", rf"{store}/(?P<hook_id>\d+)", self.get_hook)
         self.app.add_route("PUT", rf"{store}/(?P<hook_id>\d+)", self.update_hook)
         self.app.add_route("DELETE", rf"{store}/(?P<hook_id>\d+)", self.delete_hook)
+        self.app.add_route("GET", r"/__admin/webhooks/carts", self.admin_carts)
+        self.app.add_route("PUT", r"/__admin/webhooks/carts", self.admin_carts)
 
     @staticmethod
     def _error(status: int, title: str, errors: dict | None = None) -> ApiError:
@@ -413,8 +424,9 @@ class BigCommerceHooks:
             for order in response.body.get("orders", []):
                 self.emit(request.params["store"], "store/order/created", {"type": "order", "id": order["id"]})
                 if int(order.get("status_id", -1)) == 0:
-                    # An Incomplete order is an abandoned checkout: store_cart_abandoned.json.
-                    self._abandoned(request.params["store"], order["id"])
+                    # An Incomplete order is a checkout left open: its cart counts as abandoned once nothing
+                    # changed for abandoned_after_s (CART_ABANDONED_AFTER_S), then store_cart_abandoned.json.
+                    self._cart_opened(request.params["store"], int(order["id"]))
 
         def status_changed(request: Request, response: Response, previous: int | None) -> None:
             self._order_changed(request.params["store"], response.body, previous)
@@ -427,19 +439,70 @@ class BigCommerceHooks:
             self._order_changed(store_hash, response.body, previous)
 
         def edited(request: Request, response: Response, _state: Any) -> None:
-            # store_customer_updated.json; subscribers: store_subscriber_updated (webhooks.v3.yml).
-            kind = "customer" if request.params["collection"] == "customers" else "subscriber"
-            self.emit(request.params["store"], f"store/{kind}/updated",
-                      {"type": kind, "id": int(request.params["record_id"])})
+            # store_customer_updated.json; store/subscriber/updated and store/product/updated ({type: "product",
+            # id}): webhook-events/index.mdx, "Subscriber" and "Products". A pending edit (202, applied later, inside
+            # a read) sends nothing.
+            kind = {"customers": "customer", "subscribers": "subscriber", "products": "product"}.get(
+                request.params["collection"])
+            if kind and response.status == 200:
+                self.emit(request.params["store"], f"store/{kind}/updated",
+                          {"type": kind, "id": int(request.params["record_id"])})
 
         _wrap(app, "admin_add_orders", created)
         _wrap(app, "admin_set_status", status_changed, before=order_status)
         _wrap(app, "admin_refund", refunded, before=order_status)
         _wrap(app, "admin_edit", edited)
-        for name in ("admin_archive", "admin_archive_order"):  # if the sandbox offers an archive mutation
-            _wrap(app, name, lambda request, response, _s: self.emit(
-                request.params["store"], "store/order/archived",
-                {"type": "order", "id": int(request.params["order_id"])}))
+        # the sandbox clock moved forward (``POST /__admin/bigcommerce/clock``): carts may have become abandoned
+        _wrap(app, "admin_advance_clock", lambda request, response, _s: self.carts_changed.set())
+        # An admin archive (is_deleted: true): store/order/archived, "Fires when an order is archived"
+        # (webhooks.v3.yml, title store/order/archived; payload webhook-events/store_order_archived.json).
+        _wrap(app, "admin_archive", lambda request, response, _s: self.emit(
+            request.params["store"], "store/order/archived", {"type": "order", "id": int(request.params["order_id"])}))
+
+    # -- abandoned carts ------------------------------------------------------------------------------
+    def _cart_opened(self, store_hash: str, order_id: int) -> None:
+        with self.lock:
+            self.open_carts.add((store_hash, order_id))
+        self.carts_changed.set()
+
+    def _cart_state(self, store_hash: str, order_id: int) -> tuple[int, int] | None:
+        """(status id, last modified epoch s) of the checkout's order, None when it is gone."""
+        from sandbox.bigcommerce import parse_time
+
+        store = self.app.stores.get(store_hash)  # type: ignore[attr-defined]
+        order = store.orders.get(order_id) if store else None
+        if order is None:
+            return None
+        if isinstance(order, dict):
+            return int(order.get("status_id", 0)), parse_time(order["date_modified"])
+        return int(order.status_id), int(order.modified)
+
+    def abandon_due_carts(self) -> float | None:
+        """Send ``store/cart/abandoned`` for every open checkout unchanged for ``abandoned_after_s`` on the
+        sandbox clock; forget those that became orders (status no longer 0: the cart converted, no webhook).
+        Returns the seconds until the next one is due, None when none is open."""
+        now = self.app.now()  # type: ignore[attr-defined]
+        with self.lock:
+            carts = sorted(self.open_carts)
+        next_due: float | None = None
+        for store_hash, order_id in carts:
+            state = self._cart_state(store_hash, order_id)
+            due = None if state is None or state[0] != 0 else state[1] + self.abandoned_after_s
+            if due is not None and due > now:
+                next_due = due - now if next_due is None else min(next_due, due - now)
+                continue
+            with self.lock:
+                self.open_carts.discard((store_hash, order_id))
+            if due is not None:
+                self._abandoned(store_hash, order_id)
+        return next_due
+
+    def _watch_carts(self) -> None:
+        while True:
+            wait = self.abandon_due_carts()
+            # the clock has whole seconds: look again at most every second while a cart is open
+            self.carts_changed.wait(timeout=None if wait is None else min(max(wait, 0.05), 1.0))
+            self.carts_changed.clear()
 
     def _abandoned(self, store_hash: str, order_id: int) -> None:
         store = self.app.stores[store_hash]  # type: ignore[attr-defined]
@@ -447,6 +510,19 @@ class BigCommerceHooks:
         cart_id = generated.cart_id(order_id) if generated is not None else str(uuid.uuid4())
         self.emit(store_hash, "store/cart/abandoned",
                   {"type": "cart", "id": cart_id, "token": hashlib.md5(cart_id.encode()).hexdigest()})
+
+    def admin_carts(self, request: Request) -> Response:
+        """``GET|PUT /__admin/webhooks/carts`` ``{"abandoned_after_s": …}``: how long a checkout must stay
+        unchanged before its ``store/cart/abandoned`` (default the documented hour; tests shorten it)."""
+        if request.method == "PUT":
+            value = (request.json() or {}).get("abandoned_after_s")
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                return Response(400, {"error": "abandoned_after_s must be a number of seconds >= 0"})
+            self.abandoned_after_s = float(value)
+            self.carts_changed.set()
+        with self.lock:
+            waiting = len(self.open_carts)
+        return Response(200, {"abandoned_after_s": self.abandoned_after_s, "open_carts": waiting})
 
     def _order_changed(self, store_hash: str, order: dict, previous: int | None) -> None:
         order_id, new_status = int(order["id"]), int(order.get("status_id", 0))
@@ -652,7 +728,21 @@ class SquareSubscriptions:
                       "order_id": payment.get("order_id"), "status": "PENDING",
                       "amount_money": payment["refunded_money"], "created_at": payment["updated_at"],
                       "updated_at": payment["updated_at"]}
-            self.emit("refund.created", "refund", refund_id, {"refund": refund})  # RefundCreatedEvent
+            # RefundCreatedEvent (api.json): data {type "refund", id, object {refund: PaymentRefund}}, the refund
+            # PENDING as when created; then payment.updated (refunded_money, refund_ids) and the order's update
+            # (developer.squareup.com/docs/refunds-api/webhooks, as sandbox/square.py Store.refund cites).
+            self.emit("refund.created", "refund", refund_id, {"refund": refund})
+            self.emit("payment.updated", "payment", payment["id"], {"payment": payment})
+            order = self.app.store.order(payment["order_id"]) if payment.get("order_id") else None  # type: ignore[attr-defined]
+            if order:
+                self._order_event("updated", order)
+
+        def status_changed(request: Request, response: Response, _state: Any) -> None:
+            # PaymentUpdatedEvent (api.json): "Published when a Payment is updated. Typically the payment.status,
+            # or card_details.status fields are updated as a payment is canceled, authorized, or completed" —
+            # an APPROVED payment completed or canceled, a PENDING one (bank transfer) completed or failed. Its
+            # order follows the payment (state COMPLETED / CANCELED): OrderUpdatedEvent.
+            payment = response.body["payment"]
             self.emit("payment.updated", "payment", payment["id"], {"payment": payment})
             order = self.app.store.order(payment["order_id"]) if payment.get("order_id") else None  # type: ignore[attr-defined]
             if order:
@@ -664,6 +754,7 @@ class SquareSubscriptions:
 
         _wrap(self.app, "admin_add_payment", payment_added)
         _wrap(self.app, "admin_refund", refunded)
+        _wrap(self.app, "admin_payment_status", status_changed)
         _wrap(self.app, "admin_edit_customer", customer_edited)
 
 

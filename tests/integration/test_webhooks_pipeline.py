@@ -221,8 +221,8 @@ def test_microbatch_extracts_the_connections_the_events_name(stack):  # B2, S4
                        (f"bigcommerce:{STORES[0]}", str(order["id"])))
     assert landed, "the new order was landed by the event-triggered run"
     assert microbatch.claim(wh, "run-2") == {"bigcommerce": [STORES[0]], "square": []}
-    assert microbatch.dbt_selection({"bigcommerce": [STORES[0]], "square": []}) == ["source:bigcommerce+",
-                                                                                    "source:state+"]
+    assert microbatch.dbt_selection({"bigcommerce": [STORES[0]], "square": []}) == [
+        "source:bigcommerce+,+path:models/marts/crm", "source:state+,+path:models/marts/crm"]
 
 
 def test_a_failing_store_gives_its_events_back_and_spares_the_others(stack):  # B10
@@ -297,3 +297,47 @@ def test_two_dbt_builds_on_one_warehouse_run_one_after_the_other(warehouse_url):
         order.append("second starts")
     thread.join()
     assert order == ["first starts", "first ends", "second starts"]
+
+
+def _oid(wh: str, relation: str) -> int | None:
+    return dict_rows(wh, "select to_regclass(%s)::oid as oid", (relation,))[0]["oid"]
+
+
+def test_a_microbatch_builds_the_crm_marts_and_leaves_the_segments_to_the_schedule(stack):  # B2, S4, P1 (latency)
+    config = stack["config"]({STORES[0]: True})
+    wh = stack["warehouse_url"]
+    store = config.stores[0]
+    # connected earlier: the first (historical) sync and a scheduled build are done
+    tasks.extract_store(config, store, stack["credentials_for"](store.conn_id), ExtractRequest(), wh)
+    tasks.transform(config, wh)
+    registration.sync_registrations(config, stack["credentials_for"], SECRET)
+    segments_before, orders_mart_before = _oid(wh, "segments.segment_members"), _oid(wh, "crm.ecom_orders")
+    assert segments_before and orders_mart_before
+    created = requests.post(f"{stack['urls']['bigcommerce']}/__admin/bigcommerce/{STORES[0]}/orders",
+                            json={"count": 3}, timeout=10).json()["orders"]
+    assert _wait(lambda: EventStore(wh).waiting() >= 3)
+    result = microbatch.run(config, stack["credentials_for"], wh, "webhook-run-1")
+    assert result["targets"] == {"bigcommerce": [STORES[0]], "square": []} and result["dbt"]["success"]
+    in_mart = dict_rows(wh, "select external_id from crm.ecom_orders where connection_id = %s",
+                        (f"bigcommerce:{STORES[0]}",))
+    expected = {str(o["id"]) for o in created if o["customer_id"] != 0}
+    assert expected and expected <= {row["external_id"] for row in in_mart}, "the new orders are in the crm marts"
+    assert _oid(wh, "crm.ecom_orders") != orders_mart_before, "the crm marts were rebuilt"
+    assert _oid(wh, "segments.segment_members") == segments_before, "the segments are left to the schedule"
+    assert microbatch.run(config, stack["credentials_for"], wh, "webhook-run-2")["dbt"] == {"skipped": "no events"}
+
+
+def test_the_first_event_on_a_fresh_warehouse_builds_what_the_marts_read(stack):  # B2, P1 (make airflow's first run)
+    config = stack["config"]({STORES[0]: True})
+    wh = stack["warehouse_url"]
+    assert microbatch.unbuilt_sources(wh) == {"bigcommerce", "square"}
+    registration.sync_registrations(config, stack["credentials_for"], SECRET)
+    order = requests.post(f"{stack['urls']['bigcommerce']}/__admin/bigcommerce/{STORES[0]}/orders",
+                          json={"count": 1, "customer_id": 1}, timeout=10).json()["orders"][0]
+    assert _wait(lambda: EventStore(wh).waiting() >= 1)
+    # never built: the unioned models also read Square's staging, which no build has created yet
+    result = microbatch.run(config, stack["credentials_for"], wh, "first-run")
+    assert result["dbt"]["success"]
+    assert dict_rows(wh, "select 1 from crm.ecom_orders where connection_id = %s and external_id = %s",
+                     (f"bigcommerce:{STORES[0]}", str(order["id"])))
+    assert microbatch.unbuilt_sources(wh) == frozenset()

@@ -105,6 +105,8 @@ def test_bigcommerce_hooks_crud_follows_the_spec(bc):  # webhooks.v3.yml /hooks
 
 
 def test_bigcommerce_delivers_admin_mutations_with_the_hook_headers(bc, receiver):  # B2, B4, B9
+    # carts count as abandoned at once here (the documented hour: test_abandoned_cart_waits_for_the_documented_hour)
+    requests.put(f"{bc}/__admin/webhooks/carts", json={"abandoned_after_s": 0}, timeout=10)
     for scope in ("store/order/*", "store/customer/updated", "store/cart/abandoned"):
         assert _hook(bc, {"scope": scope, "destination": f"{receiver.url}/bc",
                           "headers": {"X-Secret": "s3cret"}}).status_code == 200
@@ -134,6 +136,67 @@ def test_bigcommerce_delivers_admin_mutations_with_the_hook_headers(bc, receiver
     cart = requests.get(f"{bc}/stores/{STORE}/v3/carts/{abandoned['id']}", headers=BC_HEADERS, timeout=10)
     assert cart.status_code == 200, "the abandoned cart named by the webhook can be fetched"
     assert incomplete["status_id"] == 0
+
+
+def test_abandoned_cart_waits_for_the_documented_hour(bc, receiver):  # B9
+    # webhook-events/index.mdx "Carts": abandoned when no changes were made for at least one hour
+    assert requests.get(f"{bc}/__admin/webhooks/carts", timeout=10).json()["abandoned_after_s"] == 3600
+    assert _hook(bc, {"scope": "store/cart/abandoned", "destination": f"{receiver.url}/bc"}).status_code == 200
+    admin = f"{bc}/__admin/bigcommerce/{STORE}"
+    left = requests.post(f"{admin}/orders", json={"count": 1, "status_id": 0}, timeout=10).json()["orders"][0]
+    converted = requests.post(f"{admin}/orders", json={"count": 1, "status_id": 0}, timeout=10).json()["orders"][0]
+    time.sleep(0.5)
+    assert receiver.deliveries == [], "nothing is abandoned right after the checkout"
+    requests.put(f"{admin}/orders/{converted['id']}", json={"status_id": 11}, timeout=10)  # checkout completed
+    requests.post(f"{bc}/__admin/bigcommerce/clock", json={"advance_seconds": 3590}, timeout=10)
+    time.sleep(0.5)
+    assert receiver.deliveries == [], "59 min 50 s of quiet is not an hour"
+    requests.post(f"{bc}/__admin/bigcommerce/clock", json={"advance_seconds": 12}, timeout=10)
+    (delivery,) = receiver.wait_for(1)
+    time.sleep(0.5)
+    assert len(receiver.deliveries) == 1, "the converted checkout's cart is not abandoned"
+    body = delivery["body"]
+    assert body["scope"] == "store/cart/abandoned" and set(body["data"]) == {"type", "id", "token"}
+    assert body["data"]["type"] == "cart"
+    cart = requests.get(f"{bc}/stores/{STORE}/v3/carts/{body['data']['id']}", headers=BC_HEADERS, timeout=10)
+    assert cart.status_code == 200 and left["status_id"] == 0
+
+
+def test_abandoned_cart_delay_is_configurable_for_tests(bc, receiver):  # B9
+    assert requests.put(f"{bc}/__admin/webhooks/carts", json={"abandoned_after_s": -1}, timeout=10).status_code == 400
+    assert requests.put(f"{bc}/__admin/webhooks/carts", json={"abandoned_after_s": 2},
+                        timeout=10).json()["abandoned_after_s"] == 2
+    _hook(bc, {"scope": "store/cart/abandoned", "destination": f"{receiver.url}/bc"})
+    created_at = time.time()
+    requests.post(f"{bc}/__admin/bigcommerce/{STORE}/orders", json={"count": 1, "status_id": 0}, timeout=10)
+    time.sleep(0.5)
+    assert receiver.deliveries == []
+    (delivery,) = receiver.wait_for(1, timeout=5)
+    assert 1.0 <= delivery["at"] - created_at < 4.0
+    assert delivery["body"]["scope"] == "store/cart/abandoned"
+
+
+def test_archive_refund_and_product_edit_send_their_documented_scopes(bc, receiver):  # B4
+    # webhooks.v3.yml store/order/archived, store/order/refund/created; payloads as in webhook-events/*.json
+    _hook(bc, {"scope": "store/order/*", "destination": f"{receiver.url}/bc"})
+    admin = f"{bc}/__admin/bigcommerce/{STORE}/orders"
+    order = requests.post(admin, json={"count": 1}, timeout=10).json()["orders"][0]
+    receiver.wait_for(1)
+    requests.post(f"{admin}/{order['id']}/archive", json={}, timeout=10)
+    requests.post(f"{admin}/{order['id']}/refunds", json={"amount": "1.00"}, timeout=10)
+    bodies = [d["body"] for d in receiver.wait_for(5)[1:]]
+    archived = [b for b in bodies if b["scope"] == "store/order/archived"]
+    assert archived and archived[0]["data"] == {"type": "order", "id": order["id"]}
+    refund = next(b for b in bodies if b["scope"] == "store/order/refund/created")
+    assert refund["data"]["type"] == "order" and refund["data"]["id"] == order["id"]
+    assert isinstance(refund["data"]["refund"]["refund_id"], int)
+    # a product edit is store/product/updated (webhook-events/index.mdx, "Products"), not a subscriber's
+    _hook(bc, {"scope": "store/product/updated", "destination": f"{receiver.url}/bc"})
+    product_id = requests.get(f"{bc}/__admin/bigcommerce/{STORE}/products", timeout=10).json()["products"][0]["id"]
+    count = len(receiver.deliveries)
+    requests.put(f"{bc}/__admin/bigcommerce/{STORE}/products/{product_id}", json={"name": "Renamed"}, timeout=10)
+    product = receiver.wait_for(count + 1)[count]["body"]
+    assert product["scope"] == "store/product/updated" and product["data"] == {"type": "product", "id": product_id}
 
 
 def test_bigcommerce_retries_at_growing_intervals_then_deactivates_the_hook(bc, receiver):
@@ -222,3 +285,26 @@ def test_square_subscriptions_and_signed_events(sq, receiver):  # S4
     time.sleep(0.3)
     assert len(receiver.deliveries) == 7, "a disabled subscription gets nothing"
     assert requests.delete(f"{base}/{created['id']}", headers=SQ_HEADERS, timeout=10).status_code == 200
+
+
+def test_square_payment_status_change_sends_payment_updated(sq, receiver):  # S4, S5
+    # PaymentUpdatedEvent (api.json): the payment's status changes as it is completed, canceled or fails
+    url = f"{receiver.url}/square"
+    requests.post(f"{sq}/v2/webhooks/subscriptions", headers=SQ_HEADERS, timeout=10, json={
+        "subscription": {"name": "ecomsync", "notification_url": url,
+                         "event_types": ["payment.updated", "order.updated"]}})
+    pending = requests.post(f"{sq}/__admin/square/payments", json={"status": "APPROVED"}, timeout=10).json()
+    time.sleep(0.3)
+    assert receiver.deliveries == [], "not subscribed to payment.created"
+    payment_id = pending["payment"]["id"]
+    answer = requests.post(f"{sq}/__admin/square/payments/{payment_id}/status", json={"status": "COMPLETED"},
+                           timeout=10)
+    assert answer.status_code == 200
+    bodies = [d["body"] for d in receiver.wait_for(2)]
+    updated = next(b for b in bodies if b["type"] == "payment.updated")
+    assert updated["data"]["type"] == "payment" and updated["data"]["id"] == payment_id
+    assert updated["data"]["object"]["payment"]["status"] == "COMPLETED"
+    order = next(b for b in bodies if b["type"] == "order.updated")
+    assert order["data"]["type"] == "order_updated"
+    assert order["data"]["object"]["order_updated"]["order_id"] == pending["payment"]["order_id"]
+    assert order["data"]["object"]["order_updated"]["state"] == "COMPLETED"

@@ -14,6 +14,7 @@ from dotenv import dotenv_values
 
 from ecomsync.airflow_support import POOLS_FILE
 from ecomsync.config import load_config
+from ecomsync.webhooks.airflow_backend import WEBHOOKS_CONN_ID
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_TEXT = (ROOT / "docker-compose.yml").read_text()
@@ -112,6 +113,7 @@ def test_settings_and_connections_come_from_env_files():  # P6
     config = load_config()
     expected = {f"AIRFLOW_CONN_{s.conn_id.upper()}" for s in config.stores}
     expected |= {f"AIRFLOW_CONN_{config.square.conn_id.upper()}", f"AIRFLOW_CONN_{config.crm.conn_id.upper()}"}
+    expected |= {f"AIRFLOW_CONN_{WEBHOOKS_CONN_ID.upper()}"}  # the webhook receiver's shared secret (issue 17)
     assert set(example) == expected
     assert all("<" in value for value in example.values()), "placeholders only, no real token"
     # nothing but the warehouse connection is hard-coded in the compose file

@@ -17,7 +17,6 @@ so events arriving during a run are coalesced into the next one.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from datetime import UTC, datetime
@@ -91,11 +90,13 @@ class AirflowBackend:
             return key
 
     def event_store(self) -> EventStore:
+        """The warehouse's event table, found as the tasks find the warehouse (``tasks.warehouse_url``): the
+        Airflow connection ``warehouse_default``, else ``WAREHOUSE_URL`` — so the API server of a deployment
+        (docker-compose.yml sets only the connection) needs nothing more than its workers."""
         if self._store is None:
-            url = os.environ.get("WAREHOUSE_URL")
-            if not url:
-                raise RuntimeError("WAREHOUSE_URL is not set in the API server's environment")
-            self._store = EventStore(url)
+            from ecomsync.tasks import warehouse_url
+
+            self._store = EventStore(warehouse_url())
         return self._store
 
     # -- hand-off -----------------------------------------------------------------------------------

@@ -3,8 +3,11 @@
 A run claims every waiting event in ``raw.webhook_events`` (events that arrive while it runs stay waiting and
 go to the next run), extracts each named store/location's incremental window with
 ``ecomsync.tasks.extract_store`` / ``extract_location`` (the same landing as the schedule), then builds only
-the dbt models downstream of the changed sources. The load is the ``load_crm`` DAG, started by the
-``crm_marts`` Asset as after a scheduled transform.
+the dbt models between the changed sources and the crm marts (``dbt_selection``); the segment tables are
+rebuilt by the scheduled ``transform``. The load is the ``load_crm`` DAG, started by the ``crm_marts`` Asset
+as after a scheduled transform: it runs while the next micro-batch extracts and builds (a pipeline). Loading in
+this task instead was measured slower: the CRM's 5 requests/s make the load the longest stage, and in one task
+the next batch waits for it (docs/benchmarks.md, "Webhooks").
 
 A store or location that fails gives its events back (the next run retries it) and does not stop the others;
 the run then fails naming it. A scheduled extract of the same store holding its lock is waited for.
@@ -14,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from ecomsync import tasks
 from ecomsync.config import ConfigError, PipelineConfig
@@ -25,6 +29,7 @@ log = logging.getLogger(__name__)
 
 LOCK_WAIT_S = 600.0
 LOCK_POLL_S = 2.0
+MAX_PARALLEL = 4  # stores and locations extracted at once by one micro-batch
 
 
 class MicroBatchError(RuntimeError):
@@ -46,6 +51,7 @@ def claim(wh_url: str, run_id: str) -> dict[str, list[str]]:
 
 
 def _waiting_for_lock(extract: Callable[[], dict], what: str, wait_s: float) -> dict:
+    """``extract()``, again every ``LOCK_POLL_S`` while another run holds its lock, for at most ``wait_s`` s."""
     deadline = time.monotonic() + wait_s
     while True:
         try:
@@ -58,14 +64,20 @@ def _waiting_for_lock(extract: Callable[[], dict], what: str, wait_s: float) -> 
 
 
 def _run_each(wh_url: str, run_id: str, items: Sequence[tuple[str, str, Callable[..., dict]]], wait_s: float) -> dict:
-    """Run each (connection_id, label, extract); release the events of those that fail; raise naming them."""
+    """Run each (connection_id, label, extract) at the same time, one thread each (at most ``MAX_PARALLEL``: they
+    wait on the APIs and the warehouse, not on this process; each has its own connections and locks, and
+    ``Warehouse.ensure_schema`` serialises its DDL); release the events of those that fail; raise naming them."""
     results, failed = {}, {}
-    for connection_id, label, extract in items:
-        try:
-            results[label] = _waiting_for_lock(extract, connection_id, wait_s)
-        except Exception as exc:
-            log.exception("micro-batch: %s failed", connection_id)
-            failed[connection_id] = f"{type(exc).__name__}: {exc}"[:500]
+    with ThreadPoolExecutor(max_workers=max(1, min(MAX_PARALLEL, len(items))),
+                            thread_name_prefix="microbatch") as pool:
+        futures = {pool.submit(_waiting_for_lock, extract, connection_id, wait_s): (connection_id, label)
+                   for connection_id, label, extract in items}
+        for future, (connection_id, label) in futures.items():
+            try:
+                results[label] = future.result()
+            except Exception as exc:
+                log.error("micro-batch: %s failed", connection_id, exc_info=exc)
+                failed[connection_id] = f"{type(exc).__name__}: {exc}"[:500]
     if failed:
         EventStore(wh_url).release(run_id, list(failed))
         raise MicroBatchError(f"extract failed for {sorted(failed)} (their events wait for the next run): {failed}")
@@ -108,10 +120,41 @@ def extract_locations(config: PipelineConfig, location_ids: list[str],
     return {"extracted": results, "skipped": skipped}
 
 
-def dbt_selection(targets: dict[str, list[str]]) -> list[str]:
-    """The models downstream of the changed sources (and of ``state``, which holds the connections)."""
-    sources = [source for source in ("bigcommerce", "square") if targets.get(source)]
-    return [f"source:{source}+" for source in sources] + (["source:state+"] if sources else [])
+CRM_MARTS_PATH = "path:models/marts/crm"
+
+
+SOURCES = ("bigcommerce", "square")
+# dbt's "cautious" indirect selection: a test is built only when every model it reads is selected. The default
+# ("eager") also ran the relationship tests of the segment marts, which are not rebuilt here: they failed on a
+# fresh warehouse and would compare stale segments with new crm marts. Passed after the selectors because
+# tasks.transform takes only ``select`` (it appends ``--select`` and the list to ``dbt build``).
+ONLY_TESTS_OF_SELECTED = ("--indirect-selection", "cautious")
+
+
+def dbt_selection(targets: dict[str, list[str]], unbuilt: frozenset[str] = frozenset()) -> list[str]:
+    """dbt ``--select`` of a micro-batch: the nodes downstream of the changed sources (and of ``state``, which
+    holds the connections) that lead to the crm marts — ``source:<s>+,+path:models/marts/crm`` is dbt's
+    intersection of the two graph selections. The segment marts (read by analysts, not by the load) are left to
+    the scheduled ``transform``. ``unbuilt``: sources whose staging models are not in the warehouse yet (no build
+    ran since it was created); the unioned models read them, so they are built too. ``[]`` when nothing changed."""
+    changed = [source for source in SOURCES if targets.get(source)]
+    if not changed:
+        return []
+    sources = [source for source in SOURCES if source in changed or source in unbuilt] + ["state"]
+    return [f"source:{source}+,+{CRM_MARTS_PATH}" for source in sources]
+
+
+def unbuilt_sources(wh_url: str) -> frozenset[str]:
+    """Sources with no staging model in the warehouse (``stg_<source>__*``, the project's naming convention,
+    in any schema): a fresh warehouse whose first event names one source only."""
+    import psycopg2
+
+    with psycopg2.connect(wh_url) as conn, conn.cursor() as cur:
+        cur.execute("select distinct split_part(table_name, '__', 1) from information_schema.tables "
+                    "where table_name like 'stg\\_%\\_\\_%'")
+        built = {row[0].removeprefix("stg_") for row in cur.fetchall()}
+    conn.close()
+    return frozenset(source for source in SOURCES if source not in built)
 
 
 def run(config: PipelineConfig, credentials_for: Callable[[str], tasks.Credentials], wh_url: str, run_id: str,
@@ -119,19 +162,26 @@ def run(config: PipelineConfig, credentials_for: Callable[[str], tasks.Credentia
     """One micro-batch in one task: claim → extract the named stores and locations → build their models.
 
     One task rather than four: on a small machine every Airflow task costs seconds of start-up, and the
-    latency target (purchase → CRM p95 ≤ 60 s) has no room for them. What landed is modelled even when one
-    connection failed; the failure is raised afterwards (its events were given back).
+    latency target (purchase → CRM p95 ≤ 60 s) has no room for them; the stores and locations are extracted at
+    the same time (``_run_each``). What landed is modelled even when one connection failed; the failure is raised
+    afterwards (its events were given back). Any other error (e.g. the Square location list) is raised once the
+    other source's extract has finished.
+    Returns ``{"targets", "bigcommerce", "square", "dbt"}``.
     """
     targets = claim(wh_url, run_id)
     result: dict = {"targets": targets}
     failures = []
-    for name, step in (("bigcommerce", extract_stores), ("square", extract_locations)):
-        try:
-            result[name] = step(config, targets[name], credentials_for, wh_url, run_id, wait_s)
-        except MicroBatchError as exc:
-            failures.append(str(exc))
-    selection = dbt_selection(targets)
-    result["dbt"] = tasks.transform(config, wh_url, select=selection) if selection else {"skipped": "no events"}
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="microbatch-source") as pool:  # both sources at once
+        steps = {name: pool.submit(step, config, targets[name], credentials_for, wh_url, run_id, wait_s)
+                 for name, step in (("bigcommerce", extract_stores), ("square", extract_locations))}
+        for name, future in steps.items():
+            try:
+                result[name] = future.result()
+            except MicroBatchError as exc:
+                failures.append(str(exc))
+    selection = dbt_selection(targets, unbuilt_sources(wh_url))
+    result["dbt"] = tasks.transform(config, wh_url, select=[*selection, *ONLY_TESTS_OF_SELECTED]) if selection \
+        else {"skipped": "no events"}
     if failures:
         raise MicroBatchError("; ".join(failures))
     return result
