@@ -300,9 +300,11 @@ def _skip_inactive(config: PipelineConfig, warehouse: Warehouse, connection_id: 
 
 
 def transform(config: PipelineConfig, wh_url: str, full_refresh: bool = False, retry: bool = False,
-              select: list[str] | None = None, **dbt_options) -> dict:
+              select: list[str] | None = None, indirect_selection: str | None = None, **dbt_options) -> dict:
     """``dbt build``: staging → crm marts → segments, every model tested (P3); ``select``: only those nodes
-    (the webhook micro-batch builds one source's models). One build at a time per warehouse (``dbt_build_lock``).
+    (the webhook micro-batch builds one source's models); ``indirect_selection``: dbt's ``--indirect-selection``
+(``eager``, ``cautious``, ``buildable``, ``empty``) for the tests of a selection. One build at a time per
+warehouse (``dbt_build_lock``).
 
     A scheduled build (no ``select``, not a retry) whose inputs did not change since the last complete build
     (``ecomsync.build_inputs``: nothing landed in raw, no state change, same project and vars, the models'
@@ -332,7 +334,9 @@ def transform(config: PipelineConfig, wh_url: str, full_refresh: bool = False, r
         selection = plan.select
         args = ["retry"] if retry else (["build"] + (["--full-refresh"] if full_refresh else
                                                      ["--exclude-resource-type", "unit_test"])
-                                        + (["--select", *selection] if selection else []))
+                                        + (["--select", *selection] if selection else [])
+                                        + (["--indirect-selection", indirect_selection] if indirect_selection
+                                           else []))
         log.info("dbt %s (%s)", " ".join(args), plan.reason)
         try:
             result = run_dbt_task(args, wh_url, dbt_vars, **dbt_options)

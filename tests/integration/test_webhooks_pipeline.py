@@ -225,6 +225,28 @@ def test_microbatch_extracts_the_connections_the_events_name(stack):  # B2, S4
         "source:bigcommerce+,+path:models/marts/crm", "source:state+,+path:models/marts/crm"]
 
 
+def test_a_square_microbatch_fetches_merchant_streams_once_per_account(stack):  # S4, P3, B2 (issue 16 item 3)
+    """Events for every location (a customer change names no location): the account's customers, catalog and
+    locations are read once, each location's payments and orders once — as the scheduled DAG does."""
+    config = stack["config"]({STORES[0]: True})
+    wh, sq = stack["warehouse_url"], stack["urls"]["square"]
+    locations = tasks.locations_to_sync(config, stack["credentials_for"](config.square.conn_id))
+    active = [loc for loc in locations if loc["status"] == "ACTIVE"]
+    assert len(active) >= 2, "the sandbox serves several active locations of one account"
+    requests.delete(f"{sq}/__admin/requests", timeout=10)
+
+    result = microbatch.extract_locations(config, ["*"], stack["credentials_for"], wh, "run-1")
+
+    merchants = [label for label in result["extracted"] if label.startswith("merchant:")]
+    assert len(merchants) == 1 and len(result["extracted"]) == 1 + len(locations)
+    paths = [entry["path"] for entry in requests.get(f"{sq}/__admin/requests", timeout=10).json()["requests"]]
+    assert paths.count("/v2/customers/search") == 1 and paths.count("/v2/catalog/search") == 1
+    extracted_locations = [label for label in result["extracted"] if not label.startswith("merchant:")]
+    assert paths.count("/v2/payments") >= len(extracted_locations) - (len(locations) - len(active))
+    assert dict_rows(wh, "select 1 from raw.square_customers where connection_id = %s limit 1",
+                     (sq_source.merchant_connection_id(merchants[0].removeprefix("merchant:")),))
+
+
 def test_a_failing_store_gives_its_events_back_and_spares_the_others(stack):  # B10
     config = stack["config"]({STORES[0]: True, STORES[1]: True})
     wh = stack["warehouse_url"]

@@ -18,10 +18,12 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from ecomsync import tasks
 from ecomsync.config import ConfigError, PipelineConfig
 from ecomsync.extract import ExtractRequest
+from ecomsync.sources import square
 from ecomsync.warehouse import ConcurrentRunError
 from ecomsync.webhooks.events import ALL_LOCATIONS, EventStore
 
@@ -63,23 +65,45 @@ def _waiting_for_lock(extract: Callable[[], dict], what: str, wait_s: float) -> 
             time.sleep(LOCK_POLL_S)
 
 
-def _run_each(wh_url: str, run_id: str, items: Sequence[tuple[str, str, Callable[..., dict]]], wait_s: float) -> dict:
-    """Run each (connection_id, label, extract) at the same time, one thread each (at most ``MAX_PARALLEL``: they
-    wait on the APIs and the warehouse, not on this process; each has its own connections and locks, and
-    ``Warehouse.ensure_schema`` serialises its DDL); release the events of those that fail; raise naming them."""
-    results, failed = {}, {}
+@dataclass(frozen=True)
+class Extract:
+    """One extract of a micro-batch: ``connection_id`` (its lock, named in logs and errors), ``label`` (its key in
+    the results), ``run`` (the scheduled path's task function), ``events``: the event connection ids given back
+    to the next run when it fails."""
+    connection_id: str
+    label: str
+    run: Callable[[], dict]
+    events: tuple[str, ...]
+
+
+def _later(task: Callable[..., dict], credentials_for: Callable[[str], tasks.Credentials], conn_id: str,
+           **arguments) -> Callable[[], dict]:
+    """``task(credentials=…, **arguments)`` run in the extract's own thread, its Airflow connection looked up
+    there: a missing connection fails that extract only (its events are given back), not the micro-batch."""
+    def run() -> dict:
+        return task(credentials=credentials_for(conn_id), **arguments)
+    return run
+
+
+def _run_each(wh_url: str, run_id: str, items: Sequence[Extract], wait_s: float) -> dict:
+    """Run each extract at the same time, one thread each (at most ``MAX_PARALLEL``: they wait on the APIs and
+    the warehouse, not on this process; each has its own connections and locks, and ``Warehouse.ensure_schema``
+    serialises its DDL); give back the events of those that fail; raise naming them."""
+    results: dict[str, dict] = {}
+    failed: dict[str, str] = {}
+    give_back: set[str] = set()
     with ThreadPoolExecutor(max_workers=max(1, min(MAX_PARALLEL, len(items))),
                             thread_name_prefix="microbatch") as pool:
-        futures = {pool.submit(_waiting_for_lock, extract, connection_id, wait_s): (connection_id, label)
-                   for connection_id, label, extract in items}
-        for future, (connection_id, label) in futures.items():
+        futures = {pool.submit(_waiting_for_lock, item.run, item.connection_id, wait_s): item for item in items}
+        for future, item in futures.items():
             try:
-                results[label] = future.result()
+                results[item.label] = future.result()
             except Exception as exc:
-                log.error("micro-batch: %s failed", connection_id, exc_info=exc)
-                failed[connection_id] = f"{type(exc).__name__}: {exc}"[:500]
+                log.error("micro-batch: %s failed", item.connection_id, exc_info=exc)
+                failed[item.connection_id] = f"{type(exc).__name__}: {exc}"[:500]
+                give_back.update(item.events)
     if failed:
-        EventStore(wh_url).release(run_id, list(failed))
+        EventStore(wh_url).release(run_id, sorted(give_back))
         raise MicroBatchError(f"extract failed for {sorted(failed)} (their events wait for the next run): {failed}")
     return results
 
@@ -96,9 +120,10 @@ def extract_stores(config: PipelineConfig, store_hashes: list[str], credentials_
         if not store.enabled:
             skipped[store_hash] = "disabled"
             continue
-        items.append((store.connection_id, store_hash, lambda store=store: tasks.extract_store(
-            config, store, credentials_for(store.conn_id),
-            ExtractRequest(mode="incremental", run_id=f"{run_id}:{store.store_hash}"), wh_url)))
+        items.append(Extract(store.connection_id, store_hash, _later(
+            tasks.extract_store, credentials_for, store.conn_id, config=config, store=store,
+            request=ExtractRequest(mode="incremental", run_id=f"{run_id}:{store.store_hash}"), wh_url=wh_url),
+            (store.connection_id,)))
     results = _run_each(wh_url, run_id, items, wait_s)
     return {"extracted": results, "skipped": skipped}
 
@@ -112,10 +137,25 @@ def extract_locations(config: PipelineConfig, location_ids: list[str],
     wanted = enabled if "*" in location_ids else [loc for loc in enabled if loc["location_id"] in location_ids]
     skipped = {lid: "disabled or inactive" for lid in location_ids
                if lid != "*" and lid not in {loc["location_id"] for loc in enabled}}
-    items = [(f"square:{loc['location_id']}", loc["location_id"], lambda loc=loc: tasks.extract_location(
-        config, loc, credentials_for(config.square.location_conn_id(loc["location_id"])),
-        ExtractRequest(mode="incremental", run_id=f"{run_id}:{loc['location_id']}"), wh_url))
-        for loc in wanted]
+    # Merchant-wide streams (customers, catalog, locations) once per Square account, as the scheduled DAG does
+    # (tasks.extract_merchant, issue 16), then each location's own streams (merchant=False); a failed account gives
+    # back the events of all its locations, a failed location its own.
+    accounts: dict[tuple[str, str], list[dict]] = {}
+    for loc in wanted:
+        accounts.setdefault(tasks.merchant_key(config, loc), []).append(loc)
+    items = [Extract(square.merchant_connection_id(key), f"merchant:{key}",
+                     _later(tasks.extract_merchant, credentials_for, conn_id, config=config, merchant=key,
+                            request=ExtractRequest(mode="incremental", run_id=f"{run_id}:merchant:{key}"),
+                            wh_url=wh_url),
+                     (ALL_LOCATIONS, *(f"square:{loc['location_id']}" for loc in locations)))
+             for (conn_id, key), locations in accounts.items()]
+    items += [Extract(f"square:{loc['location_id']}", loc["location_id"],
+                      _later(tasks.extract_location, credentials_for,
+                             config.square.location_conn_id(loc["location_id"]), config=config, location=loc,
+                             request=ExtractRequest(mode="incremental", run_id=f"{run_id}:{loc['location_id']}"),
+                             wh_url=wh_url, merchant=False),
+                      (f"square:{loc['location_id']}",))
+              for loc in wanted]
     results = _run_each(wh_url, run_id, items, wait_s)
     return {"extracted": results, "skipped": skipped}
 
@@ -126,9 +166,8 @@ CRM_MARTS_PATH = "path:models/marts/crm"
 SOURCES = ("bigcommerce", "square")
 # dbt's "cautious" indirect selection: a test is built only when every model it reads is selected. The default
 # ("eager") also ran the relationship tests of the segment marts, which are not rebuilt here: they failed on a
-# fresh warehouse and would compare stale segments with new crm marts. Passed after the selectors because
-# tasks.transform takes only ``select`` (it appends ``--select`` and the list to ``dbt build``).
-ONLY_TESTS_OF_SELECTED = ("--indirect-selection", "cautious")
+# fresh warehouse and would compare stale segments with new crm marts.
+ONLY_TESTS_OF_SELECTED = "cautious"
 
 
 def dbt_selection(targets: dict[str, list[str]], unbuilt: frozenset[str] = frozenset()) -> list[str]:
@@ -180,7 +219,8 @@ def run(config: PipelineConfig, credentials_for: Callable[[str], tasks.Credentia
             except MicroBatchError as exc:
                 failures.append(str(exc))
     selection = dbt_selection(targets, unbuilt_sources(wh_url))
-    result["dbt"] = tasks.transform(config, wh_url, select=[*selection, *ONLY_TESTS_OF_SELECTED]) if selection \
+    result["dbt"] = tasks.transform(config, wh_url, select=selection,
+                                                     indirect_selection=ONLY_TESTS_OF_SELECTED) if selection \
         else {"skipped": "no events"}
     if failures:
         raise MicroBatchError("; ".join(failures))
