@@ -43,7 +43,8 @@ bigcommerce_customers_from_orders as (
         billing_last_name as last_name,
         billing_phone as phone,
         created_at,
-        updated_at
+        updated_at,
+        loaded_at
     from bigcommerce_orders
     where customer_id is not null
     order by connection_id, customer_id, updated_at desc
@@ -52,7 +53,7 @@ bigcommerce_customers_from_orders as (
 
 bigcommerce_known_customers as (
 
-    select connection_id, customer_id, email, first_name, last_name, phone, created_at, updated_at
+    select connection_id, customer_id, email, first_name, last_name, phone, created_at, updated_at, loaded_at
     from bigcommerce_customers
 
     union all
@@ -70,7 +71,8 @@ bigcommerce_known_customers as (
 
 newsletter_consents as (
 
-    select connection_id, email, bool_or(has_newsletter_consent) as has_newsletter_consent
+    select connection_id, email, bool_or(has_newsletter_consent) as has_newsletter_consent,
+        max(loaded_at) as loaded_at
     from bigcommerce_subscribers
     where email is not null
     group by connection_id, email
@@ -79,7 +81,8 @@ newsletter_consents as (
 
 order_opt_ins as (
 
-    select connection_id, customer_id, bool_or(is_email_opt_in) as has_opted_in_on_an_order
+    select connection_id, customer_id, bool_or(is_email_opt_in) as has_opted_in_on_an_order,
+        max(loaded_at) as loaded_at
     from bigcommerce_orders
     where customer_id is not null
     group by connection_id, customer_id
@@ -100,7 +103,9 @@ bigcommerce as (
         coalesce(newsletter_consents.has_newsletter_consent, false)
             or coalesce(order_opt_ins.has_opted_in_on_an_order, false) as accepts_marketing,
         customers.created_at as external_created_at,
-        customers.updated_at as external_updated_at
+        customers.updated_at as external_updated_at,
+        -- the latest landing of the customer, its orders or its newsletter consent
+        greatest(customers.loaded_at, newsletter_consents.loaded_at, order_opt_ins.loaded_at) as landed_at
     from bigcommerce_known_customers as customers
     left join newsletter_consents
         on newsletter_consents.connection_id = customers.connection_id
@@ -114,7 +119,9 @@ bigcommerce as (
 -- Square customer profiles are merchant-wide: the extract may land one under any location.
 square_customer_profiles as (
 
-    select distinct on (customer_id) *
+    select distinct on (customer_id)
+        *,
+        max(loaded_at) over (partition by customer_id) as landed_at
     from square_customers
     order by customer_id, updated_at desc nulls last, loaded_at desc
 
@@ -142,7 +149,8 @@ square as (
         -- an email address they have not unsubscribed
         profiles.email is not null and not profiles.is_email_unsubscribed as accepts_marketing,
         profiles.created_at as external_created_at,
-        profiles.updated_at as external_updated_at
+        profiles.updated_at as external_updated_at,
+        profiles.landed_at
     from square_connection_customers as connection_customers
     inner join square_customer_profiles as profiles
         on profiles.customer_id = connection_customers.customer_id
@@ -170,7 +178,8 @@ final as (
         phone,
         accepts_marketing,
         external_created_at,
-        external_updated_at
+        external_updated_at,
+        landed_at
     from unioned
 
 )

@@ -1,3 +1,11 @@
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key=['connection_id', 'order_external_id'],
+        on_schema_change='append_new_columns'
+    )
+}}
 {#- One row per product line of every order, described from the catalog (category, image, description).
     Fields a source may omit but the CRM requires get documented defaults, so one missing optional field
     never costs the order (docs/analysts.md "Line items"):
@@ -6,25 +14,39 @@
       quantity  1 when not sent (Square documents it as required; BigCommerce always sends it)
       price     the unit price, else (Square) the line total / quantity, else 0
     Linear in the number of lines: each source's lines are joined to their orders and the catalog by
-    hash joins on materialised keys, never re-reading an order's JSON per line. -#}
+    hash joins on materialised keys, never re-reading an order's JSON per line.
+    Incremental: a scheduled run rebuilds the lines of the orders int_orders_unioned rebuilt (landed_at). -#}
 with
 
 orders as (
 
-    select connection_id, order_external_id, source, source_order_connection_id, source_order_id
+    select connection_id, order_external_id, source, source_order_connection_id, source_order_id, landed_at
     from {{ ref('int_orders_unioned') }}
+    {%- if is_incremental() %}
+    where landed_at >= {{ incremental_cutoff() }}
+    {%- endif %}
 
 ),
 
 bigcommerce_line_items as (
 
     select * from {{ ref('stg_bigcommerce__order_line_items') }}
+    {%- if is_incremental() %}
+    where (connection_id, order_id) in (
+        select source_order_connection_id, source_order_id from orders where source = 'bigcommerce'
+    )
+    {%- endif %}
 
 ),
 
 square_line_items as (
 
     select * from {{ ref('stg_square__order_line_items') }}
+    {%- if is_incremental() %}
+    where (connection_id, order_id) in (
+        select source_order_connection_id, source_order_id from orders where source = 'square'
+    )
+    {%- endif %}
 
 ),
 
@@ -60,7 +82,8 @@ bigcommerce as (
         products.category_name,
         products.description,
         products.image_url,
-        products.product_url
+        products.product_url,
+        orders.landed_at
     from orders
     inner join bigcommerce_line_items as line_items
         on line_items.connection_id = orders.source_order_connection_id
@@ -98,7 +121,8 @@ square as (
         products.category_name,
         products.description,
         products.image_url,
-        products.product_url
+        products.product_url,
+        orders.landed_at
     from orders
     inner join square_line_items as line_items
         on line_items.connection_id = orders.source_order_connection_id

@@ -1,27 +1,52 @@
-{#- Orders with their products and discounts in the CRM's orderProducts / orderDiscounts shape (cents). -#}
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key=['connection_id', 'order_external_id'],
+        on_schema_change='append_new_columns'
+    )
+}}
+{#- Orders with their products and discounts in the CRM's orderProducts / orderDiscounts shape (cents).
+    Incremental: a scheduled run rebuilds the orders int_orders_unioned rebuilt (landed_at). -#}
 with
 
 orders as (
 
     select * from {{ ref('int_orders_unioned') }}
+    {%- if is_incremental() %}
+    where landed_at >= {{ incremental_cutoff() }}
+    {%- endif %}
 
 ),
 
 order_lines as (
 
     select * from {{ ref('int_order_lines_enriched') }}
+    {%- if is_incremental() %}
+    where (connection_id, order_external_id) in (select connection_id, order_external_id from orders)
+    {%- endif %}
 
 ),
 
 bigcommerce_line_discounts as (
 
     select * from {{ ref('stg_bigcommerce__order_line_discounts') }}
+    {%- if is_incremental() %}
+    where (connection_id, order_id) in (
+        select source_order_connection_id, source_order_id from orders where source = 'bigcommerce'
+    )
+    {%- endif %}
 
 ),
 
 square_discounts as (
 
     select * from {{ ref('stg_square__order_discounts') }}
+    {%- if is_incremental() %}
+    where (connection_id, order_id) in (
+        select source_order_connection_id, source_order_id from orders where source = 'square'
+    )
+    {%- endif %}
 
 ),
 

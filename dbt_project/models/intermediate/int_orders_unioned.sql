@@ -1,37 +1,136 @@
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key=['connection_id', 'order_external_id'],
+        on_schema_change='append_new_columns'
+    )
+}}
 {#- Every order of both sources in one shape, with its money under the revenue rule (macros/revenue.sql)
     and the reason it will not sync (null = it syncs, see order_exclusion_reasons()): an archived order,
     a failed or cancelled payment, an unknown status, no customer account, no valid email, a currency the
     CRM cannot take, money or dates that were sent but cannot be read, a missing or negative total.
-    A Square "order" in the CRM is a payment (S12), joined to the Square order it paid for. -#}
+    A Square "order" in the CRM is a payment (S12), joined to the Square order it paid for.
+    Incremental (macros/incremental.sql): landed_at is the latest landing of the order, its refunds, its
+    Square order and its customer, so a scheduled run rebuilds exactly the orders whose order, refund,
+    Square order or customer (email, consent) landed since the cutoff. -#}
 with
+{% if is_incremental() %}
+-- The orders to rebuild: their order, refund or Square order landed since the cutoff, or their customer
+-- (int_customers_unioned, built before this model) did — a changed customer changes its orders' email.
+cutoff as (
+
+    select {{ incremental_cutoff() }} as landed_after
+
+),
+
+changed_customers as (
+
+    select source, connection_id, customer_external_id
+    from {{ ref('int_customers_unioned') }}
+    where landed_at >= (select landed_after from cutoff)
+
+),
+
+changed_bigcommerce_orders as (
+
+    select connection_id, order_id
+    from {{ ref('stg_bigcommerce__orders') }}
+    where loaded_at >= (select landed_after from cutoff)
+
+    union
+
+    select connection_id, order_id
+    from {{ ref('stg_bigcommerce__refunds') }}
+    where loaded_at >= (select landed_after from cutoff)
+      and order_id is not null
+
+    union
+
+    select previous.connection_id, previous.order_external_id
+    from {{ this }} as previous
+    inner join changed_customers
+        on changed_customers.source = previous.source
+        and changed_customers.connection_id = previous.connection_id
+        and changed_customers.customer_external_id = previous.customer_external_id
+    where previous.source = 'bigcommerce'
+
+),
+
+changed_square_orders as (
+
+    select order_id
+    from {{ ref('stg_square__orders') }}
+    where loaded_at >= (select landed_after from cutoff)
+
+),
+
+changed_square_payments as (
+
+    select connection_id, payment_id
+    from {{ ref('stg_square__payments') }}
+    where loaded_at >= (select landed_after from cutoff)
+
+    union
+
+    select previous.connection_id, previous.order_external_id
+    from {{ this }} as previous
+    where previous.source = 'square'
+      and (
+          previous.source_order_id in (select order_id from changed_square_orders)
+          or exists (
+              select 1 from changed_customers
+              where changed_customers.source = 'square'
+                and changed_customers.connection_id = previous.connection_id
+                and changed_customers.customer_external_id = previous.customer_external_id
+          )
+      )
+
+),
+{% endif %}
 
 bigcommerce_orders as (
 
     select * from {{ ref('stg_bigcommerce__orders') }}
+    {%- if is_incremental() %}
+    where (connection_id, order_id) in (select connection_id, order_id from changed_bigcommerce_orders)
+    {%- endif %}
 
 ),
 
 bigcommerce_refunds as (
 
     select * from {{ ref('stg_bigcommerce__refunds') }}
+    {%- if is_incremental() %}
+    where (connection_id, order_id) in (select connection_id, order_id from changed_bigcommerce_orders)
+    {%- endif %}
 
 ),
 
 bigcommerce_line_items as (
 
     select * from {{ ref('stg_bigcommerce__order_line_items') }}
+    {%- if is_incremental() %}
+    where (connection_id, order_id) in (select connection_id, order_id from changed_bigcommerce_orders)
+    {%- endif %}
 
 ),
 
 bigcommerce_line_discounts as (
 
     select * from {{ ref('stg_bigcommerce__order_line_discounts') }}
+    {%- if is_incremental() %}
+    where (connection_id, order_id) in (select connection_id, order_id from changed_bigcommerce_orders)
+    {%- endif %}
 
 ),
 
 square_payments as (
 
     select * from {{ ref('stg_square__payments') }}
+    {%- if is_incremental() %}
+    where (connection_id, payment_id) in (select connection_id, payment_id from changed_square_payments)
+    {%- endif %}
 
 ),
 
@@ -40,6 +139,9 @@ square_orders as (
 
     select distinct on (order_id) *
     from {{ ref('stg_square__orders') }}
+    {%- if is_incremental() %}
+    where order_id in (select order_id from square_payments)
+    {%- endif %}
     order by order_id, loaded_at desc, connection_id
 
 ),
@@ -47,6 +149,9 @@ square_orders as (
 square_line_items as (
 
     select * from {{ ref('stg_square__order_line_items') }}
+    {%- if is_incremental() %}
+    where order_id in (select order_id from square_payments)
+    {%- endif %}
 
 ),
 
@@ -62,6 +167,7 @@ refunds_per_order as (
         connection_id,
         order_id,
         sum(refunded_amount) as refunded_amount,
+        max(loaded_at) as loaded_at,
         bool_or(has_unreadable_amount) as has_unreadable_refund
     from bigcommerce_refunds
     where order_id is not null
@@ -128,7 +234,7 @@ bigcommerce as (
         orders.created_at as external_created_at,
         coalesce(orders.updated_at, orders.created_at) as external_updated_at,
         orders.sync_mode,
-        orders.loaded_at as landed_at
+        greatest(orders.loaded_at, refunds.loaded_at, customers.landed_at) as landed_at
     from bigcommerce_orders as orders
     left join customers
         on customers.source = 'bigcommerce'
@@ -196,7 +302,7 @@ square as (
         payments.created_at as external_created_at,
         greatest(coalesce(payments.updated_at, payments.created_at), square_orders.updated_at) as external_updated_at,
         payments.sync_mode,
-        greatest(payments.loaded_at, square_orders.loaded_at) as landed_at
+        greatest(payments.loaded_at, square_orders.loaded_at, customers.landed_at) as landed_at
     from square_payments as payments
     left join square_orders
         on square_orders.order_id = payments.order_id

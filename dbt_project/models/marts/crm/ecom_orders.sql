@@ -1,8 +1,26 @@
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key='order_key',
+        post_hook="{{ delete_rows_not_in(
+            keys=['connection_id', 'external_id'], upstream=ref('int_orders_enriched'),
+            upstream_keys=['connection_id', 'order_external_id'],
+            where='upstream.exclusion_reason is null and not upstream.is_incomplete and '
+                  ~ is_enabled_connection('upstream.connection_id')) }}"
+    )
+}}
+{#- Incremental (macros/incremental.sql): a scheduled run rewrites the orders landed since the cutoff;
+    the post-hook removes those that no longer sync (excluded, now an incomplete checkout, connection
+    disabled). -#}
 with
 
 orders as (
 
     select * from {{ ref('int_orders_enriched') }}
+    {%- if is_incremental() %}
+    where landed_at >= {{ incremental_cutoff() }}
+    {%- endif %}
 
 ),
 

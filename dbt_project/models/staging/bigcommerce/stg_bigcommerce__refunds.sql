@@ -15,9 +15,10 @@ with
 source as (
 
     {%- if refunds_exist %}
-    select connection_id, pk, payload from {{ refunds_relation }}
+    select connection_id, pk, payload, loaded_at from {{ refunds_relation }}
     {%- else %}
-    select null::text as connection_id, null::text as pk, null::jsonb as payload where false
+    select null::text as connection_id, null::text as pk, null::jsonb as payload, null::timestamptz as loaded_at
+    where false
     {%- endif %}
 
 ),
@@ -57,7 +58,8 @@ renamed as (
             else source.payload ->> 'total_amount' is null
                 or {{ is_unreadable("source.payload ->> 'total_amount'", safe_numeric("source.payload ->> 'total_amount'")) }}
         end as has_unreadable_amount,
-        {{ parse_rfc3339("source.payload ->> 'created'") }} as created_at
+        {{ parse_rfc3339("source.payload ->> 'created'") }} as created_at,
+        source.loaded_at
 
     from source
     left join payments
