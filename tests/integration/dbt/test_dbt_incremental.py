@@ -1,34 +1,76 @@
-"""Incremental segment bridges equal a full refresh, row for row (G1, P3)."""
+"""Incremental models equal a full refresh, row for row (G1, P2, P3).
+
+A scheduled ``dbt run`` after new landings must leave every incremental model (and the marts built on
+them) exactly as ``--full-refresh`` would build them from the same raw tables, while rebuilding only
+what landed since the models' newest rows minus the look-back (var ``incremental_lookback_hours``).
+"""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
 import psycopg2
-from raw_warehouse_fixture import STORE_A, bigcommerce_line, bigcommerce_order, land, land_hand_checked_fixture
+import pytest
+from raw_warehouse_fixture import (
+    STORE_A,
+    bigcommerce_line,
+    bigcommerce_order,
+    bigcommerce_refund,
+    land,
+    land_hand_checked_fixture,
+)
 
 from ecomsync.dbt import run_dbt
 
-BRIDGES = ["purchased_products", "purchased_categories"]
-SELECTOR = ["-s", "+purchased_products", "+purchased_categories"]
+# Every incremental model, and every crm mart (the load reads them: they must match too).
+INCREMENTAL = [
+    "intermediate.int_orders_unioned", "intermediate.int_order_lines_enriched",
+    "intermediate.int_orders_enriched", "crm.ecom_orders",
+    "segments.purchased_products", "segments.purchased_categories",
+]
+COMPARED = [*INCREMENTAL, "intermediate.int_customers_unioned", "crm.contacts", "crm.ecom_customers",
+            "crm.excluded_records", "crm.abandoned_carts", "crm.connections"]
+SELECTOR = ["-s", "+purchased_products", "+purchased_categories", "+path:models/marts/crm"]
 
 
 def snapshot(url: str, table: str) -> list[tuple]:
     with psycopg2.connect(url) as conn, conn.cursor() as cur:
-        cur.execute(f"select * from segments.{table} order by 1, 2, 3")
-        return cur.fetchall()
+        cur.execute(f"select * from {table}")
+        return sorted(cur.fetchall(), key=repr)
 
 
-def test_incremental_run_equals_full_refresh(empty_warehouse, dbt_target):  # G1, P3
+def rows_written(summary, model: str) -> int:
+    return next(n.rows_affected for n in summary.nodes if n.name == model)
+
+
+def landed_orders(url: str) -> dict[str, tuple]:
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute("select external_id, email, total_price_cents from crm.ecom_orders")
+        return {row[0]: row[1:] for row in cur.fetchall()}
+
+
+@pytest.fixture(scope="module")
+def warehouse(empty_warehouse, dbt_target):
     url = empty_warehouse
     now = datetime.now(UTC)
     land_hand_checked_fixture(url, now, loaded_at=now - timedelta(days=10))
-    # Square landed well before the look-back window of the next run: its contacts must stay untouched.
+    # Square landed well before the look-back window of the next runs: its contacts must stay untouched.
     with psycopg2.connect(url) as conn, conn.cursor() as cur:
-        for table in ("square_payments", "square_orders"):
+        for table in ("square_payments", "square_orders", "square_customers"):
             cur.execute(f"update raw.{table} set loaded_at = %s", (now - timedelta(days=30),))
     run_dbt(["run", *SELECTOR], url, target_path=dbt_target)
-    rows_before = {table: len(snapshot(url, table)) for table in BRIDGES}
+    return url, now
 
+
+def assert_equals_full_refresh(url: str, dbt_target) -> None:
+    incremental = {table: snapshot(url, table) for table in COMPARED}
+    run_dbt(["run", "--full-refresh", *SELECTOR], url, target_path=dbt_target)
+    for table in COMPARED:
+        assert snapshot(url, table) == incremental[table], table
+
+
+def test_new_and_changed_orders(warehouse, dbt_target):  # G1, P3
+    url, now = warehouse
+    rows_before = len(snapshot(url, "segments.purchased_products"))
     # A new customer's first order, and an old order re-landed with one more product.
     land(url, "bigcommerce_orders", [
         (STORE_A, "1006", bigcommerce_order(
@@ -40,16 +82,84 @@ def test_incremental_run_equals_full_refresh(empty_warehouse, dbt_target):  # G1
             created="Mon, 05 Feb 2018 12:00:00 +0100", modified="Sat, 02 Mar 2024 12:00:00 +0000",
             line_items=[bigcommerce_line(4, 502, "Gadget", "10.0000", 1, "G-1"),
                         bigcommerce_line(5, 501, "Widget", "19.9900", 3, "W-1")])),
-    ], loaded_at=now)
+    ], loaded_at=now - timedelta(days=5))
     incremental = run_dbt(["run", *SELECTOR], url, target_path=dbt_target)
-    after_incremental = {table: snapshot(url, table) for table in BRIDGES}
 
-    # Only the store's contacts (landed within the look-back) were rebuilt, not the Square ones.
-    products_written = next(n.rows_affected for n in incremental.nodes if n.name == "purchased_products")
-    assert products_written == 3  # ada: 501, 502; dan: 501
-    assert ("dan@example.com", STORE_A, "501") in {row[:3] for row in after_incremental["purchased_products"]}
-    assert len(after_incremental["purchased_products"]) == rows_before["purchased_products"] + 1
+    # Only the store's contacts (landed within the look-back) were rebuilt, not the Square ones;
+    # only the store's orders of those customers, not every order.
+    assert rows_written(incremental, "purchased_products") == 3  # ada: 501, 502; dan: 501
+    assert rows_written(incremental, "int_orders_unioned") < len(snapshot(url, "intermediate.int_orders_unioned"))
+    products = snapshot(url, "segments.purchased_products")
+    assert ("dan@example.com", STORE_A, "501") in {row[:3] for row in products}
+    assert len(products) == rows_before + 1
+    assert landed_orders(url)["1005"][1] == 2999
+    assert_equals_full_refresh(url, dbt_target)
 
-    run_dbt(["run", "--full-refresh", "-s", *BRIDGES], url, target_path=dbt_target)
-    for table in BRIDGES:
-        assert snapshot(url, table) == after_incremental[table], table
+
+def test_email_change_leaves_no_stale_rows(warehouse, dbt_target):  # G1, B3, P3
+    url, now = warehouse
+    # Ada changes her store A email: only her customer record lands, her orders do not.
+    land(url, "bigcommerce_customers", [
+        (STORE_A, "11", {"id": 11, "email": "ada.new@example.com", "first_name": "Ada", "last_name": "Lovelace",
+                         "phone": "", "date_created": "2018-01-01T00:00:00Z",
+                         "date_modified": "2024-03-03T00:00:00Z", "accepts_product_review_abandoned_cart_emails": False}),
+    ], loaded_at=now - timedelta(days=4))
+    run_dbt(["run", *SELECTOR], url, target_path=dbt_target)
+
+    emails = {external_id: email for external_id, (email, _) in landed_orders(url).items()}
+    assert emails["1001"] == emails["1005"] == "ada.new@example.com"
+    for table in ("segments.purchased_products", "segments.purchased_categories"):
+        contacts = {row[:2] for row in snapshot(url, table)}
+        assert ("ada@example.com", STORE_A) not in contacts, table
+        assert ("ada.new@example.com", STORE_A) in contacts, table
+    assert_equals_full_refresh(url, dbt_target)
+
+
+def test_refund_landing_later_changes_its_order(warehouse, dbt_target):  # B12, P3
+    url, now = warehouse
+    total_before = landed_orders(url)["1001"][1]
+    # The refund lands on its own, days after its order: its landing pulls the order in.
+    land(url, "bigcommerce_refunds", [(STORE_A, "91", bigcommerce_refund(91, 1001, 36.32))],
+         loaded_at=now - timedelta(days=3))
+    run_dbt(["run", *SELECTOR], url, target_path=dbt_target)
+    assert landed_orders(url)["1001"][1] == total_before - 3632
+    assert_equals_full_refresh(url, dbt_target)
+
+
+def test_order_archived_later_leaves_the_crm_marts(warehouse, dbt_target):  # B4, B5, P3
+    url, now = warehouse
+    assert "1006" in landed_orders(url)
+    land(url, "bigcommerce_orders", [
+        (STORE_A, "1006", {**bigcommerce_order(
+            1006, 14, 10, email="dan@example.com", total="19.9900",
+            created="Fri, 01 Mar 2024 10:00:00 +0000", modified="Mon, 04 Mar 2024 10:00:00 +0000",
+            line_items=[bigcommerce_line(6, 501, "Widget", "19.9900", 1, "W-1")]), "is_deleted": True}),
+    ], loaded_at=now - timedelta(days=2))
+    run_dbt(["run", *SELECTOR], url, target_path=dbt_target)
+    assert "1006" not in landed_orders(url)
+    excluded = {(row[2], row[3]) for row in snapshot(url, "crm.excluded_records")}
+    assert ("1006", "archived_order") in excluded
+    # dan has no other order in the store: his purchase rows go with it
+    assert "dan@example.com" not in {row[0] for row in snapshot(url, "segments.purchased_products")}
+    assert_equals_full_refresh(url, dbt_target)
+
+
+def test_late_square_payment_within_the_lookback(warehouse, dbt_target):  # S4, P3
+    url, now = warehouse
+    # A run at "now" moved every watermark to the latest landing; a payment landed 48 h earlier
+    # (an offline payment synced late) is still inside the 72 h look-back and is picked up.
+    land(url, "bigcommerce_orders", [
+        (STORE_A, "1007", bigcommerce_order(
+            1007, 11, 10, email="ada.new@example.com", total="1.0000",
+            created="Fri, 08 Mar 2024 10:00:00 +0000", modified="Fri, 08 Mar 2024 10:00:00 +0000",
+            line_items=[bigcommerce_line(7, 502, "Gadget", "1.0000", 1, "G-1")])),
+    ], loaded_at=now)
+    run_dbt(["run", *SELECTOR], url, target_path=dbt_target)
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute("select connection_id, payload from raw.square_payments limit 1")
+        connection_id, payment = cur.fetchone()
+    late = {**payment, "id": "LATEPAY1", "updated_at": "2024-03-09T00:00:00Z"}
+    land(url, "square_payments", [(connection_id, "LATEPAY1", late)], loaded_at=now - timedelta(hours=48))
+    run_dbt(["run", *SELECTOR], url, target_path=dbt_target)
+    assert "LATEPAY1" in {row[2] for row in snapshot(url, "intermediate.int_orders_unioned")}
+    assert_equals_full_refresh(url, dbt_target)
