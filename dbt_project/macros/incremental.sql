@@ -10,14 +10,27 @@
         - interval '{{ var("incremental_lookback_hours") }} hours')
 {%- endmacro %}
 
-{#- Data tests on the large models: on a scheduled run only rows landed within the look-back (plus a
-    day) are checked; on --full-refresh (or with var full_refresh_tests: true) all of
-    them. Use as `config: {where: "{{ recent_rows() }}"}`. -#}
-{% macro recent_rows(column='landed_at') -%}
-    {%- if flags.FULL_REFRESH or var('full_refresh_tests', false) -%}
-        true
+{#- Data tests on the incremental models (dbt's `where` hook, overridden): on a scheduled run a test of
+    an incremental model checks only the rows landed within the look-back plus a day — what that run
+    can have written; with --full-refresh, or var data_tests_on_all_rows: true, it checks every row.
+    The landing column is the model's `last_landed_at` if it documents one, else `landed_at`.
+    An explicit `where` config still applies, on top. -#}
+{% macro get_where_subquery(relation) -%}
+    {%- set conditions = [] -%}
+    {%- if config.get('where') -%}
+        {%- do conditions.append('(' ~ config.get('where') ~ ')') -%}
+    {%- endif -%}
+    {%- set tested = graph.nodes.get(model.attached_node) if execute and model.attached_node else none -%}
+    {%- if tested and tested.config.materialized == 'incremental'
+          and not flags.FULL_REFRESH and not var('data_tests_on_all_rows', false) -%}
+        {%- set column = 'last_landed_at' if 'last_landed_at' in tested.columns else 'landed_at' -%}
+        {%- do conditions.append(column ~ " >= now() - interval '"
+                                 ~ (var('incremental_lookback_hours') + 24) ~ " hours'") -%}
+    {%- endif -%}
+    {%- if conditions -%}
+        {%- do return('(select * from ' ~ relation ~ ' where ' ~ conditions | join(' and ') ~ ') dbt_subquery') -%}
     {%- else -%}
-        {{ column }} >= now() - interval '{{ var("incremental_lookback_hours") + 24 }} hours'
+        {%- do return(relation) -%}
     {%- endif -%}
 {%- endmacro %}
 

@@ -19,7 +19,7 @@ from raw_warehouse_fixture import (
     land_hand_checked_fixture,
 )
 
-from ecomsync.dbt import run_dbt
+from ecomsync.dbt import DbtRunError, run_dbt
 
 # Every incremental model, and every crm mart (the load reads them: they must match too).
 INCREMENTAL = [
@@ -163,3 +163,26 @@ def test_late_square_payment_within_the_lookback(warehouse, dbt_target):  # S4, 
     run_dbt(["run", *SELECTOR], url, target_path=dbt_target)
     assert "LATEPAY1" in {row[2] for row in snapshot(url, "intermediate.int_orders_unioned")}
     assert_equals_full_refresh(url, dbt_target)
+
+
+def test_scheduled_data_tests_check_recent_rows_full_refresh_all(warehouse, dbt_target):  # P2, P3
+    url, now = warehouse
+    # An old, broken row (no email) that a scheduled run did not write, and no recent one.
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute("""
+            insert into crm.ecom_orders (order_key, connection_id, external_id, email, landed_at)
+            select order_key || '-old', connection_id, external_id || '-old', null, %s
+            from crm.ecom_orders limit 1
+        """, (now - timedelta(days=30),))
+    scheduled = run_dbt(["test", "-s", "ecom_orders", "--indirect-selection", "cautious"], url, target_path=dbt_target)
+    assert scheduled.success
+    with pytest.raises(DbtRunError) as failure:
+        run_dbt(["test", "-s", "ecom_orders", "--indirect-selection", "cautious"], url, {"data_tests_on_all_rows": True}, target_path=dbt_target)
+    assert any(node.name.startswith("not_null_ecom_orders_email") for node in failure.value.summary.failed_nodes)
+    # The same row landed recently is checked by the scheduled tests too.
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute("update crm.ecom_orders set landed_at = now() where email is null")
+    with pytest.raises(DbtRunError):
+        run_dbt(["test", "-s", "ecom_orders", "--indirect-selection", "cautious"], url, target_path=dbt_target)
+    # --full-refresh rebuilds the mart (the row goes) and tests every row.
+    run_dbt(["build", "--full-refresh", "-s", "ecom_orders", "--indirect-selection", "cautious"], url, target_path=dbt_target)
