@@ -52,3 +52,20 @@
     select 1
     {%- endif -%}
 {%- endmacro %}
+
+{#- Post-hook of int_orders_unioned: an order whose raw record is gone (erased for privacy, see
+    ecomsync.privacy, or deleted by hand) leaves the incremental model too, as it would on a full
+    refresh; the later models follow by delete_rows_not_in(). An anti-join on the raw primary keys. -#}
+{% macro delete_orders_without_raw_record() -%}
+    {%- if is_incremental() -%}
+    delete from {{ this }} as target
+    where (target.source = 'bigcommerce' and not exists (
+              select 1 from {{ source('bigcommerce', 'orders') }} as raw_orders
+              where raw_orders.connection_id = target.connection_id and raw_orders.pk = target.order_external_id))
+       or (target.source = 'square' and not exists (
+              select 1 from {{ source('square', 'payments') }} as raw_payments
+              where raw_payments.connection_id = target.connection_id and raw_payments.pk = target.order_external_id))
+    {%- else -%}
+    select 1
+    {%- endif -%}
+{%- endmacro %}

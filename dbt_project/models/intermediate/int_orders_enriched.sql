@@ -3,7 +3,8 @@
         materialized='incremental',
         incremental_strategy='delete+insert',
         unique_key=['connection_id', 'order_external_id'],
-        on_schema_change='append_new_columns'
+        on_schema_change='append_new_columns',
+        post_hook="{{ delete_rows_not_in(keys=['connection_id', 'order_external_id'], upstream=ref('int_orders_unioned'), upstream_keys=['connection_id', 'order_external_id'], where='true') }}"
     )
 }}
 {#- Orders with their products and discounts in the CRM's orderProducts / orderDiscounts shape (cents).

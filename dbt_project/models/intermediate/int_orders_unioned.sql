@@ -3,7 +3,8 @@
         materialized='incremental',
         incremental_strategy='delete+insert',
         unique_key=['connection_id', 'order_external_id'],
-        on_schema_change='append_new_columns'
+        on_schema_change='append_new_columns',
+        post_hook="{{ delete_orders_without_raw_record() }}"
     )
 }}
 {#- Every order of both sources in one shape, with its money under the revenue rule (macros/revenue.sql)

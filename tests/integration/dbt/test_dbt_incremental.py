@@ -165,6 +165,21 @@ def test_late_square_payment_within_the_lookback(warehouse, dbt_target):  # S4, 
     assert_equals_full_refresh(url, dbt_target)
 
 
+def test_raw_record_erased_leaves_every_incremental_model(warehouse, dbt_target):  # P5, P3
+    url, _ = warehouse
+    # ecomsync.privacy erases raw records (and crm/segments rows); the incremental intermediate
+    # models must not keep, nor later re-publish, an order whose raw record is gone.
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute("delete from raw.bigcommerce_orders where connection_id = %s and pk = '1005'", (STORE_A,))
+    run_dbt(["run", *SELECTOR], url, target_path=dbt_target)
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        for table in INCREMENTAL[:3]:
+            cur.execute(f"select count(*) from {table} where order_external_id = '1005'")
+            assert cur.fetchone()[0] == 0, table
+    assert "1005" not in landed_orders(url)
+    assert_equals_full_refresh(url, dbt_target)
+
+
 def test_scheduled_data_tests_check_recent_rows_full_refresh_all(warehouse, dbt_target):  # P2, P3
     url, now = warehouse
     # An old, broken row (no email) that a scheduled run did not write, and no recent one.
