@@ -4,10 +4,42 @@
     payments arrive up to 72 h late; a row landed while the previous build ran is re-read too).
     --full-refresh (or a missing table) builds everything. -#}
 
-{#- The landing time from which this run re-reads: the model's newest landed_at minus the look-back. -#}
+{#- The landing time from which this run re-reads: when the model's previous build started
+    (intermediate.incremental_watermarks, written by record_incremental_watermark()) minus the look-back,
+    so a row landed by a transaction still open when that build read, or a Square payment synced late
+    into an earlier window, is read again. Without a watermark (a table built before them): the model's
+    newest landing time minus the look-back. -#}
 {% macro incremental_cutoff(column='landed_at') -%}
-    ((select coalesce(max({{ column }}), '-infinity'::timestamptz) from {{ this }})
-        - interval '{{ var("incremental_lookback_hours") }} hours')
+    (coalesce(
+        (select built_from from {{ incremental_watermarks_relation() }} where model = '{{ this.identifier }}'),
+        (select max({{ column }}) from {{ this }}),
+        '-infinity'::timestamptz
+    ) - interval '{{ var("incremental_lookback_hours") }} hours')
+{%- endmacro %}
+
+{% macro incremental_watermarks_relation() -%}
+    intermediate.incremental_watermarks
+{%- endmacro %}
+
+{#- on-run-start: the watermark table, one row per incremental model: when its last build started. -#}
+{% macro create_incremental_watermarks() -%}
+    create schema if not exists intermediate;
+    create table if not exists {{ incremental_watermarks_relation() }} (
+        model text primary key,
+        built_from timestamptz not null
+    )
+{%- endmacro %}
+
+{#- Post-hook of every model (dbt_project.yml), a no-op but on incremental ones: this build read
+    everything landed before it started (run_started_at, UTC), less what the look-back re-reads next time. -#}
+{% macro record_incremental_watermark() -%}
+    {%- if model.config.materialized != 'incremental' -%}
+    select 1
+    {%- else -%}
+    insert into {{ incremental_watermarks_relation() }} (model, built_from)
+    values ('{{ this.identifier }}', '{{ run_started_at.isoformat() }}'::timestamptz)
+    on conflict (model) do update set built_from = excluded.built_from
+    {%- endif -%}
 {%- endmacro %}
 
 {#- Data tests on the incremental models (dbt's `where` hook, overridden): on a scheduled run a test of
