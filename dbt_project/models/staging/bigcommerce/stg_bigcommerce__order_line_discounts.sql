@@ -14,7 +14,7 @@ line_items as (
         order_fields.currency_code,
         line_item
     from {{ source('bigcommerce', 'orders') }} as source
-    cross join lateral (
+    cross join lateral (  -- noqa: ST05
         select
             upper(trim(source.payload ->> 'default_currency_code')) as currency_code,
             source.payload -> 'consignments' as consignments

@@ -24,7 +24,7 @@ consignment_kinds as (
         order_fields.currency_code,
         kind.consignments
     from source
-    cross join lateral (
+    cross join lateral (  -- noqa: ST05
         select
             upper(trim(source.payload ->> 'default_currency_code')) as currency_code,
             source.payload -> 'consignments' as consignments
