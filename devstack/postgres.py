@@ -23,7 +23,7 @@ import psycopg2
 from psycopg2 import sql
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_PORT = int(os.environ.get("LOCAL_PG_PORT", "55433"))
+DEFAULT_PORT = int(os.environ.get("LOCAL_PG_PORT", "61433"))  # outside the ephemeral port range (32768-60999)
 SUPERUSER = "postgres"
 
 
@@ -96,7 +96,8 @@ class LocalPostgres:
 
     def is_running(self) -> bool:
         try:
-            psycopg2.connect(self.url("postgres"), connect_timeout=2).close()
+            # A stopped server refuses at once; the timeout only matters for a busy one (2 cores, many tests).
+            psycopg2.connect(self.url("postgres"), connect_timeout=15).close()
             return True
         except psycopg2.OperationalError:
             return False
@@ -118,9 +119,18 @@ class LocalPostgres:
                               "-U", SUPERUSER, "-E", "UTF8", "--locale=C.UTF-8" if _has_c_utf8() else "--locale=C"),
                     check=True, capture_output=True,
                 )
-            # A stale pid file from a killed cluster would block the start.
+            # A stale pid file from a killed cluster would block the start; a live postmaster's is not stale
+            # (a server too busy to answer in time, or still starting): wait for it instead.
             pid_file = self.data_dir / "postmaster.pid"
             if pid_file.exists():
+                status = subprocess.run(self._cmd(str(bindir / "pg_ctl"), "status", "-D", str(self.data_dir)),
+                                        capture_output=True)
+                if status.returncode == 0:
+                    for _ in range(60):
+                        if self.is_running():
+                            return self
+                        time.sleep(1)
+                    raise RuntimeError(f"local Postgres runs but does not answer; see {self.data_dir / 'server.log'}")
                 pid_file.unlink()
             options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.data_dir} "
                        "-c max_connections=200 -c fsync=off -c synchronous_commit=off -c full_page_writes=off")

@@ -95,6 +95,7 @@ from sandbox.bigcommerce_data import (
     rfc2822,
 )
 from sandbox.core import ApiError, FaultPlan, Request, Response, SandboxApp
+from sandbox.webhooks import install_bigcommerce
 
 DEFAULT_STORES = ("k3x9q2m7a1", "p8w4z6t2n5")
 V3_ERROR_TYPE = "https://developer.bigcommerce.com/api-docs/getting-started/api-status-codes"
@@ -816,4 +817,6 @@ def create_app(seed: int = 42, fixtures_dir: Path | None = None, enforce_rate_li
             store = Store(store_hash, rate, GeneratedStore(seed, store_no, store_hash, orders, customers, products,
                                                            history_end))
         built[store_hash] = store
-    return BigCommerceApp(built, started_at, faults)
+    app = BigCommerceApp(built, started_at, faults)
+    install_bigcommerce(app)  # /v3/hooks and the admin mutations' webhook deliveries (sandbox/webhooks.py)
+    return app

@@ -86,6 +86,7 @@ from sandbox.square_data import (
     tender_for,
     to_us,
 )
+from sandbox.webhooks import install_square
 
 TOKEN = "sandbox-square-token"
 UPDATED_AT_SORT_SINCE = "2024-12-18"  # first Square-Version with sort_field=UPDATED_AT on ListPayments
@@ -1012,4 +1013,6 @@ def create_app(seed: int = 42, fixtures_dir: Path | None = None, *, payments: in
         store = SquareStore(seed, data, fixtures["locations"], fixtures["catalog"])
         for kind in ("customers", "payments", "orders"):
             getattr(store, kind).explicit.update({r["id"]: r for r in fixtures[kind]})
-    return SquareApp(store, faults)
+    app = SquareApp(store, faults)
+    install_square(app, MERCHANT_ID)  # webhook subscriptions and the admin mutations' deliveries (sandbox/webhooks.py)
+    return app

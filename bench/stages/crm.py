@@ -96,7 +96,8 @@ def run(ctx: BenchContext, result: StageResult) -> None:
         "contacts_via_bulk_import": bulk, "http_429": refused,
         "rerun_requests": len(rerun_log),
         "rerun_writes": rerun_writes, "rerun_wall_s": rerun.wall_s, "first_report": first.result,
-        "max_rss_mb": first.max_rss_mb})
+        "rerun_diff": (rerun.result or {}).get("diff"), "max_rss_mb": first.max_rss_mb,
+        "rerun_max_rss_mb": rerun.max_rss_mb})
 
     per_order = by_group.get("orders", 0) / changed["orders"] if changed.get("orders") else None
     result.check("requests per created order/cart", round(per_order, 3) if per_order else None, "<= 1",
@@ -113,3 +114,10 @@ def run(ctx: BenchContext, result: StageResult) -> None:
                  attainment is not None and attainment >= 0.95)
     result.check("HTTP 429 from the CRM", refused, "0", refused == 0)
     result.check("writes on a rerun with no changes", rerun_writes, "0", rerun_writes == 0)
+    # The diff is computed in the warehouse (crm/diff.py): a no-change rerun streams only the rows the first run
+    # could not put in the ledger (refused by the CRM, or skipped: waiting for a refused parent, disabled).
+    rows_read = ((rerun.result or {}).get("diff") or {}).get("rows_read")
+    not_in_ledger = sum(int(c.get("rejected", 0)) + int(c.get("skipped", 0))
+                        for c in (first.result or {}).get("counts", {}).values())
+    result.check("mart rows read by a rerun with no changes", rows_read, f"<= refused + skipped ({not_in_ledger})",
+                 rows_read is not None and rows_read <= not_in_ledger)

@@ -63,3 +63,9 @@
                'invalid_email', 'missing_email', 'unknown_currency', 'invalid_amount', 'invalid_total',
                'invalid_date', 'invalid_line_item']) }}
 {%- endmacro %}
+
+{#- Every reason crm.excluded_records may give: the orders' and customers' reasons, and a record the extract
+    could not land at all (state.rejected_records). -#}
+{% macro excluded_record_reasons() -%}
+    {{ return(order_exclusion_reasons() + ['rejected_at_landing']) }}
+{%- endmacro %}

@@ -43,6 +43,8 @@
         perform pg_advisory_xact_lock(hashtext('ecomsync.safe_cast_functions'));
         create schema if not exists staging;
 
+        -- Both are PARALLEL UNSAFE: their EXCEPTION block opens a subtransaction, which Postgres refuses inside a
+        -- parallel plan ("cannot start subtransactions during a parallel operation"; seen at bench scale).
         -- RFC 3339 / ISO 8601 (Square, BigCommerce v3); a value without an offset is UTC.
         create or replace function staging.try_parse_rfc3339(value text) returns timestamptz
         language plpgsql stable parallel unsafe as $fn$

@@ -170,6 +170,13 @@ class AlertSettings:
 
 
 @section
+class WebhookSettings:
+    """Webhooks (issue 17): the receiver's public base URL on the Airflow API server; None = no webhooks."""
+
+    receiver_url: str | None = None
+
+
+@section
 class PipelineFile:
     """The shape of ``pipeline.yml``: one section per system."""
 
@@ -177,6 +184,7 @@ class PipelineFile:
     square: SquareSettings = Field(default_factory=SquareSettings)
     crm: CrmSettings = Field(default_factory=CrmSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     dbt: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -191,6 +199,8 @@ class PipelineConfig:
     crm: CrmSettings
     dbt_vars: dict[str, Any] = Field(default_factory=dict)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+    # webhooks.receiver_url: the receiver's public base URL (…/ecomsync/webhooks); None = no webhooks (issue 17)
+    webhook_receiver_url: str | None = None
 
     @property
     def enabled_stores(self) -> list[Store]:
@@ -267,4 +277,5 @@ def load_config(path: str | Path | None = None) -> PipelineConfig:
         raise ConfigError(describe_errors(path, exc)) from None
     return PipelineConfig(stores=list(parsed.bigcommerce.stores), bigcommerce_schedule=parsed.bigcommerce.schedule,
                           bigcommerce_lookback_minutes=parsed.bigcommerce.lookback_minutes, square=parsed.square,
-                          crm=parsed.crm, dbt_vars=dict(parsed.dbt), alerts=parsed.alerts)
+                          crm=parsed.crm, dbt_vars=dict(parsed.dbt), alerts=parsed.alerts,
+                          webhook_receiver_url=parsed.webhooks.receiver_url)

@@ -14,7 +14,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 import psycopg2
+from psycopg2 import sql
 
+from ecomsync.build_lock import dbt_build_lock
 from ecomsync.config import ConfigError, PipelineConfig, Store
 from ecomsync.extract import ExtractError, ExtractRequest, run_connection
 from ecomsync.http import AuthError
@@ -200,7 +202,8 @@ def _skip_inactive(config: PipelineConfig, warehouse: Warehouse, connection_id: 
                     (connection_id, location_id))
         row = cur.fetchone()
         for stream, table in (("payments", "square_payments"), ("orders", "square_orders")):
-            cur.execute(f"select count(*) from raw.{table} where connection_id = %s", (connection_id,))
+            cur.execute(sql.SQL("select count(*) from raw.{} where connection_id = %s").format(sql.Identifier(table)),
+                        (connection_id,))
             landed[stream] = cur.fetchone()[0]
     history_complete = (row is not None and row[0] == status) and warehouse.has_completed_historical(connection_id)
     reason = square.inactive_location_skip(config.square.inactive_locations, history_complete=history_complete,
@@ -214,8 +217,9 @@ def _skip_inactive(config: PipelineConfig, warehouse: Warehouse, connection_id: 
 
 
 def transform(config: PipelineConfig, wh_url: str, full_refresh: bool = False, retry: bool = False,
-              **dbt_options) -> dict:
-    """``dbt build``: staging → crm marts → segments, every model tested (P3).
+              select: list[str] | None = None, **dbt_options) -> dict:
+    """``dbt build``: staging → crm marts → segments, every model tested (P3); ``select``: only those nodes
+    (the webhook micro-batch builds one source's models). One build at a time per warehouse (``dbt_build_lock``).
 
     ``retry`` (the task's second or later try): ``dbt retry`` reruns only the nodes that failed or were
     skipped in the previous invocation (from ``target/run_results.json``), not the whole project. A
@@ -226,8 +230,10 @@ def transform(config: PipelineConfig, wh_url: str, full_refresh: bool = False, r
     dbt_vars = {**config.dbt_vars, "square_customer_tag": config.crm.square_tag,
                 "bigcommerce_customer_tag": config.crm.bigcommerce_tag}
     retry = retry and previous_invocation_failed(dbt_options.get("target_path"))
-    args = ["retry"] if retry else ["build"] + (["--full-refresh"] if full_refresh else [])
-    result = run_dbt_task(args, wh_url, dbt_vars, **dbt_options)
+    args = ["retry"] if retry else (["build"] + (["--full-refresh"] if full_refresh else [])
+                                    + (["--select", *select] if select else []))
+    with dbt_build_lock(wh_url):  # the schedule's transform and the webhook micro-batch build the same models
+        result = run_dbt_task(args, wh_url, dbt_vars, **dbt_options)
     by_type: dict[str, int] = {}
     for node in result.nodes:
         by_type[node.resource_type] = by_type.get(node.resource_type, 0) + 1
@@ -258,11 +264,9 @@ def run_dbt_task(args: list[str], wh_url: str, dbt_vars: dict | None = None, **o
     dbt's adapters and collecting garbage unlinks them while the process is still alive.
     """
     import gc
-    import logging
 
     from ecomsync.dbt import DbtRunError, run_dbt
 
-    log = logging.getLogger(__name__)
     try:
         return run_dbt(args, wh_url, vars=dbt_vars, **options)
     except DbtRunError as exc:

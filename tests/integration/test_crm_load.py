@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import tracemalloc
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -29,6 +30,7 @@ from ecomsync.config import CrmSettings, load_config
 from ecomsync.crm.activecampaign import ActiveCampaignClient
 from ecomsync.crm.ledger import LoadAlreadyRunning, SyncStore
 from ecomsync.crm.push import run_push
+from ecomsync.crm.report import RunReport
 from ecomsync.dbt import run_dbt
 from sandbox.activecampaign import create_app
 from sandbox.core import serve
@@ -496,10 +498,10 @@ def test_recovered_cart_becomes_the_order_in_the_same_record(warehouse, crm):
         insert into crm.ecom_orders (order_key, connection_id, external_id, customer_external_id, email, order_number,
             order_url, status, total_price_cents, shipping_amount_cents, tax_amount_cents, discount_amount_cents,
             currency, shipping_method, external_created_at, external_updated_at, order_products, order_discounts,
-            sync_mode, landed_at)
+            sync_mode, landed_at, is_purchase)
         select cart_key, connection_id, external_checkout_id, customer_external_id, email, external_checkout_id,
             null, 'Awaiting Fulfillment', total_price_cents, 0, 0, 0, currency, 'Flat Rate', external_created_at,
-            now(), order_products, '[]'::jsonb, 'incremental', now()
+            now(), order_products, '[]'::jsonb, 'incremental', now(), true
         from crm.abandoned_carts where cart_key = %s;
         delete from crm.abandoned_carts where cart_key = %s""", (f"{STORE_A}|1003",) * 2)
     since = len(crm.writes())
@@ -756,3 +758,98 @@ def test_a_subscription_to_a_list_deleted_mid_run_is_rejected(warehouse, crm):  
     assert (rejection["natural_key"], rejection["http_status"]) == ("ada@example.com", 404)
     assert not any("gone from the CRM" in w for w in report.warnings)  # ada was there all along
     assert "ada@example.com" in crm.inventory()["contacts"]
+
+
+# -- the streamed diff (issue 16 item 2) -------------------------------------------------------------
+PRIMARY_TYPES = ("connection", "contact", "ecom_customer", "ecom_order", "abandoned_cart")
+
+
+def test_upgrade_from_a_ledger_without_row_hash_pushes_nothing_again(warehouse, crm):  # P4
+    """A ledger written before ``row_hash`` existed: the first load after the upgrade reads every row once,
+    finds each unchanged by payload hash, sends nothing and fills ``row_hash`` in; the next leaves them all in
+    the warehouse."""
+    push(warehouse, crm)
+    execute(warehouse, "alter table sync.ledger drop column row_hash")  # the ledger as the old load left it
+    since = len(crm.writes())
+
+    upgrade = push(warehouse, crm)
+
+    assert crm.writes(since) == []
+    assert upgrade.writes == 0
+    assert query(warehouse, "select count(*) as n from sync.ledger where row_hash is null and object_type = any(%s)"
+                 " and crm_id is not null", (list(PRIMARY_TYPES),)) == [{"n": 0}]
+    rows = sum(query(warehouse, f"select count(*) as n from crm.{t}")[0]["n"]
+               for t in ("connections", "contacts", "ecom_customers", "ecom_orders", "abandoned_carts"))
+    assert upgrade.diff["rows_read"] == rows
+    # the session's time zone does not change a row hash (jsonb spells times in it): read as UTC
+    execute(warehouse, "do $$ begin execute format('alter database %%I set timezone = %%L', current_database(), "
+                       "'Asia/Kolkata'); end $$")
+
+    after = push(warehouse, crm)
+
+    assert crm.writes(since) == []
+    # only the order the CRM refused (2001, payload unchanged) is still read: it is not in the ledger
+    assert after.diff["rows_read"] == 1 and after.counts["ecom_order"]["skipped"] == 1
+    assert after.counts["ecom_order"]["unchanged"] == upgrade.counts["ecom_order"]["unchanged"]
+    assert after.counts["contact_tag"]["unchanged"] == upgrade.counts["contact_tag"]["unchanged"] == 4
+
+
+def test_a_changed_row_is_streamed_and_pushed_the_rest_stays_in_the_warehouse(warehouse, crm):  # P4
+    push(warehouse, crm)
+    execute(warehouse, "update crm.contacts set tags = tags || array['vip'] where email = 'dan@example.com'")
+    execute(warehouse, "update crm.ecom_orders set status = 'Shipped' where order_key = %s", (f"{STORE_A}|1005",))
+    since = len(crm.writes())
+
+    report = push(warehouse, crm)
+
+    # dan's row (new tag) and order 1005 are read, with the refused order 2001; nothing else
+    assert report.diff["rows_read"] == 3
+    assert report.counts["ecom_order"]["updated"] == 1 and report.counts["contact_tag"]["created"] == 1
+    assert {(w["method"], w["object_type"]) for w in crm.writes(since)} >= {("PUT", "ecomOrder")}
+
+
+def test_load_memory_does_not_grow_with_the_mart_rows(warehouse, crm):  # P3, P4
+    """Peak traced memory of a dry run over 2,000 and over 8,000 new orders: bounded by the batch."""
+    def peak_for(n: int) -> tuple[int, RunReport]:
+        execute(warehouse, "delete from crm.ecom_orders where starts_with(order_key, %s)", (f"{STORE_A}|mem-",))
+        execute(warehouse, """
+            insert into crm.ecom_orders
+            select (jsonb_populate_record(o, jsonb_build_object(
+                'order_key', %s || '|mem-' || g, 'external_id', 'mem-' || g, 'order_number', 'mem-' || g,
+                'sync_mode', 'historical'))).*
+            from crm.ecom_orders o, generate_series(1, %s) as g where order_key = %s""",
+                (STORE_A, n, f"{STORE_A}|1001"))
+        tracemalloc.start()
+        try:
+            report = run_push(warehouse, crm.client(), SETTINGS, run_id=f"mem-{n}", mode="dry_run",
+                              enabled_connections=set(ALL), batch_size=250)
+            return tracemalloc.get_traced_memory()[1], report
+        finally:
+            tracemalloc.stop()
+
+    small, small_report = peak_for(2000)
+    large, large_report = peak_for(8000)
+
+    assert small_report.plan["ecom_order"]["create"] >= 2000 and large_report.plan["ecom_order"]["create"] >= 8000
+    assert len(large_report.plan["ecom_order"]["samples"]) <= 3  # the dry-run plan: counts and a bounded sample
+    assert large_report.diff["max_batch_rows"] <= 250 and large_report.diff["batches_read"] >= 8000 // 250
+    assert large / small < 1.5, (small, large)
+
+
+@pytest.mark.parametrize("batch_size", [1, 2])
+def test_batches_do_not_change_what_the_crm_gets(warehouse, crm, batch_size):  # P4 B3
+    """One row per batch: every parent id (connection, customer, cart, contact) is found from the ledger for
+    the batch, the run's live contacts are known before the contacts are pushed — the CRM ends as with one
+    batch, with the same automations, and a rerun reads only the refused order."""
+    report = run_push(warehouse, crm.client(), SETTINGS, run_id="batched", enabled_connections=set(ALL),
+                      batch_size=batch_size)
+
+    assert_complete_and_unique(crm)
+    assert len(crm.writes()) == FIRST_PUSH_WRITES
+    assert report.automations == {"tag_added": 3, "subscribed_to_list": 2, "makes_a_purchase": 4,
+                                  "abandoned_cart": 1}
+    assert report.diff["max_batch_rows"] <= max(batch_size, SETTINGS.bulk_import_threshold + 1)
+    since = len(crm.writes())
+    rerun = run_push(warehouse, crm.client(), SETTINGS, run_id="batched-2", enabled_connections=set(ALL),
+                     batch_size=batch_size)
+    assert crm.writes(since) == [] and rerun.diff["rows_read"] == 1

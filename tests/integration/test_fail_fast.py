@@ -72,6 +72,8 @@ def test_a_revoked_token_fails_at_once_naming_the_connection_for_every_api(sandb
         cur.execute("create schema crm")
         for table in ("connections", "contacts", "ecom_customers", "ecom_orders", "abandoned_carts"):
             cur.execute(f"create table crm.{table} (placeholder int)")
+        cur.execute("create table crm.excluded_records "
+                    "(connection_id text, record_type text, external_id text, reason text, detail text)")
     with pytest.raises(AirflowFailException, match=rf"'{config.crm.conn_id}'.*HTTP 401"):
         with tasks.fail_fast(config.crm.conn_id):
             tasks.load_crm(config, credentials(config.crm.conn_id), warehouse_url, run_id="revoked")

@@ -205,6 +205,8 @@ def land_issue_15_cases(url: str) -> None:
         (STORE_A, "5029", order(5029, created="Sat, 01 Jan 99999 00:00:00 +0000")),  # the far future
         (STORE_B, "6001", order(6001, customer_id=201, email="zoe@example.com")),  # the other store goes on
     ])
+    # a NUL in a name (the API's JSON escape \u0000): Postgres jsonb refuses it, so landing records a rejection
+    land_page(Warehouse(url), bigcommerce.CUSTOMERS, STORE_A, [bc_customer(112, "nul@example.com", "Nul\x00")])
     land(url, "bigcommerce_customers", [
         (STORE_A, "110", bc_customer(110, 12345, "Numeric")),  # a JSON number for the email
         (STORE_A, "111", bc_customer(111, "num@example.com", 42, last=["a", "list"])),  # numbers for names
@@ -263,6 +265,13 @@ def test_bad_records_never_fail_the_build(build):  # P3
     _, outcome = build
     assert not isinstance(outcome, DbtRunError), str(outcome)
     assert outcome.failed_nodes == []
+
+
+def test_a_record_the_extract_could_not_land_is_reported_with_its_reason(excluded, contacts):  # B10, P2, issue 15
+    rejected = excluded[(STORE_A, "landing_rejection", "bigcommerce_customers:112")]
+    assert rejected["reason"] == "rejected_at_landing"
+    assert "payload_not_storable" in rejected["detail"] and "Nul" not in rejected["detail"]  # no record content
+    assert "nul@example.com" not in contacts
 
 
 def test_guest_orders_are_excluded_as_guest_checkout(orders, excluded, contacts):  # B5

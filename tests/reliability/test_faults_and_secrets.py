@@ -130,7 +130,8 @@ def test_the_faulted_crm_equals_the_clean_one_without_duplicates(clean_run, faul
 def test_failures_were_clean_and_named_the_request_not_the_token(faulted_run):  # B10, issue 9: security
     for failure in faulted_run["failures"]:
         assert not any(token in failure for token in ALL_TOKENS)
-        assert "gave up" in failure or "not retried" in failure or "HTTP" in failure, failure
+        named = ("gave up", "not retried", "HTTP", "answer was lost")  # the last: a create the CRM never stored
+        assert any(phrase in failure for phrase in named), failure
 
 
 def warehouse_text(url: str) -> str:

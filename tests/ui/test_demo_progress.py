@@ -64,3 +64,37 @@ def test_heartbeat_speaks_while_a_quiet_step_runs():  # issue 19
     time.sleep(0.4)
     assert count >= 3 and len(emitted) == count, "beats while running, stops after"
     assert all(line.startswith("    airflow db migrate: still running") for line in emitted)
+
+
+WARNINGS_CHILD = textwrap.dedent("""
+    import sys
+    log = open(sys.argv[1], "w", buffering=1)
+    # what airflow writes: a Python warning whose message has line breaks is one record over three lines
+    log.write("2026-11-29T12:50:27.181995Z [warning  ] Could not import graphviz. Rendering graph to the "
+              "graphical format will not be possible. \\n"
+              "You might need to install the graphviz package and necessary system packages.\\n"
+              "Run `pip install graphviz` to attempt to install it. [py.warnings] category=UserWarning "
+              "filename=/x/dag_command.py lineno=57\\n")
+    log.write("2026-11-29T12:50:28.000000Z [warning  ] CRM answered 429 twice in a row\\n"
+              "second line of our own warning\\n")
+    log.write("2026-11-29T12:50:29.000000Z [info     ] Task instance state updated    "
+              "[airflow.api_fastapi.execution_api.routes.task_instances] correlation_id=01a2 "
+              "loc=task_instances.py:485 new_state=success rows_affected=1 ti_id=01a2\\n")
+    log.write("2026-11-29T12:50:30.000000Z [info     ] bigcommerce:k3x9q2m7a1 orders (historical): fetched 120, "
+              "landed 120 [ecomsync.extract] loc=extract.py:166\\n")
+    log.write("2026-11-29T12:50:31.000000Z [warning  ] our warning, last line of the log\\n")
+""")
+
+
+def test_follow_drops_multiline_python_warnings_and_keeps_ours(tmp_path):  # issue 19: progress, not noise
+    log_path = tmp_path / "child.log"
+    child = subprocess.Popen([sys.executable, "-c", WARNINGS_CHILD, str(log_path)])
+    lines: list[str] = []
+    follow(log_path, lambda: child.poll() is None, lines.append, "load_crm", heartbeat_seconds=30, poll_seconds=0.05)
+    assert child.wait() == 0
+    assert not any("graphviz" in line for line in lines), lines
+    assert "    load_crm: CRM answered 429 twice in a row" in lines
+    assert "    load_crm: Task instance state updated (new_state=success)" in lines
+    assert "    load_crm: bigcommerce:k3x9q2m7a1 orders (historical): fetched 120, landed 120" in lines
+    assert lines[-1] == "    load_crm: our warning, last line of the log", "a held warning is shown at the end"
+    assert not any("correlation_id" in line or "loc=" in line for line in lines), lines

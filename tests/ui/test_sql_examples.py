@@ -12,10 +12,11 @@ from pathlib import Path
 
 import psycopg2
 import pytest
+import requests
 import sqlparse
 import yaml
 
-from devstack.demo import EXAMPLE_QUERY, summary
+from devstack.demo import EXAMPLE_QUERY, crm_writes, summary
 
 ROOT = Path(__file__).resolve().parents[2]
 FENCE = re.compile(r"```([\w-]*)[^\n]*\n(.*?)```", re.S)
@@ -120,3 +121,23 @@ def test_the_demo_summary_runs_every_query(demo_warehouse):  # P5, issue 19: the
     assert "not available" not in text, text
     assert EXAMPLE_QUERY in text
     assert "total CRM writes" in text
+
+
+def test_the_demo_summary_counts_automations_per_trigger(demo_warehouse):  # B9, S8, issue 14: per trigger
+    crm_url = demo_warehouse["sandboxes"].urls["activecampaign"]
+    log = requests.get(f"{crm_url}/__admin/activecampaign/automations", timeout=10).json()["counts"]
+    text = summary(demo_warehouse["url"], datetime(2000, 1, 1, tzinfo=UTC), crm_url)
+    audit = [line for line in text.splitlines() if "writes that could start an automation, per trigger" in line]
+    started = [line for line in text.splitlines() if line.startswith("Automations the CRM (sandbox) started")]
+    assert audit and started, text
+    for trigger in ("tag_added", "subscribed_to_list", "makes_a_purchase", "abandoned_cart"):  # zeros too
+        assert all(f"{trigger} " in line for line in audit), audit
+        assert f"{trigger} {log.get(trigger, 0)}" in started[0], (started, log)
+
+
+def test_a_removal_from_the_crm_is_a_crm_write():  # issue 13: an archived order taken out of the CRM is shown
+    # the run report of a load that created 3 orders, updated 1 and deleted 1 archived since it was pushed
+    lines, writes = crm_writes({"ecom_order": {"created": 3, "updated": 1, "removed": 1, "unchanged": 271},
+                                "contact": {"unchanged": 114}})
+    assert writes == 5
+    assert any(line.split()[0] == "ecom_order" and "removed   1" in line for line in lines), lines

@@ -12,7 +12,7 @@ from ecomsync.crm import payloads as p
 from ecomsync.crm.activecampaign import account_key
 from ecomsync.crm.ledger import LedgerEntry, Rejection
 from ecomsync.crm.plan import Item, decide
-from ecomsync.crm.report import RunReport, plan_summary
+from ecomsync.crm.report import PlanSummary, RunReport, plan_summary
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 STORE = "bigcommerce:k3x9q2m7a1"
@@ -253,3 +253,26 @@ def test_plan_samples_sent_to_xcom_mask_emails_and_phones():
     assert "lovelace" not in repr(plan) and "ada@example.com" not in repr(plan) and "7946" not in repr(plan)
     # the report row in the warehouse keeps the plan as it is
     assert report.plan["contact"]["samples"][0]["payload"]["email"] == "ada.lovelace@example.com"
+
+
+ACTIONS = ("create", "update", "unchanged", "skipped", "remove")
+
+
+@given(st.lists(st.tuples(st.sampled_from(["contact", "ecom_order", "abandoned_cart"]), st.sampled_from(ACTIONS),
+                          st.booleans()), max_size=60), st.integers(min_value=1, max_value=7))
+def test_dry_run_plan_is_counts_and_a_bounded_sample_whatever_the_batches(planned, batch):  # P4
+    items = []
+    for n, (object_type, action, fires) in enumerate(planned):
+        it = item(object_type, key=f"{STORE}|{n}", payload={"n": n})
+        it.action, it.fires = action, fires and object_type != "contact"
+        items.append(it)
+    summary = PlanSummary()
+    for start in range(0, len(items), batch):
+        summary.add(items[start:start + batch])
+
+    assert summary.plan == plan_summary(items)  # batch by batch = all at once
+    for object_type, entry in summary.plan.items():
+        of_type = [it for it in items if it.object_type == object_type]
+        assert {action: entry[action] for action in ACTIONS} == {
+            action: sum(it.action == action for it in of_type) for action in ACTIONS}
+        assert len(entry["samples"]) == min(3, sum(it.action in ("create", "update", "remove") for it in of_type))

@@ -46,6 +46,10 @@ SYNC_MODES = REALTIME_MODES | {HISTORICAL}
 TRIGGERS = {"contact_tag": "tag_added", "list_membership": "subscribed_to_list",
             "ecom_order": "makes_a_purchase", "abandoned_cart": "abandoned_cart"}
 SOURCE_REALTIME, SOURCE_HISTORICAL = 1, 0
+# SQL over a crm mart row ``m``: a superset of the rows ``is_live`` may call live (anything not historical, and
+# Square's historical restarts, S8) — the load's diff reads only these when it looks for the run's new live
+# purchases and carts; ``is_live`` and ``may_start_automation`` still decide each of them.
+MAYBE_LIVE_SQL = "(m.sync_mode is distinct from 'historical' or m.connection_id like 'square:%%')"
 
 
 def checked_sync_mode(sync_mode: object) -> str:

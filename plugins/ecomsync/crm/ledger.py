@@ -63,6 +63,10 @@ create table if not exists sync.run_reports (
 );
 alter table sync.run_reports add column if not exists automations jsonb not null default '{}'::jsonb;
 alter table sync.ledger add column if not exists status_reason text;
+-- The warehouse-side diff (crm/diff.py): the hash of the mart row the object was last pushed (or found
+-- unchanged) from. Null for ledgers from before it: the next load streams those rows once, finds them
+-- unchanged by payload_hash and fills it in (no CRM request).
+alter table sync.ledger add column if not exists row_hash text;
 """
 
 
@@ -75,6 +79,7 @@ class LedgerEntry:
     crm_id: str | None
     payload_hash: str
     status: str
+    row_hash: str | None = None
 
 
 @dataclass(frozen=True)
@@ -128,9 +133,46 @@ class SyncStore:
             cur.execute(sql, params)
             return [dict(row) for row in cur.fetchall()]
 
-    def ledger(self) -> dict[tuple[str, str], LedgerEntry]:
-        return {(r["object_type"], r["natural_key"]): LedgerEntry(r["crm_id"], r["payload_hash"], r["status"])
-                for r in self.query("select object_type, natural_key, crm_id, payload_hash, status from sync.ledger")}
+    def ledger_for(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], LedgerEntry]:
+        """The ledger entries of ``keys`` ((object_type, natural_key)): one batch's, never the whole ledger."""
+        if not keys:
+            return {}
+        rows = self.query("""select l.object_type, l.natural_key, l.crm_id, l.payload_hash, l.status, l.row_hash
+                             from sync.ledger l
+                             join unnest(%s::text[], %s::text[]) as k(object_type, natural_key)
+                               on k.object_type = l.object_type and k.natural_key = l.natural_key""",
+                          ([t for t, _ in keys], [k for _, k in keys]))
+        return {(r["object_type"], r["natural_key"]): LedgerEntry(r["crm_id"], r["payload_hash"], r["status"],
+                                                                  r["row_hash"]) for r in rows}
+
+    def rejections_for(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Rejection]:
+        """The rejections of ``keys``: one batch's."""
+        if not keys:
+            return {}
+        rows = self.query("""select r.object_type, r.natural_key, r.payload_hash, r.error_code
+                             from sync.rejections r
+                             join unnest(%s::text[], %s::text[]) as k(object_type, natural_key)
+                               on k.object_type = r.object_type and k.natural_key = r.natural_key""",
+                          ([t for t, _ in keys], [k for _, k in keys]))
+        return {(r["object_type"], r["natural_key"]): Rejection(r["payload_hash"], r["error_code"]) for r in rows}
+
+    def crm_ids_of_types(self, object_types: tuple[str, ...]) -> dict[tuple[str, str], str]:
+        """Every known CRM id of the (few) objects of ``object_types``, e.g. connections and tags."""
+        return {(r["object_type"], r["natural_key"]): r["crm_id"] for r in self.query(
+            "select object_type, natural_key, crm_id from sync.ledger where object_type = any(%s) "
+            "and crm_id is not null", (list(object_types),))}
+
+    def set_row_hashes(self, rows: list[tuple[str, str, str]]) -> None:
+        """Record ``(object_type, natural_key, row_hash)`` of objects found unchanged by payload hash whose mart
+        row hash the ledger did not have yet (a ledger from before ``row_hash``, a payload version change):
+        the next load's diff leaves them in the warehouse."""
+        if not rows:
+            return
+        with self.lock, self.conn.cursor() as cur:
+            cur.execute("""update sync.ledger l set row_hash = v.row_hash
+                           from unnest(%s::text[], %s::text[], %s::text[]) as v(object_type, natural_key, row_hash)
+                           where l.object_type = v.object_type and l.natural_key = v.natural_key""",
+                        ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]))
 
     def clear_shadowing_rejections(self) -> int:
         """Drop rejections of objects the ledger holds with the same payload: the CRM has that very version
@@ -142,23 +184,21 @@ class SyncStore:
                              and l.status in ('synced', 'recovered')""")
             return cur.rowcount
 
-    def rejections(self) -> dict[tuple[str, str], Rejection]:
-        return {(r["object_type"], r["natural_key"]): Rejection(r["payload_hash"], r["error_code"])
-                for r in self.query("select object_type, natural_key, payload_hash, error_code from sync.rejections")}
-
     def record_pushed(self, object_type: str, natural_key: str, connection_id: str | None, crm_id: str | None,
-                      payload_hash: str, run_id: str, status: str = "synced") -> None:
-        """The CRM accepted the object: its id and hash, at once; an old rejection of it is cleared."""
+                      payload_hash: str, run_id: str, status: str = "synced", row_hash: str | None = None) -> None:
+        """The CRM accepted the object: its id, payload hash and mart row hash (``diff.row_hash_sql``), at once;
+        an old rejection of it is cleared."""
         with self.lock, self.conn.cursor() as cur:
             cur.execute(
                 """insert into sync.ledger as l (object_type, natural_key, connection_id, crm_id, payload_hash,
-                                                 last_run_id, status)
-                   values (%s, %s, %s, %s, %s, %s, %s)
+                                                 last_run_id, status, row_hash)
+                   values (%s, %s, %s, %s, %s, %s, %s, %s)
                    on conflict (object_type, natural_key) do update
                    set crm_id = coalesce(excluded.crm_id, l.crm_id), payload_hash = excluded.payload_hash,
                        connection_id = excluded.connection_id, last_pushed_at = now(),
-                       last_run_id = excluded.last_run_id, status = excluded.status, status_reason = null""",
-                (object_type, natural_key, connection_id, crm_id, payload_hash, run_id, status))
+                       last_run_id = excluded.last_run_id, status = excluded.status, status_reason = null,
+                       row_hash = excluded.row_hash""",
+                (object_type, natural_key, connection_id, crm_id, payload_hash, run_id, status, row_hash))
             cur.execute("delete from sync.rejections where object_type = %s and natural_key = %s",
                         (object_type, natural_key))
 

@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 OUTCOMES = ("created", "updated", "unchanged", "rejected", "skipped", "removed")
 PROGRESS_EVERY_S = 10.0
 PLAN_SAMPLES = 3
+REJECTIONS_KEPT = 20  # by key in the report (the rest are counted; sync.rejections has them all)
 EMAIL_ADDRESS = re.compile(r"([^\s@|]+)@([^\s@|]+)")
 PHONE_FIELDS = frozenset({"phone"})
 _count_lock = threading.Lock()
@@ -38,16 +39,33 @@ class RunReport:
     rejections: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
     automations: dict[str, int] = field(default_factory=dict)  # trigger → writes that could start one
+    # The warehouse-side diff (crm/diff.py): mart rows it streamed, in how many batches, the largest batch.
+    diff: dict[str, int] = field(default_factory=dict)
 
-    def count_automation(self, object_type: str) -> None:
+    def count_automation(self, object_type: str, n: int = 1) -> None:
         with _count_lock:
-            for trigger, n in a.audit([object_type]).items():
-                self.automations[trigger] = self.automations.get(trigger, 0) + n
+            for trigger, fired in a.audit([object_type]).items():
+                self.automations[trigger] = self.automations.get(trigger, 0) + fired * n
+
+    def reject(self, object_type: str, key: str, status: int | None, code: str | None) -> None:
+        """Count a rejection; the first ``REJECTIONS_KEPT`` are kept by key for the summary."""
+        self.count(object_type, "rejected")
+        with _count_lock:
+            if len(self.rejections) < REJECTIONS_KEPT:
+                self.rejections.append({"object_type": object_type, "key": key, "status": status, "code": code})
 
     def count(self, object_type: str, outcome: str, n: int = 1) -> None:
         with _count_lock:  # the push threads count concurrently
             per_type = self.counts.setdefault(object_type, dict.fromkeys(OUTCOMES, 0))
             per_type[outcome] += n
+
+    def warn(self, message: str) -> None:
+        """Add a warning once (logged once)."""
+        with _count_lock:
+            if message in self.warnings:
+                return
+            self.warnings.append(message)
+        log.warning("%s", message)
 
     @property
     def writes(self) -> int:
@@ -63,8 +81,9 @@ class RunReport:
                 "started_at": self.started_at.isoformat(),
                 "finished_at": self.finished_at.isoformat() if self.finished_at else None,
                 "counts": self.counts, "writes": self.writes, "requests": self.requests,
-                "automations": dict(self.automations),
-                "warnings": list(self.warnings), "rejections": self.rejections[:20], "plan": masked(self.plan),
+                "automations": dict(self.automations), "diff": dict(self.diff),
+                "warnings": list(self.warnings), "rejections": self.rejections[:REJECTIONS_KEPT],
+                "plan": masked(self.plan),
                 "error": self.error}
 
 
@@ -81,21 +100,39 @@ def masked(value: Any, field: str | None = None) -> Any:
     return value
 
 
+class PlanSummary:
+    """The dry run's plan, built batch by batch and bounded: per object type the counts of each action and at
+    most ``PLAN_SAMPLES`` sample payloads of what a real run would send."""
+
+    def __init__(self) -> None:
+        self.plan: dict[str, Any] = {}
+
+    def entry(self, object_type: str) -> dict[str, Any]:
+        return self.plan.setdefault(object_type, {"create": 0, "update": 0, "unchanged": 0, "skipped": 0,
+                                                  "remove": 0, "samples": []})
+
+    def add_count(self, object_type: str, action: str, n: int) -> None:
+        if n:
+            self.entry(object_type)[action] += n
+
+    def add(self, items: list[Item]) -> None:
+        for item in items:
+            entry = self.entry(item.object_type)
+            entry[item.action] += 1
+            if item.action in ("create", "update", "remove") and len(entry["samples"]) < PLAN_SAMPLES:
+                sample = {"action": item.action, "key": item.natural_key, "payload": item.payload}
+                if item.object_type in ("ecom_order", "abandoned_cart") and item.action != "remove":
+                    sample["source"] = a.source_flag(item.fires)
+                if item.fires:
+                    sample["automation"] = a.TRIGGERS[item.object_type]
+                entry["samples"].append(sample)
+
+
 def plan_summary(items: list[Item]) -> dict[str, Any]:
     """Per object type: what a real run would create and update, with a few sample payloads."""
-    plan: dict[str, Any] = {}
-    for item in items:
-        entry = plan.setdefault(item.object_type, {"create": 0, "update": 0, "unchanged": 0, "skipped": 0,
-                                                   "remove": 0, "samples": []})
-        entry[item.action] += 1
-        if item.action in ("create", "update", "remove") and len(entry["samples"]) < PLAN_SAMPLES:
-            sample = {"action": item.action, "key": item.natural_key, "payload": item.payload}
-            if item.object_type in ("ecom_order", "abandoned_cart") and item.action != "remove":
-                sample["source"] = a.source_flag(item.fires)
-            if item.fires:
-                sample["automation"] = a.TRIGGERS[item.object_type]
-            entry["samples"].append(sample)
-    return plan
+    summary = PlanSummary()
+    summary.add(items)
+    return summary.plan
 
 
 class Progress:

@@ -14,6 +14,12 @@ orders as (
 
 ),
 
+rejected_records as (
+
+    select * from {{ ref('stg_state__rejected_records') }}
+
+),
+
 excluded_customers as (
 
     select
@@ -60,11 +66,29 @@ excluded_orders as (
 
 ),
 
+-- Records the extract could not land at all (issue 15). Their own record type: an order rejected at
+-- landing may still be in the CRM in its last landed version, which must stay there (the load removes only
+-- `order` rows from the CRM).
+excluded_at_landing as (
+
+    select
+        connection_id,
+        'landing_rejection' as record_type,
+        raw_table || ':' || record_key as external_id,
+        'rejected_at_landing' as reason,
+        'the extract could not land this ' || raw_table || ' record: ' || reason
+        || ' (its last landed version, if any, is what the CRM has)' as detail
+    from rejected_records
+
+),
+
 final as (
 
     select * from excluded_customers
     union all
     select * from excluded_orders
+    union all
+    select * from excluded_at_landing
 
 )
 
