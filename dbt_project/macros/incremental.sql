@@ -101,3 +101,11 @@
     select 1
     {%- endif -%}
 {%- endmacro %}
+
+{#- Whether a source's raw table exists yet (the extract creates some, e.g. raw.bigcommerce_refunds,
+    only once it has landed a record). Always true at parse time. -#}
+{% macro source_exists(source_name, table_name) -%}
+    {%- set relation = source(source_name, table_name) -%}
+    {%- do return((not execute) or adapter.get_relation(
+        database=relation.database, schema=relation.schema, identifier=relation.identifier) is not none) -%}
+{%- endmacro %}

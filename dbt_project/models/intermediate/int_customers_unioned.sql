@@ -1,15 +1,52 @@
-{#- Every e-commerce customer of every connection, whether or not it will sync (the crm marts filter). -#}
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key=['connection_id', 'customer_external_id'],
+        on_schema_change='append_new_columns',
+        pre_hook="{{ prepare_customers_rebuild() }}"
+    )
+}}
+{#- Every e-commerce customer of every connection, whether or not it will sync (the crm marts filter).
+    Incremental (macros/incremental.sql, macros/customers_rebuild.sql): a scheduled run rebuilds the
+    customers in the rebuild set its pre-hook computed from the raw tables' keys and loaded_at (customer
+    records, orders, newsletter consents and Square profiles and payments landed since the cutoff, orders
+    whose raw record is gone) and deleted first, so a customer left with nothing to build from is gone
+    as on a full refresh. -#}
 with
 
+{% if is_incremental() %}
+rebuild as (
+
+    select source, connection_id, customer_external_id from {{ customers_rebuild_relation() }}
+
+),
+
+{% endif %}
 bigcommerce_customers as (
 
     select * from {{ ref('stg_bigcommerce__customers') }}
+    {%- if is_incremental() %}
+    where (connection_id, customer_id) in (
+        select connection_id, customer_external_id from rebuild where source = 'bigcommerce'
+    )
+    {%- endif %}
 
 ),
 
 bigcommerce_orders as (
 
     select * from {{ ref('stg_bigcommerce__orders') }}
+    {%- if is_incremental() %}
+    -- the rebuilt customers' orders, found by primary key (customers_rebuild.sql lists them), then
+    -- checked against the order's own customer_id
+    where (connection_id, order_id) in (
+        select connection_id, order_id from {{ customers_rebuild_relation('orders') }}
+    )
+      and (connection_id, customer_id) in (
+        select connection_id, customer_external_id from rebuild where source = 'bigcommerce'
+    )
+    {%- endif %}
 
 ),
 
@@ -22,6 +59,9 @@ bigcommerce_subscribers as (
 square_customers as (
 
     select * from {{ ref('stg_square__customers') }}
+    {%- if is_incremental() %}
+    where customer_id in (select customer_external_id from rebuild where source = 'square')
+    {%- endif %}
 
 ),
 
@@ -130,9 +170,14 @@ square_customer_profiles as (
 -- A location's customers: those landed under it plus those who paid there.
 square_connection_customers as (
 
+    {%- if is_incremental() %}
+    -- the rebuilt customers' pairs, listed by the pre-hook (customers_rebuild.sql) from the same sources
+    select connection_id, customer_external_id as customer_id from rebuild where source = 'square'
+    {%- else %}
     select connection_id, customer_id from square_customers
     union
     select connection_id, customer_id from square_payments where customer_id is not null
+    {%- endif %}
 
 ),
 

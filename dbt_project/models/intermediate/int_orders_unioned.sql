@@ -19,6 +19,8 @@ with
 {% if is_incremental() %}
 -- The orders to rebuild: their order, refund or Square order landed since the cutoff, or their customer
 -- (int_customers_unioned, built before this model) did — a changed customer changes its orders' email.
+-- Change detection reads the raw tables' keys and loaded_at (and a refund's order_id), never a staging
+-- view's parsed JSON: the scan touches the heap rows, not their TOASTed payloads.
 cutoff as (
 
     select {{ incremental_cutoff() }} as landed_after
@@ -35,16 +37,19 @@ changed_customers as (
 
 changed_bigcommerce_orders as (
 
-    select connection_id, order_id
-    from {{ ref('stg_bigcommerce__orders') }}
+    select connection_id, pk as order_id
+    from {{ source('bigcommerce', 'orders') }}
     where loaded_at >= (select landed_after from cutoff)
+
+    {%- if source_exists('bigcommerce', 'refunds') %}
 
     union
 
-    select connection_id, order_id
-    from {{ ref('stg_bigcommerce__refunds') }}
+    select connection_id, nullif(trim(payload ->> 'order_id'), '')
+    from {{ source('bigcommerce', 'refunds') }}
     where loaded_at >= (select landed_after from cutoff)
-      and order_id is not null
+      and nullif(trim(payload ->> 'order_id'), '') is not null
+    {%- endif %}
 
     union
 
@@ -60,16 +65,16 @@ changed_bigcommerce_orders as (
 
 changed_square_orders as (
 
-    select order_id
-    from {{ ref('stg_square__orders') }}
+    select pk as order_id
+    from {{ source('square', 'orders') }}
     where loaded_at >= (select landed_after from cutoff)
 
 ),
 
 changed_square_payments as (
 
-    select connection_id, payment_id
-    from {{ ref('stg_square__payments') }}
+    select connection_id, pk as payment_id
+    from {{ source('square', 'payments') }}
     where loaded_at >= (select landed_after from cutoff)
 
     union
