@@ -109,3 +109,35 @@
     {%- do return((not execute) or adapter.get_relation(
         database=relation.database, schema=relation.schema, identifier=relation.identifier) is not none) -%}
 {%- endmacro %}
+
+{#- The rows of `relation` (a staging view) whose columns equal a row of `keys` (a CTE or table of
+    distinct, non-null keys), looked up key by key. `on` maps the relation's columns to the keys'.
+    A semi-join (`(a, b) in (select …)`) lets the planner hash-join instead, which computes the view —
+    its JSON parsing and safe casts — for every raw row first (27 s for 20,000 orders at scale 0.1,
+    to keep 1,349). In a lateral subquery kept apart by OFFSET 0 the equalities are quals on the view's
+    key columns, which Postgres pushes through the view down to the raw table's primary-key index, so
+    only the rows asked for are read and parsed. For the small batches of the incremental models. -#}
+{% macro lookup_rows(relation, keys, on) -%}
+    select found.*
+    from {{ keys }} as lookup_keys
+    cross join lateral (  -- noqa: ST05
+        select *
+        from {{ relation }} as looked_up
+        where {% for column, key in on.items() -%}
+            looked_up.{{ column }} = lookup_keys.{{ key }}{% if not loop.last %} and {% endif %}
+        {%- endfor %}
+        offset 0
+    ) as found
+{%- endmacro %}
+
+{#- The columns of `relation` but those in `except`, each prefixed by `alias.` (a model overriding one
+    upstream column without listing them all). At parse time (not execute): `alias.*`. -#}
+{% macro columns_except(relation, except, alias) -%}
+    {%- if not execute -%}
+    {{ alias }}.*
+    {%- else -%}
+    {%- for column in adapter.get_columns_in_relation(relation) if column.name not in except -%}
+    {{ alias }}.{{ adapter.quote(column.name) }}{% if not loop.last %}, {% endif %}
+    {%- endfor -%}
+    {%- endif -%}
+{%- endmacro %}

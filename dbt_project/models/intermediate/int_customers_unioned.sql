@@ -22,30 +22,43 @@ rebuild as (
 
 ),
 
+bigcommerce_rebuild as (
+
+    select distinct connection_id, customer_external_id from rebuild where source = 'bigcommerce'
+
+),
+
+square_rebuild as (
+
+    select distinct connection_id, customer_external_id from rebuild where source = 'square'
+
+),
+
 {% endif %}
 bigcommerce_customers as (
 
-    select * from {{ ref('stg_bigcommerce__customers') }}
     {%- if is_incremental() %}
-    where (connection_id, customer_id) in (
-        select connection_id, customer_external_id from rebuild where source = 'bigcommerce'
-    )
+    {{ lookup_rows(ref('stg_bigcommerce__customers'), 'bigcommerce_rebuild',
+                   {'connection_id': 'connection_id', 'customer_id': 'customer_external_id'}) }}
+    {%- else %}
+    select * from {{ ref('stg_bigcommerce__customers') }}
     {%- endif %}
 
 ),
 
 bigcommerce_orders as (
 
-    select * from {{ ref('stg_bigcommerce__orders') }}
     {%- if is_incremental() %}
     -- the rebuilt customers' orders, found by primary key (customers_rebuild.sql lists them), then
     -- checked against the order's own customer_id
-    where (connection_id, order_id) in (
-        select connection_id, order_id from {{ customers_rebuild_relation('orders') }}
-    )
-      and (connection_id, customer_id) in (
-        select connection_id, customer_external_id from rebuild where source = 'bigcommerce'
-    )
+    select *
+    from (
+        {{ lookup_rows(ref('stg_bigcommerce__orders'), customers_rebuild_relation('orders'),
+                       {'connection_id': 'connection_id', 'order_id': 'order_id'}) }}
+    ) as rebuilt_customers_orders
+    where (connection_id, customer_id) in (select connection_id, customer_external_id from bigcommerce_rebuild)
+    {%- else %}
+    select * from {{ ref('stg_bigcommerce__orders') }}
     {%- endif %}
 
 ),
@@ -58,9 +71,12 @@ bigcommerce_subscribers as (
 
 square_customers as (
 
-    select * from {{ ref('stg_square__customers') }}
     {%- if is_incremental() %}
-    where customer_id in (select customer_external_id from rebuild where source = 'square')
+    -- every landing of the rebuilt profiles: the rebuild set lists each of their (connection, customer) pairs
+    {{ lookup_rows(ref('stg_square__customers'), 'square_rebuild',
+                   {'connection_id': 'connection_id', 'customer_id': 'customer_external_id'}) }}
+    {%- else %}
+    select * from {{ ref('stg_square__customers') }}
     {%- endif %}
 
 ),
@@ -172,7 +188,7 @@ square_connection_customers as (
 
     {%- if is_incremental() %}
     -- the rebuilt customers' pairs, listed by the pre-hook (customers_rebuild.sql) from the same sources
-    select connection_id, customer_external_id as customer_id from rebuild where source = 'square'
+    select connection_id, customer_external_id as customer_id from square_rebuild
     {%- else %}
     select connection_id, customer_id from square_customers
     union

@@ -97,9 +97,11 @@ changed_square_payments as (
 
 bigcommerce_orders as (
 
-    select * from {{ ref('stg_bigcommerce__orders') }}
     {%- if is_incremental() %}
-    where (connection_id, order_id) in (select connection_id, order_id from changed_bigcommerce_orders)
+    {{ lookup_rows(ref('stg_bigcommerce__orders'), 'changed_bigcommerce_orders',
+                   {'connection_id': 'connection_id', 'order_id': 'order_id'}) }}
+    {%- else %}
+    select * from {{ ref('stg_bigcommerce__orders') }}
     {%- endif %}
 
 ),
@@ -115,48 +117,71 @@ bigcommerce_refunds as (
 
 bigcommerce_line_items as (
 
-    select * from {{ ref('stg_bigcommerce__order_line_items') }}
     {%- if is_incremental() %}
-    where (connection_id, order_id) in (select connection_id, order_id from changed_bigcommerce_orders)
+    {{ lookup_rows(ref('stg_bigcommerce__order_line_items'), 'changed_bigcommerce_orders',
+                   {'connection_id': 'connection_id', 'order_id': 'order_id'}) }}
+    {%- else %}
+    select * from {{ ref('stg_bigcommerce__order_line_items') }}
     {%- endif %}
 
 ),
 
 bigcommerce_line_discounts as (
 
-    select * from {{ ref('stg_bigcommerce__order_line_discounts') }}
     {%- if is_incremental() %}
-    where (connection_id, order_id) in (select connection_id, order_id from changed_bigcommerce_orders)
+    {{ lookup_rows(ref('stg_bigcommerce__order_line_discounts'), 'changed_bigcommerce_orders',
+                   {'connection_id': 'connection_id', 'order_id': 'order_id'}) }}
+    {%- else %}
+    select * from {{ ref('stg_bigcommerce__order_line_discounts') }}
     {%- endif %}
 
 ),
 
 square_payments as (
 
-    select * from {{ ref('stg_square__payments') }}
     {%- if is_incremental() %}
-    where (connection_id, payment_id) in (select connection_id, payment_id from changed_square_payments)
+    {{ lookup_rows(ref('stg_square__payments'), 'changed_square_payments',
+                   {'connection_id': 'connection_id', 'payment_id': 'payment_id'}) }}
+    {%- else %}
+    select * from {{ ref('stg_square__payments') }}
     {%- endif %}
 
 ),
+{%- if is_incremental() %}
+
+-- the raw keys of the batch's Square orders (every connection they were landed under): a scan of keys only
+square_order_keys as (
+
+    select connection_id, pk as order_id
+    from {{ source('square', 'orders') }}
+    where pk in (select order_id from square_payments)
+
+),
+{%- endif %}
 
 -- Orders belong to the merchant; keep the latest landing of each whatever its connection.
 square_orders as (
 
     select distinct on (order_id) *
-    from {{ ref('stg_square__orders') }}
-    {%- if is_incremental() %}
-    where order_id in (select order_id from square_payments)
-    {%- endif %}
+    from (
+        {%- if is_incremental() %}
+        {{ lookup_rows(ref('stg_square__orders'), 'square_order_keys',
+                       {'connection_id': 'connection_id', 'order_id': 'order_id'}) }}
+        {%- else %}
+        select * from {{ ref('stg_square__orders') }}
+        {%- endif %}
+    ) as landed_square_orders
     order by order_id, loaded_at desc, connection_id
 
 ),
 
 square_line_items as (
 
-    select * from {{ ref('stg_square__order_line_items') }}
     {%- if is_incremental() %}
-    where order_id in (select order_id from square_payments)
+    {{ lookup_rows(ref('stg_square__order_line_items'), 'square_order_keys',
+                   {'connection_id': 'connection_id', 'order_id': 'order_id'}) }}
+    {%- else %}
+    select * from {{ ref('stg_square__order_line_items') }}
     {%- endif %}
 
 ),
