@@ -27,7 +27,40 @@
     create table if not exists {{ incremental_watermarks_relation() }} (
         model text primary key,
         built_from timestamptz not null
+    );
+    create table if not exists {{ contact_changes_relation() }} (
+        email text not null,
+        connection_id text not null,
+        changed_at timestamptz not null
     )
+{%- endmacro %}
+
+{#- intermediate.incremental_contact_changes: the contacts (email, connection_id) a scheduled build of
+    crm.ecom_orders took an order from, recorded by its pre-hook before it replaces or deletes the
+    order's row: an order whose customer's email changed leaves the contact of its old email, which the
+    purchase bridges must rebuild too (another account may share that email). The bridges read the
+    rows recorded since their cutoff; rows older than twice the look-back are purged. -#}
+{% macro contact_changes_relation() -%}
+    intermediate.incremental_contact_changes
+{%- endmacro %}
+
+{% macro record_contact_changes() -%}
+    {%- if not is_incremental() -%}
+    select 1
+    {%- else -%}
+    delete from {{ contact_changes_relation() }}
+    where changed_at < now() - interval '{{ 2 * var("incremental_lookback_hours") }} hours';
+
+    insert into {{ contact_changes_relation() }} (email, connection_id, changed_at)
+    select distinct previous.email, previous.connection_id, now()
+    from {{ this }} as previous
+    where previous.email is not null
+      and (previous.connection_id, previous.external_id) in (
+          select connection_id, order_external_id
+          from {{ ref('int_orders_enriched') }}
+          where landed_at >= {{ incremental_cutoff() }}
+      )
+    {%- endif -%}
 {%- endmacro %}
 
 {#- Post-hook of every model (dbt_project.yml), a no-op but on incremental ones: this build read

@@ -36,7 +36,9 @@
     their orders, so delete+insert on (email, connection_id) rebuilds exactly their rows. Orders that
     stopped syncing count too (int_orders_enriched, not ecom_orders): an archived order changes its
     contact's rows. A contact left with no synced order (its email changed, its orders were excluded)
-    has no row in the batch; purchased_bridge_cleanup() deletes it. -#}
+    has no row in the batch; purchased_bridge_cleanup() deletes it. The contacts crm.ecom_orders took
+    an order from (intermediate.incremental_contact_changes) and those with synced orders but no row
+    yet (a connection enabled again) are re-read too. -#}
 {% macro purchased_order_lines() -%}
     select
         orders.email,
@@ -56,7 +58,17 @@
         from {{ ref('int_orders_enriched') }}
         where landed_at >= {{ incremental_cutoff('last_landed_at') }}
           and email is not null
+        union
+        -- the contacts crm.ecom_orders took an order from (its email changed, another account keeps it)
+        select email, connection_id
+        from {{ contact_changes_relation() }}
+        where changed_at >= {{ incremental_cutoff('last_landed_at') }}
     )
+       -- contacts with synced orders but no rows yet (their connection was enabled again)
+       or not exists (
+           select 1 from {{ this }} as previous
+           where previous.email = orders.email and previous.connection_id = orders.connection_id
+       )
     {%- endif %}
 {%- endmacro %}
 

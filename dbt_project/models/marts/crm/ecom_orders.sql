@@ -3,6 +3,7 @@
         materialized='incremental',
         incremental_strategy='delete+insert',
         unique_key='order_key',
+        pre_hook="{{ record_contact_changes() }}",
         post_hook="{{ delete_rows_not_in(
             keys=['connection_id', 'external_id'], upstream=ref('int_orders_enriched'),
             upstream_keys=['connection_id', 'order_external_id'],
@@ -10,16 +11,22 @@
                   ~ is_enabled_connection('upstream.connection_id')) }}"
     )
 }}
-{#- Incremental (macros/incremental.sql): a scheduled run rewrites the orders landed since the cutoff;
-    the post-hook removes those that no longer sync (excluded, now an incomplete checkout, connection
-    disabled). -#}
+{#- Incremental (macros/incremental.sql): a scheduled run rewrites the orders landed since the cutoff
+    and the syncing orders missing from the table (those of a connection enabled again); the pre-hook
+    records the contacts the rewritten orders belonged to (record_contact_changes), the post-hook
+    removes the orders that no longer sync (excluded, now an incomplete checkout, connection disabled). -#}
 with
 
 orders as (
 
-    select * from {{ ref('int_orders_enriched') }}
+    select * from {{ ref('int_orders_enriched') }} as enriched
     {%- if is_incremental() %}
-    where landed_at >= {{ incremental_cutoff() }}
+    where enriched.landed_at >= {{ incremental_cutoff() }}
+       or not exists (
+           select 1 from {{ this }} as previous
+           where previous.connection_id = enriched.connection_id
+             and previous.external_id = enriched.order_external_id
+       )
     {%- endif %}
 
 ),
