@@ -75,10 +75,15 @@
     {%- endif -%}
 {%- endmacro %}
 
-{#- Data tests on the incremental models (dbt's `where` hook, overridden): on a scheduled run a test of
-    an incremental model checks only the rows landed within the look-back plus a day — what that run
-    can have written; with --full-refresh, or var data_tests_on_all_rows: true, it checks every row.
-    The landing column is the model's `last_landed_at` if it documents one, else `landed_at`.
+{#- Data tests on the incremental models and the staging views over raw tables (dbt's `where` hook,
+    overridden): on a scheduled run a test checks only the rows landed within the look-back plus a day
+    — what that run can have written or read anew; with --full-refresh, or var data_tests_on_all_rows:
+    true, it checks every row. The landing condition:
+      - an incremental model: its `last_landed_at` if it documents one, else `landed_at`;
+      - a staging view documenting `loaded_at`: that column (the filter reaches the raw table's scan);
+      - a staging view whose meta names `landed_with: {column, source}` (a view of rows unnested from
+        a raw record, e.g. an order's lines): `column = any(array(<keys of that source landed recently>))`,
+        a condition on the view's key that Postgres pushes down to the raw primary key.
     An explicit `where` config still applies, on top. -#}
 {% macro get_where_subquery(relation) -%}
     {%- set conditions = [] -%}
@@ -86,11 +91,19 @@
         {%- do conditions.append('(' ~ config.get('where') ~ ')') -%}
     {%- endif -%}
     {%- set tested = graph.nodes.get(model.attached_node) if execute and model.attached_node else none -%}
-    {%- if tested and tested.config.materialized == 'incremental'
-          and not flags.FULL_REFRESH and not var('data_tests_on_all_rows', false) -%}
-        {%- set column = 'last_landed_at' if 'last_landed_at' in tested.columns else 'landed_at' -%}
-        {%- do conditions.append(column ~ " >= now() - interval '"
-                                 ~ (var('incremental_lookback_hours') + 24) ~ " hours'") -%}
+    {%- if tested and not flags.FULL_REFRESH and not var('data_tests_on_all_rows', false) -%}
+        {%- set recent = "now() - interval '" ~ (var('incremental_lookback_hours') + 24) ~ " hours'" -%}
+        {%- set landed_with = tested.config.meta.get('landed_with') -%}
+        {%- if tested.config.materialized == 'incremental' -%}
+            {%- set column = 'last_landed_at' if 'last_landed_at' in tested.columns else 'landed_at' -%}
+            {%- do conditions.append(column ~ ' >= ' ~ recent) -%}
+        {%- elif tested.config.materialized == 'view' and 'loaded_at' in tested.columns -%}
+            {%- do conditions.append('loaded_at >= ' ~ recent) -%}
+        {%- elif tested.config.materialized == 'view' and landed_with -%}
+            {%- set raw = graph.sources[landed_with.source].relation_name -%}
+            {%- do conditions.append(landed_with.column ~ ' = any(array(select pk from ' ~ raw
+                                     ~ ' where loaded_at >= ' ~ recent ~ '))') -%}
+        {%- endif -%}
     {%- endif -%}
     {%- if conditions -%}
         {%- do return('(select * from ' ~ relation ~ ' where ' ~ conditions | join(' and ') ~ ') dbt_subquery') -%}
