@@ -63,12 +63,15 @@
         select email, connection_id
         from {{ contact_changes_relation() }}
         where changed_at >= {{ incremental_cutoff('last_landed_at') }}
+        union
+        -- contacts with synced orders but no rows yet (their connection was enabled again): a hashed
+        -- set difference, not a NOT EXISTS under OR (a correlated scan of the bridge per order line)
+        (
+            select email, connection_id from {{ ref('ecom_orders') }}
+            except
+            select email, connection_id from {{ this }}
+        )
     )
-       -- contacts with synced orders but no rows yet (their connection was enabled again)
-       or not exists (
-           select 1 from {{ this }} as previous
-           where previous.email = orders.email and previous.connection_id = orders.connection_id
-       )
     {%- endif %}
 {%- endmacro %}
 

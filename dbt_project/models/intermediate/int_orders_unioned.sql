@@ -82,15 +82,17 @@ changed_square_payments as (
     select previous.connection_id, previous.order_external_id
     from {{ this }} as previous
     where previous.source = 'square'
-      and (
-          previous.source_order_id in (select order_id from changed_square_orders)
-          or exists (
-              select 1 from changed_customers
-              where changed_customers.source = 'square'
-                and changed_customers.connection_id = previous.connection_id
-                and changed_customers.customer_external_id = previous.customer_external_id
-          )
-      )
+      and previous.source_order_id in (select order_id from changed_square_orders)
+
+    union
+
+    select previous.connection_id, previous.order_external_id
+    from {{ this }} as previous
+    inner join changed_customers
+        on changed_customers.source = previous.source
+        and changed_customers.connection_id = previous.connection_id
+        and changed_customers.customer_external_id = previous.customer_external_id
+    where previous.source = 'square'
 
 ),
 {% endif %}

@@ -332,3 +332,28 @@ def test_two_accounts_sharing_one_email(warehouse, dbt_target):  # B3, P3
     categories = {(row[0], row[2]) for row in snapshot(url, "segments.purchased_categories") if row[1] == STORE_A}
     assert ("sixteen@example.com", "Tools") in categories or ("sixteen@example.com", "Presents") in categories
     assert_equals_full_refresh(url, dbt_target)
+
+
+def test_scheduled_tests_of_staging_views_check_recent_landings(warehouse, dbt_target):  # P2, P3
+    url, now = warehouse
+    # An order with a status BigCommerce does not have (the staging test warns), landed 30 days ago: a
+    # scheduled run's tests of the staging view (loaded_at pushed down to the raw scan) do not read it;
+    # the full set does.
+    order = bigcommerce_order(1099, 11, 99, email="ada@example.com", total="1.0000",
+                              created="Fri, 01 Mar 2024 10:00:00 +0000", modified="Fri, 01 Mar 2024 10:00:00 +0000")
+    land(url, "bigcommerce_orders", [(STORE_A, "1099", order)], loaded_at=now - timedelta(days=30))
+    selector = ["test", "-s", "stg_bigcommerce__orders", "stg_bigcommerce__order_line_items",
+                "--indirect-selection", "cautious"]
+
+    def status_test(dbt_vars: dict | None = None) -> str:
+        summary = run_dbt(selector, url, dbt_vars, target_path=dbt_target)
+        return next(node.status for node in summary.nodes
+                    if node.name.startswith("accepted_values_stg_bigcommerce__orders_status_id"))
+
+    assert status_test() == "pass"
+    assert status_test({"data_tests_on_all_rows": True}) == "warn"
+    # Landed again now, the scheduled tests read it.
+    land(url, "bigcommerce_orders", [(STORE_A, "1099", {**order, "date_modified": "Sat, 02 Mar 2024 10:00:00 +0000"})])
+    assert status_test() == "warn"
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute("delete from raw.bigcommerce_orders where connection_id = %s and pk = '1099'", (STORE_A,))

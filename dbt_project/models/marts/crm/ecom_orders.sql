@@ -21,12 +21,21 @@ orders as (
 
     select * from {{ ref('int_orders_enriched') }} as enriched
     {%- if is_incremental() %}
-    where enriched.landed_at >= {{ incremental_cutoff() }}
-       or not exists (
-           select 1 from {{ this }} as previous
-           where previous.connection_id = enriched.connection_id
-             and previous.external_id = enriched.order_external_id
-       )
+    where (enriched.connection_id, enriched.order_external_id) in (
+        select connection_id, order_external_id
+        from {{ ref('int_orders_enriched') }}
+        where landed_at >= {{ incremental_cutoff() }}
+        union
+        -- syncing orders missing from the table (a connection enabled again): a hashed set difference,
+        -- not a NOT EXISTS under OR (a correlated scan of this table per order)
+        (
+            select connection_id, order_external_id
+            from {{ ref('int_orders_enriched') }}
+            where exclusion_reason is null and not is_incomplete
+            except
+            select connection_id, external_id from {{ this }}
+        )
+    )
     {%- endif %}
 
 ),
