@@ -177,12 +177,14 @@
 {%- endmacro %}
 
 {#- The columns of `relation` but those in `except`, each prefixed by `alias.` (a model overriding one
-    upstream column without listing them all). At parse time (not execute): `alias.*`. -#}
+    upstream column without listing them all). At parse time, or while `relation` does not exist yet
+    (a lint or compile before the first build): `alias.*`. -#}
 {% macro columns_except(relation, except, alias) -%}
-    {%- if not execute -%}
+    {%- set columns = adapter.get_columns_in_relation(relation) if execute else [] -%}
+    {%- if not columns -%}
     {{ alias }}.*
     {%- else -%}
-    {%- for column in adapter.get_columns_in_relation(relation) if column.name not in except -%}
+    {%- for column in columns if column.name not in except -%}
     {{ alias }}.{{ adapter.quote(column.name) }}{% if not loop.last %}, {% endif %}
     {%- endfor -%}
     {%- endif -%}

@@ -19,9 +19,9 @@ with
 
 orders as (
 
-    select * from {{ ref('int_orders_enriched') }} as enriched
+    select * from {{ ref('int_orders_enriched') }}
     {%- if is_incremental() %}
-    where (enriched.connection_id, enriched.order_external_id) in (
+    where (connection_id, order_external_id) in (
         select connection_id, order_external_id
         from {{ ref('int_orders_enriched') }}
         where landed_at >= {{ incremental_cutoff() }}

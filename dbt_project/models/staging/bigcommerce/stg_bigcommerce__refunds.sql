@@ -50,7 +50,8 @@ renamed as (
             bool_or({{ is_unreadable("payment ->> 'amount'", safe_numeric("payment ->> 'amount'")) }})
                 as has_unreadable_amount
         from jsonb_array_elements(
-            case when jsonb_typeof(source.payload -> 'payments') = 'array'
+            -- the outer refund's payload (lateral): qualified on purpose
+            case when jsonb_typeof(source.payload -> 'payments') = 'array'  -- noqa: RF03
                  then source.payload -> 'payments' else '[]'::jsonb end
         ) as payment
     ) as payments
