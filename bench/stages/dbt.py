@@ -1,11 +1,11 @@
-"""dbt: the scheduled ``dbt build`` after 1 % of orders changed vs a ``--full-refresh`` build.
+"""dbt: the scheduled ``dbt build`` after 0.1 % and 1 % of orders changed vs a ``--full-refresh`` build.
 
 On a copy of the historical warehouse whose rows are made to look landed a week ago
 (a steady state: the incremental models re-read what was landed within their
 look-back, 72 h), the transform task builds everything with ``--full-refresh``;
-then 1 % of the BigCommerce orders get a new status, as a landed change would
+then 0.1 % of the BigCommerce orders get a new status, as a landed change would
 (payload, ``source_updated_at`` and ``loaded_at`` move), and the transform task
-runs again, incrementally. Both are ``ecomsync.tasks.transform`` in its own process;
+runs again, incrementally; then the same with 1 %. Both are ``ecomsync.tasks.transform`` in its own process;
 per-model times come from dbt's run_results.json.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from bench.context import BenchContext, StageResult
 from bench.processes import TaskRun
 from ecomsync.warehouse import RAW_TABLES
 
-CHANGED_SHARE = 0.01
+CHANGED_SHARES = (0.001, 0.01)
 TARGET_RATIO = 0.15
 
 
@@ -81,19 +81,29 @@ def run(ctx: BenchContext, result: StageResult) -> None:
     _, url = ctx.new_database("dbt", template=historical.database)
     age_raw_rows(url)
     full, full_nodes = transform(ctx, url, True, "full")
-    changed = change_orders(url, CHANGED_SHARE, ctx.options.seed)
-    incremental, incremental_nodes = transform(ctx, url, False, "incremental")
-    ratio = incremental.wall_s / full.wall_s
     result.metrics.update({
-        "orders_changed": changed, "full_refresh_s": full.wall_s, "incremental_s": incremental.wall_s,
-        "full_refresh_by_kind_s": seconds_by_kind(full_nodes),
-        "incremental_by_kind_s": seconds_by_kind(incremental_nodes),
-        "full_refresh_slowest": slowest(full_nodes), "incremental_slowest": slowest(incremental_nodes),
-        "full_refresh_result": full.result, "incremental_result": incremental.result,
-        "transform_max_rss_mb": max(full.max_rss_mb, incremental.max_rss_mb)})
+        "full_refresh_s": full.wall_s, "full_refresh_by_kind_s": seconds_by_kind(full_nodes),
+        "full_refresh_slowest": slowest(full_nodes), "full_refresh_result": full.result})
     result.check("dbt build --full-refresh", full.wall_s, "", None, "s")
-    result.check(f"dbt build after {CHANGED_SHARE:.0%} of orders changed", incremental.wall_s, "", None, "s")
-    top = slowest(incremental_nodes, 3)
-    result.check("incremental ÷ full refresh", round(ratio, 3), f"<= {TARGET_RATIO}", ratio <= TARGET_RATIO,
-                 why_missed="slowest nodes of the incremental build: " + ", ".join(
-                     f"{n['node'].split('.')[2]} {n['seconds']}s" for n in top))
+    max_rss = full.max_rss_mb
+    # One incremental build per share, one after the other: the second one's look-back also re-reads
+    # the first one's changes (landed minutes before), as a scheduled cycle would.
+    for share in CHANGED_SHARES:
+        label = f"incremental_{share:g}"
+        changed = change_orders(url, share, ctx.options.seed)
+        incremental, incremental_nodes = transform(ctx, url, False, label)
+        ratio = incremental.wall_s / full.wall_s
+        max_rss = max(max_rss, incremental.max_rss_mb)
+        result.metrics[label] = {
+            "share": share, "orders_changed": changed, "incremental_s": incremental.wall_s, "ratio": round(ratio, 3),
+            "by_kind_s": seconds_by_kind(incremental_nodes), "slowest": slowest(incremental_nodes, 12),
+            "result": incremental.result}
+        result.check(f"dbt build after {share:.1%} of orders ({changed}) changed", incremental.wall_s, "", None, "s")
+        top = slowest(incremental_nodes, 3)
+        result.check(f"incremental ({share:.1%}) ÷ full refresh", round(ratio, 3), f"<= {TARGET_RATIO}",
+                     ratio <= TARGET_RATIO, why_missed="slowest nodes of the incremental build: " + ", ".join(
+                         f"{n['node'].split('.')[2]} {n['seconds']}s" for n in top))
+        # the 1 % figures also under the keys earlier runs used (tests/bench, older result files)
+        result.metrics.update({"orders_changed": changed, "incremental_s": incremental.wall_s,
+                               "incremental_result": incremental.result})
+    result.metrics["transform_max_rss_mb"] = max_rss

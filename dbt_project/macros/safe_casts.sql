@@ -33,7 +33,9 @@
 
 {#- The timestamp parsers are SQL functions because only PL/pgSQL can catch the errors of a value that
     has the right shape but no calendar meaning ("31 Feb", hour 25). Created by on-run-start in the
-    staging schema, before any model reads them. A date outside 1970 … 2199 is treated as unreadable:
+    staging schema, before any model reads them. PARALLEL UNSAFE: the EXCEPTION block opens a
+    subtransaction, which Postgres refuses inside a parallel query ("cannot start subtransactions during
+    a parallel operation"), and an order filter that reaches the raw tables makes parallel plans likely. A date outside 1970 … 2199 is treated as unreadable:
     no order of these stores is older than 1970, and the CRM stores dates in that range. -#}
 {% macro create_safe_cast_functions() -%}
     do $outer$

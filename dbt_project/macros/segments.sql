@@ -33,7 +33,12 @@
 
 {#- Product lines of synced orders, for the incremental purchase bridges. Incrementally, only contacts
     with an order landed since the bridge's newest row (minus the look-back) are re-read — all of
-    their orders, so delete+insert on (email, connection_id) rebuilds exactly their rows. -#}
+    their orders, so delete+insert on (email, connection_id) rebuilds exactly their rows. Orders that
+    stopped syncing count too (int_orders_enriched, not ecom_orders): an archived order changes its
+    contact's rows. A contact left with no synced order (its email changed, its orders were excluded)
+    has no row in the batch; purchased_bridge_cleanup() deletes it. The contacts crm.ecom_orders took
+    an order from (intermediate.incremental_contact_changes) and those with synced orders but no row
+    yet (a connection enabled again) are re-read too. -#}
 {% macro purchased_order_lines() -%}
     select
         orders.email,
@@ -50,9 +55,36 @@
     {%- if is_incremental() %}
     where (orders.email, orders.connection_id) in (
         select email, connection_id
-        from {{ ref('ecom_orders') }}
-        where landed_at >= (select coalesce(max(last_landed_at), '-infinity') from {{ this }})
-                           - interval '{{ var("incremental_lookback_hours") }} hours'
+        from {{ ref('int_orders_enriched') }}
+        where landed_at >= {{ incremental_cutoff('last_landed_at') }}
+          and email is not null
+        union
+        -- the contacts crm.ecom_orders took an order from (its email changed, another account keeps it)
+        select email, connection_id
+        from {{ contact_changes_relation() }}
+        where changed_at >= {{ incremental_cutoff('last_landed_at') }}
+        union
+        -- contacts with synced orders but no rows yet (their connection was enabled again): a hashed
+        -- set difference, not a NOT EXISTS under OR (a correlated scan of the bridge per order line)
+        (
+            select email, connection_id from {{ ref('ecom_orders') }}
+            except
+            select email, connection_id from {{ this }}
+        )
     )
     {%- endif %}
+{%- endmacro %}
+
+{#- Post-hook of the purchase bridges: a contact with no synced order in its connection any more (its
+    email changed, its orders were archived or excluded) loses its rows. -#}
+{% macro purchased_bridge_cleanup() -%}
+    {%- if is_incremental() -%}
+    delete from {{ this }} as bridge
+    where not exists (
+        select 1 from {{ ref('ecom_orders') }} as orders
+        where orders.email = bridge.email and orders.connection_id = bridge.connection_id
+    )
+    {%- else -%}
+    select 1
+    {%- endif -%}
 {%- endmacro %}

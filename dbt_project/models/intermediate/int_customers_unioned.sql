@@ -1,15 +1,65 @@
-{#- Every e-commerce customer of every connection, whether or not it will sync (the crm marts filter). -#}
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key=['connection_id', 'customer_external_id'],
+        on_schema_change='append_new_columns',
+        pre_hook="{{ prepare_customers_rebuild() }}"
+    )
+}}
+{#- Every e-commerce customer of every connection, whether or not it will sync (the crm marts filter).
+    Incremental (macros/incremental.sql, macros/customers_rebuild.sql): a scheduled run rebuilds the
+    customers in the rebuild set its pre-hook computed from the raw tables' keys and loaded_at (customer
+    records, orders, newsletter consents and Square profiles and payments landed since the cutoff, orders
+    whose raw record is gone) and deleted first, so a customer left with nothing to build from is gone
+    as on a full refresh. -#}
 with
 
+{% if is_incremental() %}
+rebuild as (
+
+    select source, connection_id, customer_external_id from {{ customers_rebuild_relation() }}
+
+),
+
+bigcommerce_rebuild as (
+
+    select distinct connection_id, customer_external_id from rebuild where source = 'bigcommerce'
+
+),
+
+square_rebuild as (
+
+    select distinct connection_id, customer_external_id from rebuild where source = 'square'
+
+),
+
+{% endif %}
 bigcommerce_customers as (
 
+    {%- if is_incremental() %}
+    {{ lookup_rows(ref('stg_bigcommerce__customers'), 'bigcommerce_rebuild',
+                   {'connection_id': 'connection_id', 'customer_id': 'customer_external_id'}) }}
+    {%- else %}
     select * from {{ ref('stg_bigcommerce__customers') }}
+    {%- endif %}
 
 ),
 
 bigcommerce_orders as (
 
+    {%- if is_incremental() %}
+    -- the rebuilt customers' orders, found by primary key (customers_rebuild.sql lists them), then
+    -- checked against the order's own customer_id
+    select *
+    from (
+        {{ lookup_rows(ref('stg_bigcommerce__orders'), customers_rebuild_relation('orders'),
+                       {'connection_id': 'connection_id', 'order_id': 'order_id'}) }}
+    ) as rebuilt_customers_orders
+    where (connection_id, customer_id) in (select connection_id, customer_external_id from bigcommerce_rebuild)
+    {%- else %}
     select * from {{ ref('stg_bigcommerce__orders') }}
+    {%- endif %}
 
 ),
 
@@ -21,7 +71,13 @@ bigcommerce_subscribers as (
 
 square_customers as (
 
+    {%- if is_incremental() %}
+    -- every landing of the rebuilt profiles: the rebuild set lists each of their (connection, customer) pairs
+    {{ lookup_rows(ref('stg_square__customers'), 'square_rebuild',
+                   {'connection_id': 'connection_id', 'customer_id': 'customer_external_id'}) }}
+    {%- else %}
     select * from {{ ref('stg_square__customers') }}
+    {%- endif %}
 
 ),
 
@@ -43,7 +99,8 @@ bigcommerce_customers_from_orders as (
         billing_last_name as last_name,
         billing_phone as phone,
         created_at,
-        updated_at
+        updated_at,
+        loaded_at
     from bigcommerce_orders
     where customer_id is not null
     order by connection_id, customer_id, updated_at desc
@@ -52,7 +109,7 @@ bigcommerce_customers_from_orders as (
 
 bigcommerce_known_customers as (
 
-    select connection_id, customer_id, email, first_name, last_name, phone, created_at, updated_at
+    select connection_id, customer_id, email, first_name, last_name, phone, created_at, updated_at, loaded_at
     from bigcommerce_customers
 
     union all
@@ -70,7 +127,8 @@ bigcommerce_known_customers as (
 
 newsletter_consents as (
 
-    select connection_id, email, bool_or(has_newsletter_consent) as has_newsletter_consent
+    select connection_id, email, bool_or(has_newsletter_consent) as has_newsletter_consent,
+        max(loaded_at) as loaded_at
     from bigcommerce_subscribers
     where email is not null
     group by connection_id, email
@@ -79,7 +137,8 @@ newsletter_consents as (
 
 order_opt_ins as (
 
-    select connection_id, customer_id, bool_or(is_email_opt_in) as has_opted_in_on_an_order
+    select connection_id, customer_id, bool_or(is_email_opt_in) as has_opted_in_on_an_order,
+        max(loaded_at) as loaded_at
     from bigcommerce_orders
     where customer_id is not null
     group by connection_id, customer_id
@@ -100,7 +159,9 @@ bigcommerce as (
         coalesce(newsletter_consents.has_newsletter_consent, false)
             or coalesce(order_opt_ins.has_opted_in_on_an_order, false) as accepts_marketing,
         customers.created_at as external_created_at,
-        customers.updated_at as external_updated_at
+        customers.updated_at as external_updated_at,
+        -- the latest landing of the customer, its orders or its newsletter consent
+        greatest(customers.loaded_at, newsletter_consents.loaded_at, order_opt_ins.loaded_at) as landed_at
     from bigcommerce_known_customers as customers
     left join newsletter_consents
         on newsletter_consents.connection_id = customers.connection_id
@@ -114,7 +175,9 @@ bigcommerce as (
 -- Square customer profiles are merchant-wide: the extract may land one under any location.
 square_customer_profiles as (
 
-    select distinct on (customer_id) *
+    select distinct on (customer_id)
+        *,
+        max(loaded_at) over (partition by customer_id) as landed_at
     from square_customers
     order by customer_id, updated_at desc nulls last, loaded_at desc
 
@@ -123,9 +186,14 @@ square_customer_profiles as (
 -- A location's customers: those landed under it plus those who paid there.
 square_connection_customers as (
 
+    {%- if is_incremental() %}
+    -- the rebuilt customers' pairs, listed by the pre-hook (customers_rebuild.sql) from the same sources
+    select connection_id, customer_external_id as customer_id from square_rebuild
+    {%- else %}
     select connection_id, customer_id from square_customers
     union
     select connection_id, customer_id from square_payments where customer_id is not null
+    {%- endif %}
 
 ),
 
@@ -142,7 +210,8 @@ square as (
         -- an email address they have not unsubscribed
         profiles.email is not null and not profiles.is_email_unsubscribed as accepts_marketing,
         profiles.created_at as external_created_at,
-        profiles.updated_at as external_updated_at
+        profiles.updated_at as external_updated_at,
+        profiles.landed_at
     from square_connection_customers as connection_customers
     inner join square_customer_profiles as profiles
         on profiles.customer_id = connection_customers.customer_id
@@ -170,7 +239,8 @@ final as (
         phone,
         accepts_marketing,
         external_created_at,
-        external_updated_at
+        external_updated_at,
+        landed_at
     from unioned
 
 )

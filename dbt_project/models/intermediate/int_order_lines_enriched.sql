@@ -1,3 +1,13 @@
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key=['connection_id', 'order_external_id'],
+        on_schema_change='append_new_columns',
+        pre_hook="{{ prepare_order_lines_rebuild() }}",
+        post_hook="{{ delete_rows_not_in(keys=['connection_id', 'order_external_id'], upstream=ref('int_orders_unioned'), upstream_keys=['connection_id', 'order_external_id'], where='true') }}"
+    )
+}}
 {#- One row per product line of every order, described from the catalog (category, image, description).
     Fields a source may omit but the CRM requires get documented defaults, so one missing optional field
     never costs the order (docs/analysts.md "Line items"):
@@ -6,25 +16,65 @@
       quantity  1 when not sent (Square documents it as required; BigCommerce always sends it)
       price     the unit price, else (Square) the line total / quantity, else 0
     Linear in the number of lines: each source's lines are joined to their orders and the catalog by
-    hash joins on materialised keys, never re-reading an order's JSON per line. -#}
+    hash joins on materialised keys, never re-reading an order's JSON per line.
+    landed_at: the latest of the order's landed_at and its product's (int_products_unioned.landed_at).
+    Incremental: a scheduled run deletes and rebuilds all lines of the orders int_orders_unioned rebuilt
+    and of the orders with a product whose catalog landing moved (macros/order_lines_rebuild.sql). -#}
 with
 
 orders as (
 
-    select connection_id, order_external_id, source, source_order_connection_id, source_order_id
+    select connection_id, order_external_id, source, source_order_connection_id, source_order_id, landed_at
     from {{ ref('int_orders_unioned') }}
+    {%- if is_incremental() %}
+    where (connection_id, order_external_id) in (
+        select connection_id, order_external_id from {{ order_lines_rebuild_relation() }}
+    )
+    {%- endif %}
+
+),
+{%- if is_incremental() %}
+
+source_order_keys as (
+
+    select distinct source, source_order_connection_id as connection_id, source_order_id as order_id
+    from orders
+    where source_order_id is not null
 
 ),
 
+bigcommerce_order_keys as (
+
+    select connection_id, order_id from source_order_keys where source = 'bigcommerce'
+
+),
+
+square_order_keys as (
+
+    select connection_id, order_id from source_order_keys where source = 'square'
+
+),
+{%- endif %}
+
 bigcommerce_line_items as (
 
+    {%- if is_incremental() %}
+    {{ lookup_rows(ref('stg_bigcommerce__order_line_items'), 'bigcommerce_order_keys',
+                   {'connection_id': 'connection_id', 'order_id': 'order_id'}) }}
+    {%- else %}
     select * from {{ ref('stg_bigcommerce__order_line_items') }}
+    {%- endif %}
 
 ),
 
 square_line_items as (
 
+    {%- if is_incremental() %}
+    {{ lookup_rows(ref('stg_square__order_line_items'), 'square_order_keys',
+                   {'connection_id': 'connection_id', 'order_id': 'order_id'}) }}
+    {%- else %}
     select * from {{ ref('stg_square__order_line_items') }}
+    {%- endif %}
 
 ),
 
@@ -60,7 +110,8 @@ bigcommerce as (
         products.category_name,
         products.description,
         products.image_url,
-        products.product_url
+        products.product_url,
+        greatest(orders.landed_at, products.landed_at) as landed_at
     from orders
     inner join bigcommerce_line_items as line_items
         on line_items.connection_id = orders.source_order_connection_id
@@ -98,7 +149,8 @@ square as (
         products.category_name,
         products.description,
         products.image_url,
-        products.product_url
+        products.product_url,
+        greatest(orders.landed_at, products.landed_at) as landed_at
     from orders
     inner join square_line_items as line_items
         on line_items.connection_id = orders.source_order_connection_id

@@ -1,27 +1,83 @@
-{#- Orders with their products and discounts in the CRM's orderProducts / orderDiscounts shape (cents). -#}
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key=['connection_id', 'order_external_id'],
+        on_schema_change='append_new_columns',
+        post_hook="{{ delete_rows_not_in(keys=['connection_id', 'order_external_id'], upstream=ref('int_orders_unioned'), upstream_keys=['connection_id', 'order_external_id'], where='true') }}"
+    )
+}}
+{#- Orders with their products and discounts in the CRM's orderProducts / orderDiscounts shape (cents).
+    landed_at: the latest of int_orders_unioned.landed_at and its lines' (which carry their products'
+    catalog landings), so a renamed product reaches crm.ecom_orders and the purchase bridges.
+    Incremental: a scheduled run rebuilds the orders int_orders_unioned rebuilt and those whose lines
+    int_order_lines_enriched rebuilt (landed_at since the cutoff). -#}
 with
 
 orders as (
 
     select * from {{ ref('int_orders_unioned') }}
+    {%- if is_incremental() %}
+    where landed_at >= {{ incremental_cutoff() }}
+       or (connection_id, order_external_id) in (
+           select connection_id, order_external_id
+           from {{ ref('int_order_lines_enriched') }}
+           where landed_at >= {{ incremental_cutoff() }}
+       )
+    {%- endif %}
 
 ),
 
 order_lines as (
 
     select * from {{ ref('int_order_lines_enriched') }}
+    {%- if is_incremental() %}
+    where (connection_id, order_external_id) in (select connection_id, order_external_id from orders)
+    {%- endif %}
+
+),
+{%- if is_incremental() %}
+
+source_order_keys as (
+
+    select distinct source, source_order_connection_id as connection_id, source_order_id as order_id
+    from orders
+    where source_order_id is not null
 
 ),
 
+bigcommerce_order_keys as (
+
+    select connection_id, order_id from source_order_keys where source = 'bigcommerce'
+
+),
+
+square_order_keys as (
+
+    select connection_id, order_id from source_order_keys where source = 'square'
+
+),
+{%- endif %}
+
 bigcommerce_line_discounts as (
 
+    {%- if is_incremental() %}
+    {{ lookup_rows(ref('stg_bigcommerce__order_line_discounts'), 'bigcommerce_order_keys',
+                   {'connection_id': 'connection_id', 'order_id': 'order_id'}) }}
+    {%- else %}
     select * from {{ ref('stg_bigcommerce__order_line_discounts') }}
+    {%- endif %}
 
 ),
 
 square_discounts as (
 
+    {%- if is_incremental() %}
+    {{ lookup_rows(ref('stg_square__order_discounts'), 'square_order_keys',
+                   {'connection_id': 'connection_id', 'order_id': 'order_id'}) }}
+    {%- else %}
     select * from {{ ref('stg_square__order_discounts') }}
+    {%- endif %}
 
 ),
 
@@ -44,7 +100,8 @@ order_products as (
             )
             order by line_number
         ) as order_products,
-        sum(quantity)::bigint as product_quantity
+        sum(quantity)::bigint as product_quantity,
+        max(landed_at) as landed_at
     from order_lines
     group by connection_id, order_external_id
 
@@ -110,7 +167,8 @@ order_discounts as (
 final as (
 
     select
-        orders.*,
+        {{ columns_except(ref('int_orders_unioned'), ['landed_at'], 'orders') }},
+        greatest(orders.landed_at, order_products.landed_at) as landed_at,
         coalesce(order_products.order_products, '[]'::jsonb) as order_products,
         coalesce(order_products.product_quantity, 0) as product_quantity,
         coalesce(order_discounts.order_discounts, '[]'::jsonb) as order_discounts

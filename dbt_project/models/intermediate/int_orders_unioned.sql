@@ -1,52 +1,190 @@
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key=['connection_id', 'order_external_id'],
+        on_schema_change='append_new_columns',
+        post_hook="{{ delete_orders_without_raw_record() }}"
+    )
+}}
 {#- Every order of both sources in one shape, with its money under the revenue rule (macros/revenue.sql)
     and the reason it will not sync (null = it syncs, see order_exclusion_reasons()): an archived order,
     a failed or cancelled payment, an unknown status, no customer account, no valid email, a currency the
     CRM cannot take, money or dates that were sent but cannot be read, a missing or negative total.
-    A Square "order" in the CRM is a payment (S12), joined to the Square order it paid for. -#}
+    A Square "order" in the CRM is a payment (S12), joined to the Square order it paid for.
+    Incremental (macros/incremental.sql): landed_at is the latest landing of the order, its refunds, its
+    Square order and its customer, so a scheduled run rebuilds exactly the orders whose order, refund,
+    Square order or customer (email, consent) landed since the cutoff. -#}
 with
+{% if is_incremental() %}
+-- The orders to rebuild: their order, refund or Square order landed since the cutoff, or their customer
+-- (int_customers_unioned, built before this model) did — a changed customer changes its orders' email.
+-- Change detection reads the raw tables' keys and loaded_at (and a refund's order_id), never a staging
+-- view's parsed JSON: the scan touches the heap rows, not their TOASTed payloads.
+cutoff as (
+
+    select {{ incremental_cutoff() }} as landed_after
+
+),
+
+changed_customers as (
+
+    select source, connection_id, customer_external_id
+    from {{ ref('int_customers_unioned') }}
+    where landed_at >= (select landed_after from cutoff)
+
+),
+
+changed_bigcommerce_orders as (
+
+    select connection_id, pk as order_id
+    from {{ source('bigcommerce', 'orders') }}
+    where loaded_at >= (select landed_after from cutoff)
+
+    {%- if source_exists('bigcommerce', 'refunds') %}
+
+    union
+
+    select connection_id, nullif(trim(payload ->> 'order_id'), '')
+    from {{ source('bigcommerce', 'refunds') }}
+    where loaded_at >= (select landed_after from cutoff)
+      and nullif(trim(payload ->> 'order_id'), '') is not null
+    {%- endif %}
+
+    union
+
+    select previous.connection_id, previous.order_external_id
+    from {{ this }} as previous
+    inner join changed_customers
+        on changed_customers.source = previous.source
+        and changed_customers.connection_id = previous.connection_id
+        and changed_customers.customer_external_id = previous.customer_external_id
+    where previous.source = 'bigcommerce'
+
+),
+
+changed_square_orders as (
+
+    select pk as order_id
+    from {{ source('square', 'orders') }}
+    where loaded_at >= (select landed_after from cutoff)
+
+),
+
+changed_square_payments as (
+
+    select connection_id, pk as payment_id
+    from {{ source('square', 'payments') }}
+    where loaded_at >= (select landed_after from cutoff)
+
+    union
+
+    select previous.connection_id, previous.order_external_id
+    from {{ this }} as previous
+    where previous.source = 'square'
+      and previous.source_order_id in (select order_id from changed_square_orders)
+
+    union
+
+    select previous.connection_id, previous.order_external_id
+    from {{ this }} as previous
+    inner join changed_customers
+        on changed_customers.source = previous.source
+        and changed_customers.connection_id = previous.connection_id
+        and changed_customers.customer_external_id = previous.customer_external_id
+    where previous.source = 'square'
+
+),
+{% endif %}
 
 bigcommerce_orders as (
 
+    {%- if is_incremental() %}
+    {{ lookup_rows(ref('stg_bigcommerce__orders'), 'changed_bigcommerce_orders',
+                   {'connection_id': 'connection_id', 'order_id': 'order_id'}) }}
+    {%- else %}
     select * from {{ ref('stg_bigcommerce__orders') }}
+    {%- endif %}
 
 ),
 
 bigcommerce_refunds as (
 
     select * from {{ ref('stg_bigcommerce__refunds') }}
+    {%- if is_incremental() %}
+    where (connection_id, order_id) in (select connection_id, order_id from changed_bigcommerce_orders)
+    {%- endif %}
 
 ),
 
 bigcommerce_line_items as (
 
+    {%- if is_incremental() %}
+    {{ lookup_rows(ref('stg_bigcommerce__order_line_items'), 'changed_bigcommerce_orders',
+                   {'connection_id': 'connection_id', 'order_id': 'order_id'}) }}
+    {%- else %}
     select * from {{ ref('stg_bigcommerce__order_line_items') }}
+    {%- endif %}
 
 ),
 
 bigcommerce_line_discounts as (
 
+    {%- if is_incremental() %}
+    {{ lookup_rows(ref('stg_bigcommerce__order_line_discounts'), 'changed_bigcommerce_orders',
+                   {'connection_id': 'connection_id', 'order_id': 'order_id'}) }}
+    {%- else %}
     select * from {{ ref('stg_bigcommerce__order_line_discounts') }}
+    {%- endif %}
 
 ),
 
 square_payments as (
 
+    {%- if is_incremental() %}
+    {{ lookup_rows(ref('stg_square__payments'), 'changed_square_payments',
+                   {'connection_id': 'connection_id', 'payment_id': 'payment_id'}) }}
+    {%- else %}
     select * from {{ ref('stg_square__payments') }}
+    {%- endif %}
 
 ),
+{%- if is_incremental() %}
+
+-- the raw keys of the batch's Square orders (every connection they were landed under): a scan of keys only
+square_order_keys as (
+
+    select connection_id, pk as order_id
+    from {{ source('square', 'orders') }}
+    where pk in (select order_id from square_payments)
+
+),
+{%- endif %}
 
 -- Orders belong to the merchant; keep the latest landing of each whatever its connection.
 square_orders as (
 
     select distinct on (order_id) *
-    from {{ ref('stg_square__orders') }}
+    from (
+        {%- if is_incremental() %}
+        {{ lookup_rows(ref('stg_square__orders'), 'square_order_keys',
+                       {'connection_id': 'connection_id', 'order_id': 'order_id'}) }}
+        {%- else %}
+        select * from {{ ref('stg_square__orders') }}
+        {%- endif %}
+    ) as landed_square_orders
     order by order_id, loaded_at desc, connection_id
 
 ),
 
 square_line_items as (
 
+    {%- if is_incremental() %}
+    {{ lookup_rows(ref('stg_square__order_line_items'), 'square_order_keys',
+                   {'connection_id': 'connection_id', 'order_id': 'order_id'}) }}
+    {%- else %}
     select * from {{ ref('stg_square__order_line_items') }}
+    {%- endif %}
 
 ),
 
@@ -62,6 +200,7 @@ refunds_per_order as (
         connection_id,
         order_id,
         sum(refunded_amount) as refunded_amount,
+        max(loaded_at) as loaded_at,
         bool_or(has_unreadable_amount) as has_unreadable_refund
     from bigcommerce_refunds
     where order_id is not null
@@ -128,7 +267,7 @@ bigcommerce as (
         orders.created_at as external_created_at,
         coalesce(orders.updated_at, orders.created_at) as external_updated_at,
         orders.sync_mode,
-        orders.loaded_at as landed_at
+        greatest(orders.loaded_at, refunds.loaded_at, customers.landed_at) as landed_at
     from bigcommerce_orders as orders
     left join customers
         on customers.source = 'bigcommerce'
@@ -196,7 +335,7 @@ square as (
         payments.created_at as external_created_at,
         greatest(coalesce(payments.updated_at, payments.created_at), square_orders.updated_at) as external_updated_at,
         payments.sync_mode,
-        greatest(payments.loaded_at, square_orders.loaded_at) as landed_at
+        greatest(payments.loaded_at, square_orders.loaded_at, customers.landed_at) as landed_at
     from square_payments as payments
     left join square_orders
         on square_orders.order_id = payments.order_id

@@ -29,11 +29,21 @@ square_items as (
 
 ),
 
+-- Square's catalog staging carries no landing time: each catalog object's latest landing, from raw
+square_landings as (
+
+    select pk as object_id, max(loaded_at) as loaded_at
+    from {{ source('square', 'catalog_objects') }}
+    group by pk
+
+),
+
 square_item_skus as (
 
-    select item_id, min(sku) as sku
-    from {{ ref('stg_square__catalog_item_variations') }}
-    group by item_id
+    select variations.item_id, min(variations.sku) as sku, max(landings.loaded_at) as loaded_at
+    from {{ ref('stg_square__catalog_item_variations') }} as variations
+    left join square_landings as landings on landings.object_id = variations.variation_id
+    group by variations.item_id
 
 ),
 
@@ -64,7 +74,8 @@ bigcommerce as (
         products.description,
         categories.name as category_name,
         products.image_url,
-        rtrim(connections.link_url, '/') || products.url_path as product_url
+        rtrim(connections.link_url, '/') || products.url_path as product_url,
+        greatest(products.loaded_at, categories.loaded_at) as landed_at
     from bigcommerce_products as products
     left join bigcommerce_categories as categories
         on categories.connection_id = products.connection_id
@@ -85,11 +96,16 @@ square as (
         items.description,
         categories.name as category_name,
         images.url as image_url,
-        items.product_url
+        items.product_url,
+        greatest(item_landings.loaded_at, item_skus.loaded_at, category_landings.loaded_at, image_landings.loaded_at)
+            as landed_at
     from square_items as items
     left join square_item_skus as item_skus on item_skus.item_id = items.item_id
     left join square_categories as categories on categories.category_id = items.category_id
     left join square_images as images on images.image_id = items.image_id
+    left join square_landings as item_landings on item_landings.object_id = items.item_id
+    left join square_landings as category_landings on category_landings.object_id = items.category_id
+    left join square_landings as image_landings on image_landings.object_id = items.image_id
 
 ),
 

@@ -1,8 +1,42 @@
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key='order_key',
+        pre_hook="{{ record_contact_changes() }}",
+        post_hook="{{ delete_rows_not_in(
+            keys=['connection_id', 'external_id'], upstream=ref('int_orders_enriched'),
+            upstream_keys=['connection_id', 'order_external_id'],
+            where='upstream.exclusion_reason is null and not upstream.is_incomplete and '
+                  ~ is_enabled_connection('upstream.connection_id')) }}"
+    )
+}}
+{#- Incremental (macros/incremental.sql): a scheduled run rewrites the orders landed since the cutoff
+    and the syncing orders missing from the table (those of a connection enabled again); the pre-hook
+    records the contacts the rewritten orders belonged to (record_contact_changes), the post-hook
+    removes the orders that no longer sync (excluded, now an incomplete checkout, connection disabled). -#}
 with
 
 orders as (
 
     select * from {{ ref('int_orders_enriched') }}
+    {%- if is_incremental() %}
+    where (connection_id, order_external_id) in (
+        select connection_id, order_external_id
+        from {{ ref('int_orders_enriched') }}
+        where landed_at >= {{ incremental_cutoff() }}
+        union
+        -- syncing orders missing from the table (a connection enabled again): a hashed set difference,
+        -- not a NOT EXISTS under OR (a correlated scan of this table per order)
+        (
+            select connection_id, order_external_id
+            from {{ ref('int_orders_enriched') }}
+            where exclusion_reason is null and not is_incomplete
+            except
+            select connection_id, external_id from {{ this }}
+        )
+    )
+    {%- endif %}
 
 ),
 

@@ -1,9 +1,11 @@
+-- depends_on: {{ ref('int_orders_enriched') }}
 {{
     config(
         materialized='incremental',
         incremental_strategy='delete+insert',
         unique_key=['email', 'connection_id'],
-        on_schema_change='append_new_columns'
+        on_schema_change='append_new_columns',
+        post_hook="{{ purchased_bridge_cleanup() }}"
     )
 }}
 

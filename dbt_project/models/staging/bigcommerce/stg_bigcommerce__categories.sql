@@ -14,7 +14,8 @@ renamed as (
         -- `category_id`)
         pk as category_id,
         payload ->> 'name' as name,
-        nullif(payload ->> 'parent_id', '0') as parent_category_id
+        nullif(payload ->> 'parent_id', '0') as parent_category_id,
+        loaded_at
 
     from source
 

@@ -4,28 +4,24 @@
     discounts are the sums over its lines. The amount is in the order's transactional currency. -#}
 with
 
--- MATERIALIZED: each order's payload is read once, not once per line (see stg_bigcommerce__order_line_items)
-orders as materialized (
-
-    select
-        connection_id,
-        pk as order_id,
-        upper(trim(payload ->> 'default_currency_code')) as currency_code,
-        payload -> 'consignments' as consignments
-    from {{ source('bigcommerce', 'orders') }}
-
-),
-
-line_items as materialized (
+-- Each order's payload is read once, not once per line (OFFSET 0, see stg_bigcommerce__order_line_items),
+-- and a filter on (connection_id, order_id) still reaches the raw table's primary key.
+line_items as (
 
     select
         source.connection_id,
-        source.order_id,
-        source.currency_code,
+        source.pk as order_id,
+        order_fields.currency_code,
         line_item
-    from orders as source
+    from {{ source('bigcommerce', 'orders') }} as source
+    cross join lateral (  -- noqa: ST05
+        select
+            upper(trim(source.payload ->> 'default_currency_code')) as currency_code,
+            source.payload -> 'consignments' as consignments
+        offset 0
+    ) as order_fields
     cross join lateral jsonb_each(
-        case when jsonb_typeof(source.consignments) = 'object' then source.consignments else '{}'::jsonb end
+        case when jsonb_typeof(order_fields.consignments) = 'object' then order_fields.consignments else '{}'::jsonb end
     ) as kind (name, consignments)
     cross join lateral jsonb_array_elements(
         case when jsonb_typeof(kind.consignments) = 'array' then kind.consignments else '[]'::jsonb end

@@ -26,7 +26,8 @@ renamed as (
             limit 1
         ) as image_url,
         payload #>> '{custom_url,url}' as url_path,
-        {{ parse_rfc3339("payload ->> 'date_modified'") }} as updated_at
+        {{ parse_rfc3339("payload ->> 'date_modified'") }} as updated_at,
+        loaded_at
 
     from source
 

@@ -6,39 +6,17 @@
     `total_amount`. Amounts are JSON numbers (2 decimals) in the order's transactional currency, so they
     stay decimal here and int_orders_unioned converts the order's sum to its minor units.
     Until the extract has created raw.bigcommerce_refunds the model is empty (net revenue = gross). -#}
-{%- set refunds_relation = source('bigcommerce', 'refunds') -%}
-{%- set refunds_exist = (not execute) or (adapter.get_relation(
-        database=refunds_relation.database, schema=refunds_relation.schema,
-        identifier=refunds_relation.identifier) is not none) -%}
+{%- set refunds_exist = source_exists('bigcommerce', 'refunds') -%}
 with
 
 source as (
 
     {%- if refunds_exist %}
-    select connection_id, pk, payload from {{ refunds_relation }}
+    select connection_id, pk, payload, loaded_at from {{ source('bigcommerce', 'refunds') }}
     {%- else %}
-    select null::text as connection_id, null::text as pk, null::jsonb as payload where false
+    select null::text as connection_id, null::text as pk, null::jsonb as payload, null::timestamptz as loaded_at
+    where false
     {%- endif %}
-
-),
-
-payments as (
-
-    select
-        source.connection_id,
-        source.pk,
-        count(*) as payment_count,
-        sum({{ safe_numeric("payment ->> 'amount'") }})
-            filter (where coalesce({{ safe_boolean("payment ->> 'is_declined'") }}, false) is false)
-            as paid_back_amount,
-        bool_or({{ is_unreadable("payment ->> 'amount'", safe_numeric("payment ->> 'amount'")) }})
-            as has_unreadable_amount
-    from source
-    cross join lateral jsonb_array_elements(
-        case when jsonb_typeof(source.payload -> 'payments') = 'array'
-             then source.payload -> 'payments' else '[]'::jsonb end
-    ) as payment
-    group by source.connection_id, source.pk
 
 ),
 
@@ -57,12 +35,26 @@ renamed as (
             else source.payload ->> 'total_amount' is null
                 or {{ is_unreadable("source.payload ->> 'total_amount'", safe_numeric("source.payload ->> 'total_amount'")) }}
         end as has_unreadable_amount,
-        {{ parse_rfc3339("source.payload ->> 'created'") }} as created_at
+        {{ parse_rfc3339("source.payload ->> 'created'") }} as created_at,
+        source.loaded_at
 
     from source
-    left join payments
-        on payments.connection_id = source.connection_id
-        and payments.pk = source.pk
+    -- each refund's payments summed beside it (a lateral aggregate, one row per refund), so a filter
+    -- on the refund's keys or loaded_at reaches the raw table instead of aggregating every refund first
+    cross join lateral (
+        select
+            count(*) as payment_count,
+            sum({{ safe_numeric("payment ->> 'amount'") }})
+                filter (where coalesce({{ safe_boolean("payment ->> 'is_declined'") }}, false) is false)
+                as paid_back_amount,
+            bool_or({{ is_unreadable("payment ->> 'amount'", safe_numeric("payment ->> 'amount'")) }})
+                as has_unreadable_amount
+        from jsonb_array_elements(
+            -- the outer refund's payload (lateral): qualified on purpose
+            case when jsonb_typeof(source.payload -> 'payments') = 'array'  -- noqa: RF03
+                 then source.payload -> 'payments' else '[]'::jsonb end
+        ) as payment
+    ) as payments
 
 )
 

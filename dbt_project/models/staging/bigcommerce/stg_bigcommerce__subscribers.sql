@@ -13,7 +13,8 @@ renamed as (
         pk as subscriber_id,
         {{ normalize_email("payload ->> 'email'") }} as email,
         coalesce(payload -> 'consents' ? 'marketing_newsletter', false) as has_newsletter_consent,
-        {{ parse_rfc3339("payload ->> 'date_modified'") }} as updated_at
+        {{ parse_rfc3339("payload ->> 'date_modified'") }} as updated_at,
+        loaded_at
 
     from source
 
