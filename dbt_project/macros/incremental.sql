@@ -189,3 +189,29 @@
     {%- endfor -%}
     {%- endif -%}
 {%- endmacro %}
+
+
+{#- Import CTEs of an incremental rebuild: the source records behind the rebuilt orders of ``orders_cte``
+    (a CTE with source, source_order_connection_id, source_order_id), split by source, for ``lookup_rows``:
+    bigcommerce_order_keys and square_order_keys, each (connection_id, order_id). Ends with a comma. -#}
+{% macro source_order_keys(orders_cte) -%}
+source_order_keys as (
+
+    select distinct source, source_order_connection_id as connection_id, source_order_id as order_id
+    from {{ orders_cte }}
+    where source_order_id is not null
+
+),
+
+bigcommerce_order_keys as (
+
+    select connection_id, order_id from source_order_keys where source = 'bigcommerce'
+
+),
+
+square_order_keys as (
+
+    select connection_id, order_id from source_order_keys where source = 'square'
+
+),
+{%- endmacro %}

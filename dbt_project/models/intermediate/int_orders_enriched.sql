@@ -38,25 +38,7 @@ order_lines as (
 ),
 {%- if is_incremental() %}
 
-source_order_keys as (
-
-    select distinct source, source_order_connection_id as connection_id, source_order_id as order_id
-    from orders
-    where source_order_id is not null
-
-),
-
-bigcommerce_order_keys as (
-
-    select connection_id, order_id from source_order_keys where source = 'bigcommerce'
-
-),
-
-square_order_keys as (
-
-    select connection_id, order_id from source_order_keys where source = 'square'
-
-),
+{{ source_order_keys('orders') }}
 {%- endif %}
 
 bigcommerce_line_discounts as (
