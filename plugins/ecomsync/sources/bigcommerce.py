@@ -50,8 +50,9 @@ def session_for(base_url: str, store_hash: str, token: str, *, verify: bool = Tr
 
 
 def _id(record: dict) -> str:
-    """``id: integer`` in every BigCommerce spec; anything else is a ``FieldError``."""
-    return str(fields.integer_key(record))
+    """``id: integer`` in every BigCommerce spec; text ids land as received (dbt's safe casts decide), any other
+    JSON type is a ``FieldError``."""
+    return fields.key(record)
 
 
 def _window_params(window: Window, low: str, high: str) -> dict[str, str]:
@@ -111,7 +112,7 @@ def _flatten_tree(nodes: list[dict]) -> list[dict]:
 
 def _category_pk(node: dict) -> str:
     """catalog_categories.v3 tree nodes carry ``id``, the flat rows ``category_id`` (both integers)."""
-    return str(fields.integer_key(node, "id" if isinstance(node, dict) and "id" in node else "category_id"))
+    return fields.key(node, "id" if isinstance(node, dict) and "id" in node else "category_id")
 
 
 def _modified_iso(record: dict):
