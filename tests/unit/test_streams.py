@@ -79,6 +79,22 @@ def test_category_trees_are_flattened():
     assert all("children" not in n for n in flat)
 
 
+def test_an_unreadable_category_node_lands_whole_and_the_rest_of_the_tree_is_flattened():  # B2, issue 15
+    # The old flattening called .get on every node and extended the stack with any "children": one node whose
+    # children were a number (or a child that was a string) stopped the categories stream of the store.
+    tree = [{"id": 1, "name": "Outdoor", "children": 7},
+            {"id": 2, "name": "Books", "children": [{"id": 3, "name": "Fiction", "children": ["x"]},
+                                                    {"id": 4, "name": "Poetry", "children": []}]},
+            "not a node"]
+    flat = bigcommerce.CATEGORIES.transform(tree)
+    assert {"id": 1, "name": "Outdoor", "children": 7} in flat and "not a node" in flat
+    assert {"id": 3, "name": "Fiction", "children": ["x"]} in flat  # whole, as received
+    assert {"id": 2, "name": "Books"} in flat and {"id": 4, "name": "Poetry"} in flat and len(flat) == 5
+    assert bigcommerce.CATEGORIES.primary_key({"category_id": 21}) == "21"
+    with pytest.raises(fields.FieldError):
+        bigcommerce.CATEGORIES.primary_key({"id": {"nested": 1}})
+
+
 def test_payments_never_rely_on_the_apis_defaults():  # S3
     """`begin_time` defaults to one year back and `location_id` to the main location."""
     start = datetime(2000, 1, 1, tzinfo=UTC)
