@@ -134,6 +134,10 @@ def test_unreadable_keys_and_times_are_rejected_with_a_reason_not_a_crash(wareho
     assert set(raw_rows(warehouse, "bigcommerce_customers", connection)) == {"6"}
     reasons = sorted(row[2].split(":")[0] for row in rejected_rows(warehouse, connection))
     assert "invalid_primary_key" in reasons and "invalid_replication_key" in reasons and "not_an_object" in reasons
+    # the reason names the field and what it held (its JSON type), never the value
+    full = {row[1]: row[2] for row in rejected_rows(warehouse, connection)}
+    assert full["2"] == "invalid_replication_key: field 'date_modified': expected an ISO 8601 time, got string"
+    assert full["3"].endswith("got number") and "yesterday" not in full["2"]
     assert run.records_fetched == 6
     assert not any("no-id@example.com" in row[2] for row in rejected_rows(warehouse, connection))
 
