@@ -10,12 +10,13 @@ import math
 import os
 import random
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, note, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
@@ -220,8 +221,12 @@ def same_json(a, b) -> bool:
     text had, 5.074550515206502e16, and gives it back as the integer 50745505152065020)."""
     numbers = (int, float)
     if isinstance(a, orjson.Fragment) or isinstance(b, orjson.Fragment):  # a literal: its text, or landed as numeric
-        if isinstance(a, orjson.Fragment) and isinstance(b, orjson.Fragment):
-            return orjson.dumps(a) == orjson.dumps(b)
+        if isinstance(a, orjson.Fragment) and isinstance(b, orjson.Fragment):  # 1e400 comes back as 1000…0
+            texts = orjson.dumps(a).decode(), orjson.dumps(b).decode()
+            try:
+                return texts[0] == texts[1] or Decimal(texts[0]) == Decimal(texts[1])
+            except InvalidOperation:
+                return False
         value, text = (a, orjson.dumps(b).decode()) if isinstance(b, orjson.Fragment) else (b, orjson.dumps(a).decode())
         if isinstance(value, bool) or not isinstance(value, numbers):
             return False
@@ -237,42 +242,90 @@ def same_json(a, b) -> bool:
     return a == b
 
 
-# >= 2,000 examples per source (issue 15), about 2-3 minutes per source on one shared session (the fixture).
+# >= 2,000 examples per source (issue 15), in CI within minutes: the examples (pages of 1-6 hostile records) are
+# generated up front by Hypothesis from a printed seed (HOSTILE_SEED replays it), then landed HOSTILE_BATCH examples
+# per page landing on the one shared session (the fixture), so 2,000 examples cost 20 landings, not 2,000.
 HOSTILE_EXAMPLES = int(os.environ.get("HOSTILE_EXAMPLES", "2000"))
+HOSTILE_BATCH = int(os.environ.get("HOSTILE_BATCH", "100"))
 HOSTILE_SEED = int(os.environ.get("HOSTILE_SEED", str(random.SystemRandom().randrange(2**32))))
-print(f"hostile landing fuzz: HOSTILE_SEED={HOSTILE_SEED} HOSTILE_EXAMPLES={HOSTILE_EXAMPLES} per source")
+
+
+def generate(strategy, count: int, seed: int) -> list:
+    """``count`` examples of ``strategy``, reproducible from ``seed`` (Hypothesis does the generating)."""
+    examples: list = []
+
+    @hypothesis_seed(seed)
+    @settings(max_examples=count, database=None, deadline=None, phases=[Phase.generate],
+              suppress_health_check=list(HealthCheck))
+    @given(strategy)
+    def collect(example):
+        examples.append(example)
+
+    collect()
+    return examples[:count]
+
+
+def batches(examples: list[list[dict]]) -> Iterator[list[tuple[int, list[dict]]]]:
+    """The examples, HOSTILE_BATCH at a time, each example numbered; a record whose id text another example of
+    the batch already has waits for a later batch (one page holds one row per key)."""
+    waiting = list(enumerate(examples))
+    while waiting:
+        batch, ids, later = [], set(), []
+        for number, example in waiting:
+            keys = {str(record["id"]) for record in example}
+            if len(batch) < HOSTILE_BATCH and not keys & ids:
+                batch.append((number, example))
+                ids |= keys
+            else:
+                later.append((number, example))
+        yield batch
+        waiting = later
 
 
 @pytest.mark.parametrize("stream, email_key", [(BC_CUSTOMERS, "email"), (SQ_CUSTOMERS, "email_address")],
                          ids=["bigcommerce", "square"])
-@settings(max_examples=HOSTILE_EXAMPLES, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                 HealthCheck.data_too_large], print_blob=True)
-@hypothesis_seed(HOSTILE_SEED)
-@given(data=st.data())
-def test_every_hostile_record_lands_as_received_or_is_rejected_with_its_reason(warehouse, stream, email_key, data):
+def test_every_hostile_record_lands_as_received_or_is_rejected_with_its_reason(warehouse, stream, email_key):
     # B2, P2, issue 15: the page never fails; the controls always land; nothing is silently dropped or edited.
-    note(f"replay with HOSTILE_SEED={HOSTILE_SEED}")
-    hostile = data.draw(st.lists(hostile_record(email_key), min_size=1, max_size=6, unique_by=lambda r: str(r["id"])))
-    hostile = [{**record, "_n": n} for n, record in enumerate(hostile)
-               if str(record["id"]) not in ("control-1", "control-2")]
-    page = hostile[: len(hostile) // 2] + CONTROL + hostile[len(hostile) // 2:]
-    connection = new_connection()
-    run, _ = land_page(warehouse, stream, connection, page)
-    rows = raw_rows(warehouse, stream.table, connection)
-    for control in CONTROL:
-        assert rows[control["id"]][0] == control
-    landed = {row[0].get("_n"): row[0] for row in rows.values() if isinstance(row[0], dict)}
-    rejected = {}
-    for _, _, reason, text in rejected_rows(warehouse, connection):
-        assert reason and ":" in reason
-        parsed = parse_json(text)
-        rejected[parsed.get("_n") if isinstance(parsed, dict) else None] = parsed
-    for record in hostile:
-        n = record["_n"]
-        if n in landed:
-            assert same_json(landed[n], record)  # exactly as received
-        else:
-            assert n in rejected and same_json(rejected[n], record), record
-    landed_hostile = [n for n in landed if n is not None]
-    assert run.records_fetched == len(page) and run.records_rejected == len(hostile) - len(landed_hostile)
+    seed = HOSTILE_SEED + (stream is SQ_CUSTOMERS)
+    print(f"\nhostile landing fuzz ({stream.table}): HOSTILE_SEED={HOSTILE_SEED}, {HOSTILE_EXAMPLES} examples, "
+          f"{HOSTILE_BATCH} per landing")
+    examples = generate(st.lists(hostile_record(email_key), min_size=1, max_size=6, unique_by=lambda r: str(r["id"]))
+                        .map(lambda page: [r for r in page if str(r["id"]) not in ("control-1", "control-2")]),
+                        HOSTILE_EXAMPLES, seed)
+    assert len(examples) == HOSTILE_EXAMPLES
+    checked = 0
+    for batch in batches(examples):
+        hostile, example_of = [], {}
+        for number, example in batch:
+            for record in example:
+                example_of[len(hostile)] = number
+                hostile.append({**record, "_n": len(hostile)})
+        page = hostile[: len(hostile) // 2] + CONTROL + hostile[len(hostile) // 2:]
+
+        def context(n: int | None = None, example_of: dict = example_of, first: int = batch[0][0]) -> str:
+            """The seed and the failing example, printed whole (ascii: lone surrogates and NULs stay visible)."""
+            shown = f"; example {example_of[n]}: {ascii(examples[example_of[n]])[:3000]}" if n is not None else ""
+            return f"HOSTILE_SEED={HOSTILE_SEED} ({stream.table}), batch from example {first}{shown}"
+
+        connection = new_connection()
+        run, _ = land_page(warehouse, stream, connection, page)
+        rows = raw_rows(warehouse, stream.table, connection)
+        for control in CONTROL:
+            assert rows[control["id"]][0] == control, context()
+        landed = {row[0].get("_n"): row[0] for row in rows.values() if isinstance(row[0], dict)}
+        rejected = {}
+        for _, _, reason, text in rejected_rows(warehouse, connection):
+            assert reason and ":" in reason, context()
+            parsed = parse_json(text)
+            rejected[parsed.get("_n") if isinstance(parsed, dict) else None] = parsed
+        for record in hostile:
+            n = record["_n"]
+            if n in landed:
+                assert same_json(landed[n], record), f"landed, but not as received: {context(n)}"
+            else:
+                assert n in rejected and same_json(rejected[n], record), f"neither landed nor rejected: {context(n)}"
+        landed_hostile = [n for n in landed if n is not None]
+        assert run.records_fetched == len(page), context()
+        assert run.records_rejected == len(hostile) - len(landed_hostile), context()
+        checked += len(batch)
+    assert checked == HOSTILE_EXAMPLES
