@@ -238,10 +238,19 @@ def same_json(a, b) -> bool:
             return True
         return a == b or float(a) == float(b)
     if isinstance(a, dict) and isinstance(b, dict):
+        a, b = ({_joined(k): v for k, v in x.items()} for x in (a, b))
         return a.keys() == b.keys() and all(same_json(a[k], b[k]) for k in a)
     if isinstance(a, list) and isinstance(b, list):
         return len(a) == len(b) and all(same_json(x, y) for x, y in zip(a, b))
+    if isinstance(a, str) and isinstance(b, str):
+        return _joined(a) == _joined(b)
     return a == b
+
+
+def _joined(text: str) -> str:
+    """A high and a low surrogate side by side, as one code point: generated as two characters, they are written
+    as "\\uda42\\ude41" and that JSON text means U+A0A41 (RFC 8259 §7) — what any API's JSON would give."""
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
 
 
 def first_difference(a, b, path: str = "") -> str:
