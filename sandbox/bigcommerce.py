@@ -60,6 +60,10 @@ Admin endpoints (never rate-limited, never faulted), besides core's
   list answered ``n`` more pages (a change between two page reads).
 - ``PUT  /__admin/bigcommerce/{hash}/token`` ``{"token"}`` rotates the store's token; ``DELETE`` revokes it.
 - ``PUT  /__admin/bigcommerce/{hash}/quota`` ``{"quota", "window_ms"?}`` sets the rate limit (a new window starts).
+- ``PUT|DELETE /__admin/bigcommerce/{hash}/poison/{orders|customers|subscribers|products|categories|refunds|``
+  ``order_statuses}/{id}`` ``{"field.path": value, …}`` serves that record with values outside the spec (a NUL in
+  a name, ``status_id`` 15, ``""`` money, a garbage date), its place in every list unchanged; ``GET
+  /__admin/bigcommerce/{hash}/poison`` lists them (``sandbox/poison.py``; issue 15).
 """
 from __future__ import annotations
 
@@ -95,12 +99,15 @@ from sandbox.bigcommerce_data import (
     rfc2822,
 )
 from sandbox.core import ApiError, FaultPlan, Request, Response, SandboxApp
+from sandbox.poison import Poisons
 from sandbox.webhooks import install_bigcommerce
 
 DEFAULT_STORES = ("k3x9q2m7a1", "p8w4z6t2n5")
 V3_ERROR_TYPE = "https://developer.bigcommerce.com/api-docs/getting-started/api-status-codes"
 UNLIMITED_QUOTA = 1_000_000_000
 MAX_LIMIT = 250
+POISON_ROUTE = (r"/__admin/bigcommerce/(?P<store>[^/]+)/poison/(?P<kind>orders|customers|subscribers|products"
+                r"|categories|refunds|order_statuses)/(?P<record_id>[^/]+)")
 
 
 def token_for(store_hash: str) -> str:
@@ -191,6 +198,7 @@ class Store:
         self.later_refunds: dict[int, tuple[int, int]] = {}
         # Edits a test asked to happen while a list is being paged: [collection, pages still to serve, id, fields].
         self.pending_edits: list[list] = []
+        self.poisons = Poisons()  # records served with values outside the spec (admin, issue 15)
         if g:
             for product in g.products:
                 self.products.put(_entry(product))
@@ -198,6 +206,9 @@ class Store:
 
     # -- rendering: generated orders are facts, fixture orders are payloads --------------------------------
     def render_order(self, order: OrderFacts | dict, include: set[str], as_object: bool) -> dict:
+        return self.poisons.served("orders", self._render_order(order, include, as_object))
+
+    def _render_order(self, order: OrderFacts | dict, include: set[str], as_object: bool) -> dict:
         with_lines = bool(include & {"consignments", "consignments.line_items"}) and as_object
         if isinstance(order, OrderFacts):
             payload = render_order(self.generated, order, with_lines)
@@ -358,6 +369,9 @@ class BigCommerceApp(SandboxApp):
             ("PUT", r"/__admin/bigcommerce/(?P<store>[^/]+)/token", self.admin_set_token),
             ("DELETE", r"/__admin/bigcommerce/(?P<store>[^/]+)/token", self.admin_revoke_token),
             ("PUT", r"/__admin/bigcommerce/(?P<store>[^/]+)/quota", self.admin_set_quota),
+            ("GET", r"/__admin/bigcommerce/(?P<store>[^/]+)/poison", self.admin_poisons),
+            ("PUT", POISON_ROUTE, self.admin_poison),
+            ("DELETE", POISON_ROUTE, self.admin_poison),
         ]
         for method, pattern, handler in routes:
             self.add_route(method, pattern, handler)
@@ -457,7 +471,8 @@ class BigCommerceApp(SandboxApp):
         with store.lock:
             total, records = collection.query(query, (page - 1) * limit, limit)
             self._apply_due_edits(store, name)
-        return Response(200, {"data": [render(r) for r in records], "meta": _pagination(total, len(records), page, limit)})
+        return Response(200, {"data": [store.poisons.served(name, render(r)) for r in records],
+                              "meta": _pagination(total, len(records), page, limit)})
 
     def _apply_due_edits(self, store: Store, name: str) -> None:
         """Edits asked for ``after_pages``: applied once that many pages of the list were answered, i.e. between
@@ -528,10 +543,10 @@ class BigCommerceApp(SandboxApp):
         return self._order_rows(request, Store.coupons)
 
     def order_statuses(self, request: Request) -> Response:
-        self._store(request)
+        store = self._store(request)
         page, limit = self._paging(request, 50)
-        rows = [{"id": status_id, "name": name, "system_label": name, "custom_label": name,
-                 "system_description": description}
+        rows = [store.poisons.served("order_statuses", {"id": status_id, "name": name, "system_label": name,
+                                                        "custom_label": name, "system_description": description})
                 for status_id, name, description in ORDER_STATUSES][(page - 1) * limit:page * limit]
         return Response(200, rows) if rows else Response(204)
 
@@ -585,7 +600,8 @@ class BigCommerceApp(SandboxApp):
             wanted = self._int_set(request, name)
             if wanted is not None:
                 rows = [row for row in rows if row.get(field) in wanted]
-        found = rows[(page - 1) * limit:page * limit]
+        found = [store.poisons.served("categories", row, row.get("category_id"))
+                 for row in rows[(page - 1) * limit:page * limit]]
         return Response(200, {"data": found, "meta": _pagination(len(rows), len(found), page, limit)})
 
     def category_tree(self, request: Request) -> Response:
@@ -612,7 +628,7 @@ class BigCommerceApp(SandboxApp):
         page, limit = self._paging(request, 50)
         rows = store.refunds(self._int_set(request, "order_id:in"), self._int_set(request, "id:in"),
                              self._time_arg(request, "created:min"), self._time_arg(request, "created:max"))
-        found = rows[(page - 1) * limit:page * limit]
+        found = [store.poisons.served("refunds", row) for row in rows[(page - 1) * limit:page * limit]]
         return Response(200, {"data": found, "meta": _pagination(len(rows), len(found), page, limit)})
 
     def order_refunds(self, request: Request) -> Response:
@@ -649,11 +665,11 @@ class BigCommerceApp(SandboxApp):
         elif name == "coupons":
             rows = [coupon for order in store.orders.all() for coupon in store.coupons(order)]
         elif name == "refunds":
-            rows = store.refunds()
+            rows = [store.poisons.served("refunds", row) for row in store.refunds()]
         elif name == "categories":
             rows = store.categories
         else:
-            rows = getattr(store, name).all()
+            rows = [store.poisons.served(name, row) for row in getattr(store, name).all()]
         return Response(200, {name: rows})
 
     def admin_add_orders(self, request: Request) -> Response:
@@ -763,6 +779,21 @@ class BigCommerceApp(SandboxApp):
     def admin_revoke_token(self, request: Request) -> Response:
         self._store(request).token = None
         return Response(204)
+
+    def admin_poisons(self, request: Request) -> Response:
+        return Response(200, {"poisons": self._store(request).poisons.listed()})
+
+    def admin_poison(self, request: Request) -> Response:
+        """Serve one record with values outside the spec (``sandbox/poison.py``), or (``DELETE``) as the spec says."""
+        poisons, kind, record_id = self._store(request).poisons, request.params["kind"], request.params["record_id"]
+        if request.method == "DELETE":
+            poisons.clear(kind, record_id)
+            return Response(204)
+        try:
+            poisons.set(kind, record_id, request.json())
+        except ValueError as exc:
+            raise ApiError(Response(400, {"error": str(exc)})) from None
+        return Response(200, {"kind": kind, "id": record_id, "poison": request.json()})
 
     def admin_set_quota(self, request: Request) -> Response:
         store, body = self._store(request), request.json() or {}

@@ -62,7 +62,10 @@ class Response:
             return b""
         if isinstance(self.body, bytes):
             return self.body
-        return json.dumps(self.body, separators=(",", ":"), ensure_ascii=False).encode()
+        try:
+            return json.dumps(self.body, separators=(",", ":"), ensure_ascii=False).encode()
+        except UnicodeEncodeError:  # a lone surrogate (a poison, sandbox/poison.py): sent as its JSON escape \ud800
+            return json.dumps(self.body, separators=(",", ":")).encode()
 
 
 class ApiError(Exception):

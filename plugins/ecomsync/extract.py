@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from ecomsync.fields import FieldError
 from ecomsync.http import ApiSession
 from ecomsync.redact import error_text, redact
 from ecomsync.streams import StaleCursor, Stream, Window
@@ -201,14 +202,15 @@ def describe_record(stream: Stream, item: Any, requested_at: datetime) -> RawRec
       the caller; the time is kept, so versions landed before and after stay in order);
     - flag: the stream's rule; when it cannot read the record (an email that is a JSON number) the record
       lands as received with flag ``unreadable_field`` and dbt's checks decide.
-    Exception messages are not kept (they may quote record content): the reason names the exception type.
+    Exception messages are not kept (they may quote record content): the reason names the exception type, or for
+    a ``FieldError`` of ``ecomsync.fields`` its message (the field and the JSON type found, never the value).
     """
     if not isinstance(item, dict):
         return RejectedRecord(None, f"not_an_object: a JSON {type(item).__name__}", _json_text(item))
     try:
         pk = stream.primary_key(item)
     except Exception as exc:
-        return RejectedRecord(None, f"invalid_primary_key: {type(exc).__name__}", _json_text(item))
+        return RejectedRecord(None, f"invalid_primary_key: {_why(exc)}", _json_text(item))
     if not isinstance(pk, str) or not pk or not storable_text(pk) or pk.startswith("sha256:"):
         return RejectedRecord(None, "invalid_primary_key: empty or not text", _json_text(item))
     updated_at: datetime | None = None
@@ -218,7 +220,7 @@ def describe_record(stream: Stream, item: Any, requested_at: datetime) -> RawRec
         try:
             updated_at = replication_key(item)
         except Exception as exc:
-            return RejectedRecord(pk, f"invalid_replication_key: {type(exc).__name__}", _json_text(item))
+            return RejectedRecord(pk, f"invalid_replication_key: {_why(exc)}", _json_text(item))
         if updated_at is not None and (not isinstance(updated_at, datetime) or updated_at.tzinfo is None):
             return RejectedRecord(pk, "invalid_replication_key: not a timezone-aware time", _json_text(item))
         if updated_at is not None and updated_at > requested_at + FUTURE_TOLERANCE:
@@ -230,6 +232,11 @@ def describe_record(stream: Stream, item: Any, requested_at: datetime) -> RawRec
     if flag is not None and not (isinstance(flag, str) and storable_text(flag)):
         flag = UNREADABLE_FLAG
     return RawRecord(pk, item, updated_at, ",".join(([flag] if flag else []) + flags) or None)
+
+
+def _why(exc: Exception) -> str:
+    """A reason safe to store: a ``FieldError`` names the field and type (no value); anything else its type."""
+    return str(exc) if isinstance(exc, FieldError) else type(exc).__name__
 
 
 def _json_text(item: Any) -> str:

@@ -16,10 +16,10 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from itertools import pairwise
 from typing import Any, Protocol
 
+from ecomsync import fields
 from ecomsync.http import ApiError, ApiSession
 
 
@@ -82,7 +82,10 @@ def _records_of(body: Any, envelope: str, path_hint: str = "") -> list[dict]:
     body = body or {}
     if not isinstance(body, dict):
         raise ApiError(f"{path_hint}expected a JSON object with data, got {type(body).__name__}")
-    return body.get("data") or []
+    try:
+        return fields.objects(body, "data")
+    except fields.FieldError as exc:  # the whole answer is not a list: not one record's fault
+        raise ApiError(f"{path_hint}{exc}") from None
 
 
 class _SimplePages:
@@ -125,8 +128,13 @@ class _PageNumberPages(_SimplePages):
     def take(self, body: Any) -> list[dict]:
         records = _records_of(body, self.envelope)
         if self.envelope == "v3":
-            pagination = (((body or {}).get("meta") or {}).get("pagination") or {})
-            more = self.page < int(pagination.get("total_pages") or 0)
+            try:
+                meta = fields.mapping((body or {}).get("meta"), "meta")
+                total_pages = fields.integer(fields.mapping(meta.get("pagination"), "meta.pagination"),
+                                             "total_pages")
+            except fields.FieldError as exc:
+                raise ApiError(f"unreadable paging metadata: {exc}") from None
+            more = self.page < (total_pages or 0)
         else:
             more = len(records) >= self.limit
         self.page = self.page + 1 if more else None
@@ -152,6 +160,12 @@ class KeysetPaginator:
 
     ``time_of`` reads a record's replication time; ``envelope`` is ``v2`` (bare array,
     204 when empty) or ``v3`` (``{data, meta}``).
+
+    A record whose time or id cannot be read (missing, garbage text, a number; issue 15)
+    cannot be paged by: it is handed on as it is (landing lands it or rejects it with
+    its reason, ``ecomsync.extract.describe_record``) and paging goes on from the
+    readable records around it — the stream never stops on it. A full page without one
+    readable (time, id) is followed by the next page number of the same request.
     """
 
     time_of: Callable[[dict], datetime | None]
@@ -166,8 +180,23 @@ class KeysetPaginator:
         return _KeysetPages(self, request, window)
 
 
-def _record_id(record: dict) -> int:
-    return int(record["id"])
+def _page_key(time_of: Callable[[dict], datetime | None], record: Any) -> tuple[datetime, int] | None:
+    """(time, id) of a record, or None when either cannot be read: never raises (issue 15)."""
+    try:
+        at = time_of(record)
+        record_id = fields.integer_key(record)
+    except Exception:  # any unreadable field: the record is handed on, landing gives the reason
+        return None
+    if not isinstance(at, datetime) or at.tzinfo is None:
+        return None
+    return at, record_id
+
+
+def _readable_id(record: Any) -> int | None:
+    try:
+        return fields.integer_key(record)
+    except fields.FieldError:
+        return None
 
 
 class _KeysetPages(_SimplePages):
@@ -184,14 +213,17 @@ class _KeysetPages(_SimplePages):
         # read on from the largest id seen in it. Without that, it is read again from its smallest id.
         self.ties_by_id = True
         self.done = False
+        # Page number within the current request when whole pages had no readable (time, id) to page from.
+        self.skip_page = 1
         if window.start is not None and window.landed_at_start:
-            self.at, self.seen = window.start, {int(pk) for pk in window.landed_at_start}
+            landed = {_readable_id({"id": pk}) for pk in window.landed_at_start}
+            self.at, self.seen = window.start, {pk for pk in landed if pk is not None}
             if len(self.seen) >= spec.limit:  # a crowded second: do not read its landed pages again
                 self._read_second(window.start, first_page_read=False)
 
     def _read_second(self, at: datetime, first_page_read: bool) -> None:
         """Read second ``at`` on its own (its first page-number page already read, or not)."""
-        self.second = at
+        self.second, self.skip_page = at, 1
         if self.spec.id_sort:
             resume = self.ties_by_id and self.at == at and self.seen
             self.second_page, self.second_min_id = 1, (max(self.seen) + 1 if resume else None)
@@ -210,6 +242,8 @@ class _KeysetPages(_SimplePages):
                 params["sort"] = spec.id_sort
                 if self.second_min_id is not None:
                     params["min_id"] = self.second_min_id
+                if self.skip_page > 1:
+                    params["page"] = self.skip_page
             else:
                 params["page"] = self.second_page
                 if spec.sort:
@@ -220,28 +254,24 @@ class _KeysetPages(_SimplePages):
         if spec.sort:
             params["sort"] = spec.sort
         params["limit"] = spec.limit
+        if self.skip_page > 1:
+            params["page"] = self.skip_page
         return Request(params, self.base.body)
-
-    def _key(self, record: dict) -> tuple[datetime, int]:
-        at = self.spec.time_of(record)
-        if at is None:
-            raise PagingError(f"record {record.get('id')!r} has no {self.spec.min_param.split(':')[0]}: "
-                              "it cannot be paged by time")
-        return at, _record_id(record)
 
     def _is_new(self, key: tuple[datetime, int]) -> bool:
         return self.at is None or key[0] > self.at or (key[0] == self.at and key[1] not in self.seen)
 
     def take(self, body: Any) -> list[dict]:
         records = _records_of(body, self.spec.envelope)
-        keys = [self._key(record) for record in records]
+        all_keys = [_page_key(self.spec.time_of, record) for record in records]
+        keys = [key for key in all_keys if key is not None]  # the records paging can rely on
         by_id = self.second is not None and self.spec.id_sort is not None
         if [k[0] for k in keys] != sorted(k[0] for k in keys) or (by_id and keys != sorted(keys)):
             raise PagingError(f"the answer is not sorted by {self.spec.min_param.split(':')[0]}"
                               f"{' then id' if by_id else ''}: paging from the last seen record would skip records")
         if any(a[0] == b[0] and a[1] > b[1] for a, b in pairwise(keys)):
             self.ties_by_id = False
-        fresh = [record for record, key in zip(records, keys) if self._is_new(key)]
+        fresh = [record for record, key in zip(records, all_keys) if key is None or self._is_new(key)]
         for key in sorted(keys):
             if self.at is None or key[0] > self.at:
                 self.at, self.seen = key[0], {key[1]}
@@ -250,18 +280,23 @@ class _KeysetPages(_SimplePages):
         full = len(records) >= self.spec.limit
         if self.second is not None:
             if full:
-                if self.spec.id_sort:
-                    self.second_min_id = keys[-1][1] + 1
+                ids = [i for i in map(_readable_id, records) if i is not None]
+                if self.spec.id_sort and ids:
+                    self.second_min_id, self.skip_page = max(ids) + 1, 1
+                elif self.spec.id_sort:
+                    self.skip_page += 1
                 else:
                     self.second_page += 1
             else:  # the crowded second is read: go on after it
-                self.since, self.second = self.second + timedelta(seconds=1), None
+                self.since, self.second, self.skip_page = self.second + timedelta(seconds=1), None, 1
         elif not full:
             self.done = True
+        elif not keys:  # nothing readable to page from: the next page of the same request
+            self.skip_page += 1
         elif keys[0][0] == keys[-1][0]:  # a whole page in one second: read that second on its own
             self._read_second(keys[-1][0], first_page_read=True)
         else:
-            self.since = keys[-1][0]
+            self.since, self.skip_page = keys[-1][0], 1
         return fresh
 
 
@@ -294,10 +329,14 @@ class _CursorPages:
         return Request(params, body)
 
     def take(self, answer: Any) -> list[dict]:
-        answer = answer or {}
-        self.cursor = answer.get("cursor")
+        try:
+            answer = fields.mapping(answer, "answer")
+            self.cursor = fields.text(answer, "cursor")
+            records = fields.objects(answer, self.records_key)
+        except fields.FieldError as exc:  # the whole answer is unreadable: not one record's fault
+            raise ApiError(f"unreadable list answer: {exc}") from None
         self.done = not self.cursor
-        return answer.get(self.records_key) or []
+        return records
 
     def error(self, exc: ApiError) -> Exception:
         if self.cursor and exc.status == 400 and _mentions_cursor(exc.body):
@@ -363,17 +402,8 @@ class Stream:
 
 
 # -- time formats ---------------------------------------------------------------------
-def parse_rfc2822(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    return parsedate_to_datetime(value).astimezone(UTC)
-
-
-def parse_iso(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
+parse_rfc2822 = fields.parse_rfc2822  # the readers live in ecomsync.fields; these names are kept for callers
+parse_iso = fields.parse_iso
 
 
 def iso_z(value: datetime) -> str:

@@ -38,11 +38,11 @@ ALL_TOKENS = (AC_TOKEN, SQUARE_TOKEN, *(bc_token(h) for h in STORES))
 
 
 class Sandboxes:
-    def __init__(self, seed: int = 7):
+    def __init__(self, seed: int = 7, square_payments: int = 24, square_customers: int = 12):
         self.apps = {
             "bigcommerce": bigcommerce.create_app(seed=seed, stores=STORES, orders=24, customers=10, products=6,
                                                   now=CLOCK, enforce_rate_limit=False),
-            "square": square.create_app(seed=seed, payments=24, customers=12, anchor=CLOCK),
+            "square": square.create_app(seed=seed, payments=square_payments, customers=square_customers, anchor=CLOCK),
             "activecampaign": activecampaign.create_app(enforce_rate_limit=False),
         }
         self.servers = {name: serve(app)[0] for name, app in self.apps.items()}

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ecomsync import fields
 from ecomsync.http import ApiSession
 from ecomsync.sources import bigcommerce, square
 from ecomsync.streams import (
@@ -78,6 +79,22 @@ def test_category_trees_are_flattened():
     assert all("children" not in n for n in flat)
 
 
+def test_an_unreadable_category_node_lands_whole_and_the_rest_of_the_tree_is_flattened():  # B2, issue 15
+    # The old flattening called .get on every node and extended the stack with any "children": one node whose
+    # children were a number (or a child that was a string) stopped the categories stream of the store.
+    tree = [{"id": 1, "name": "Outdoor", "children": 7},
+            {"id": 2, "name": "Books", "children": [{"id": 3, "name": "Fiction", "children": ["x"]},
+                                                    {"id": 4, "name": "Poetry", "children": []}]},
+            "not a node"]
+    flat = bigcommerce.CATEGORIES.transform(tree)
+    assert {"id": 1, "name": "Outdoor", "children": 7} in flat and "not a node" in flat
+    assert {"id": 3, "name": "Fiction", "children": ["x"]} in flat  # whole, as received
+    assert {"id": 2, "name": "Books"} in flat and {"id": 4, "name": "Poetry"} in flat and len(flat) == 5
+    assert bigcommerce.CATEGORIES.primary_key({"category_id": 21}) == "21"
+    with pytest.raises(fields.FieldError):
+        bigcommerce.CATEGORIES.primary_key({"id": {"nested": 1}})
+
+
 def test_payments_never_rely_on_the_apis_defaults():  # S3
     """`begin_time` defaults to one year back and `location_id` to the main location."""
     start = datetime(2000, 1, 1, tzinfo=UTC)
@@ -103,9 +120,9 @@ class ListApp(SandboxApp):
     """A v3-style list of records ``{id, date_modified}`` sorted by (date_modified, id), ``date_modified:min``
     inclusive, page/limit; ``misbehave`` breaks it the way a paginator must notice."""
 
-    def __init__(self, records: list[dict], misbehave: str = ""):
+    def __init__(self, records: list[dict], misbehave: str = "", v2: bool = False):
         super().__init__()
-        self.records, self.misbehave, self.lock = records, misbehave, threading.Lock()
+        self.records, self.misbehave, self.lock, self.v2 = records, misbehave, threading.Lock(), v2
         self.add_route("GET", r"/items", self.items)
         self.add_route("POST", r"/search", self.search)
 
@@ -126,7 +143,12 @@ class ListApp(SandboxApp):
         if self.misbehave == "unsorted":
             rows = sorted(rows, key=lambda r: -r["id"])
         page, limit = int(request.arg("page") or 1), int(request.arg("limit") or 50)
-        found = rows[(page - 1) * limit:page * limit]
+        # A record's "_shown" fields replace what it is served with (a garbage date_modified), while the list
+        # is sorted and filtered by its real time: an API whose stored time and payload disagree.
+        found = [{**{k: v for k, v in r.items() if k != "_shown"}, **r.get("_shown", {})}
+                 for r in rows[(page - 1) * limit:page * limit]]
+        if self.v2:  # orders.v2: a bare array, 204 past the last page
+            return Response(200, found) if found else Response(204)
         return Response(200, {"data": found, "meta": {"pagination": {"total": len(rows)}}})
 
     def search(self, request: HttpRequest) -> Response:
@@ -148,11 +170,12 @@ def serve_app():
         server.server_close()
 
 
-def _items_stream(limit: int = 5, id_sort: str | None = None) -> Stream:
+def _items_stream(limit: int = 5, id_sort: str | None = None, envelope: str = "v3") -> Stream:
     return Stream(name="items", table="t", path="/items", primary_key=lambda r: str(r["id"]),
-                  paginator=KeysetPaginator(time_of=lambda r: parse_iso(r["date_modified"]),
+                  paginator=KeysetPaginator(time_of=lambda r: fields.iso_time(r, "date_modified"),
                                             min_param="date_modified:min", max_param="date_modified:max",
-                                            envelope="v3", sort="date_modified:asc", id_sort=id_sort, limit=limit),
+                                            envelope=envelope, sort="date_modified:asc", id_sort=id_sort,
+                                            limit=limit),
                   build_request=lambda window: Request({"date_modified:min": iso_z(window.start)} if window.start
                                                        else {}),
                   replication_key=lambda r: parse_iso(r["date_modified"]), sorted_by_replication_key=True)
@@ -236,3 +259,80 @@ def _shared_server():
         server, _ = serve(ListApp([]))
         _SERVER.append(server)
     return _SERVER[0]
+
+
+# -- one unreadable record never stops keyset paging (issue 15) ------------------------------------------------
+GARBAGE_TIMES = ["garbage", "", None, 1717236000, "2025-13-45T99:00:00Z", {"date": "x"}, "Mon, 99 Foo 2025"]
+
+
+@pytest.mark.parametrize("envelope", ["v2", "v3"])
+def test_a_garbage_date_on_the_last_record_of_a_full_page_is_paged_past_not_fatal(serve_app, envelope):  # B2, B10
+    # The old paginator read every record's time to page on: ValueError on the last record of a full page, and
+    # the store's orders stopped there on every run.
+    records = [{"id": i, "date_modified": _stamp(i)} for i in range(12)]
+    records[4]["_shown"] = {"date_modified": "yesterday"}  # the last record of the first page of 5
+    records[9]["_shown"] = {"date_modified": 12345}  # and of the second
+    session = serve_app(ListApp(records, v2=envelope == "v2"))
+    read = [r for page in _items_stream(5, "id:asc" if envelope == "v2" else None, envelope).fetch(
+        session, Window(None, None)) for r in page]
+    assert {r["id"] for r in read} == set(range(12))
+    assert {str(r["date_modified"]) for r in read if r["id"] in (4, 9)} == {"yesterday", "12345"}  # as served
+    readable = [r["id"] for r in read if r["id"] not in (4, 9)]
+    assert len(readable) == len(set(readable)) == 10
+
+
+def test_a_full_page_without_one_readable_time_goes_on_by_page_number(serve_app):  # B2, B10
+    records = [{"id": i, "date_modified": _stamp(i), **({"_shown": {"date_modified": None}} if i < 10 else {})}
+               for i in range(13)]
+    session = serve_app(ListApp(records))
+    read = [r["id"] for page in _items_stream(5).fetch(session, Window(None, None)) for r in page]
+    assert sorted(set(read)) == list(range(13))
+
+
+@settings(max_examples=200, deadline=None)
+@given(stamps=st.lists(st.integers(0, 6), min_size=0, max_size=23),
+       garbage=st.dictionaries(st.integers(0, 22), st.sampled_from(GARBAGE_TIMES), max_size=8),
+       by_min_id=st.booleans(), v2=st.booleans())
+def test_keyset_paging_reads_every_record_whatever_records_cannot_be_paged_by(stamps, garbage, by_min_id,
+                                                                             v2):  # B2, B10, issue 15
+    """Any list, any records in it served with an unreadable ``date_modified`` (missing, garbage text, a number,
+    an object) anywhere — the last of a full page, whole pages of them, inside a crowded second: paging never
+    fails, never loops, and every record is handed on at least once (a readable one as served, an unreadable one
+    for landing to reject with its reason)."""
+    records = [{"id": i, "date_modified": _stamp(s)} for i, s in enumerate(sorted(stamps))]
+    for index, shown in garbage.items():
+        if index < len(records):
+            records[index]["_shown"] = {"date_modified": shown}
+    app = ListApp(records, v2=v2)
+    server = _shared_server()
+    server.app = app
+    session = ApiSession(f"http://127.0.0.1:{server.server_port}", {}, max_attempts=1)
+    stream = _items_stream(limit=5, id_sort="id:asc" if by_min_id else None, envelope="v2" if v2 else "v3")
+    read = [record for page in stream.fetch(session, Window(None, None)) for record in page]
+    assert {r["id"] for r in read} == {r["id"] for r in records}
+    readable = [r["id"] for r in read if "_shown" not in records[r["id"]]]
+    assert len(readable) == len(set(readable)), "a readable record handed on twice without a change"
+    assert session.stats.requests <= 2 * len(records) + 3, "paging went round in circles"
+
+
+@settings(max_examples=500, deadline=None)
+@given(value=st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+                          lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+                          max_leaves=6),
+       record_is_object=st.booleans())
+def test_every_field_reader_returns_its_type_or_a_field_error(value, record_is_object):  # issue 15
+    """The one accessor module: whatever JSON a field holds (or whatever the record is), a reader returns the
+    documented type or raises ``FieldError`` — never ``AttributeError``/``TypeError`` from deep inside."""
+    record = {"f": value} if record_is_object else value
+    readers = {fields.text: (str, type(None)), fields.trimmed: (str,), fields.integer: (int, type(None)),
+               fields.key: (str,), fields.integer_key: (int,), fields.rfc2822_time: (datetime, type(None)),
+               fields.iso_time: (datetime, type(None)), fields.objects: (list,)}
+    for reader, types in readers.items():
+        try:
+            result = reader(record, "f")
+        except fields.FieldError as exc:
+            assert "f" in str(exc) and (not isinstance(value, str) or not value or value not in str(exc))
+        else:
+            assert isinstance(result, types), (reader.__name__, result)
+            if isinstance(result, datetime):
+                assert result.tzinfo is not None

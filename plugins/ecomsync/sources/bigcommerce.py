@@ -21,9 +21,15 @@ spec, ``getOrdersRefunds``): the v2 order's ``refunded_amount`` is documented as
 
 Every incremental list is paged by keyset from the last seen (time, id)
 (``ecomsync.streams.KeysetPaginator``), never by page number.
+
+Every field read from a payload here (id, date, email, customer id, category
+children) is read through ``ecomsync.fields``: a field of another type than the spec
+says raises ``FieldError``, which the extract turns into a rejection with its reason
+or an ``unreadable_field`` flag (issue 15) — never a crash of the stream.
 """
 from __future__ import annotations
 
+from ecomsync import fields
 from ecomsync.http import ApiSession, HeaderQuotaPacer
 from ecomsync.streams import (
     KeysetPaginator,
@@ -33,8 +39,6 @@ from ecomsync.streams import (
     Stream,
     Window,
     iso_z,
-    parse_iso,
-    parse_rfc2822,
 )
 
 SOURCE = "bigcommerce"
@@ -46,7 +50,9 @@ def session_for(base_url: str, store_hash: str, token: str, *, verify: bool = Tr
 
 
 def _id(record: dict) -> str:
-    return str(record["id"])
+    """``id: integer`` in every BigCommerce spec; text ids land as received (dbt's safe casts decide), any other
+    JSON type is a ``FieldError``."""
+    return fields.key(record)
 
 
 def _window_params(window: Window, low: str, high: str) -> dict[str, str]:
@@ -75,31 +81,50 @@ def _v3_request(sort: str | None = "date_modified:asc", **fixed: str):
 
 
 def _guest_flag(order: dict) -> str | None:
-    return "guest_checkout" if int(order.get("customer_id") or 0) == 0 else None
+    """orders.v2 ``customer_id``: 0 for a guest checkout."""
+    return "guest_checkout" if (fields.integer(order, "customer_id") or 0) == 0 else None
+
+
+def _missing_email_flag(customer: dict) -> str | None:
+    return None if fields.trimmed(customer, "email") else "missing_email"
 
 
 def _flatten_tree(nodes: list[dict]) -> list[dict]:
-    """Category trees nest ``children``; land one row per category node."""
+    """Category trees nest ``children``; land one row per category node. A node that is not an object, or
+    whose ``children`` is not an array of objects, is passed on whole (landing rejects or lands it as
+    received): the rest of the tree still lands."""
     flat: list[dict] = []
     stack = list(nodes)
     while stack:
         node = stack.pop()
-        children = node.get("children") or []
+        try:
+            children = fields.objects(node, "children")
+        except fields.FieldError:
+            flat.append(node)
+            continue
+        if not all(isinstance(child, dict) for child in children):
+            flat.append(node)
+            continue
         flat.append({key: value for key, value in node.items() if key != "children"})
         stack.extend(children)
     return flat
 
 
 def _category_pk(node: dict) -> str:
-    return str(node.get("id", node.get("category_id")))
+    """catalog_categories.v3 tree nodes carry ``id``, the flat rows ``category_id`` (both integers)."""
+    return fields.key(node, "id" if isinstance(node, dict) and "id" in node else "category_id")
 
 
 def _modified_iso(record: dict):
-    return parse_iso(record.get("date_modified"))
+    return fields.iso_time(record, "date_modified")
 
 
 def _created_iso(record: dict):
-    return parse_iso(record.get("created"))
+    return fields.iso_time(record, "created")
+
+
+def _modified_rfc2822(record: dict):
+    return fields.rfc2822_time(record, "date_modified")
 
 
 def _v3_keyset(time_of=_modified_iso, low: str = "date_modified:min", high: str = "date_modified:max",
@@ -109,18 +134,18 @@ def _v3_keyset(time_of=_modified_iso, low: str = "date_modified:min", high: str 
 
 ORDERS = Stream(
     name="orders", table="bigcommerce_orders", path="/v2/orders",
-    paginator=KeysetPaginator(time_of=lambda o: parse_rfc2822(o.get("date_modified")),
+    paginator=KeysetPaginator(time_of=_modified_rfc2822,
                               min_param="min_date_modified", max_param="max_date_modified", envelope="v2",
                               sort="date_modified:asc", id_sort="id:asc", limit=250),
     primary_key=_id, build_request=_orders_request,
-    replication_key=lambda o: parse_rfc2822(o.get("date_modified")), sorted_by_replication_key=True,
+    replication_key=_modified_rfc2822, sorted_by_replication_key=True,
     flag=_guest_flag,
 )
 CUSTOMERS = Stream(
     name="customers", table="bigcommerce_customers", path="/v3/customers", paginator=_v3_keyset(),
     primary_key=_id, build_request=_v3_request(),
     replication_key=_modified_iso, sorted_by_replication_key=True,
-    flag=lambda c: None if (c.get("email") or "").strip() else "missing_email",
+    flag=_missing_email_flag,
 )
 SUBSCRIBERS = Stream(
     # The subscribers spec documents no ``sort``; the list is asked sorted by date_modified all the same, and
