@@ -13,6 +13,7 @@ import yaml
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from ecomsync import fields
 from ecomsync.config import ConfigError, load_config
 from ecomsync.extract import ExtractRequest
 from ecomsync.http import AuthError
@@ -633,7 +634,7 @@ def test_staging_spreads_merchant_rows_as_the_per_location_landing_did_and_upgra
 ODD_VALUES = st.one_of(st.none(), st.integers(), st.floats(allow_nan=False), st.booleans(), st.text(max_size=12),
                        st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.integers(),
                                                                               max_size=2))
-NOW = square_source.parse_iso("2026-01-01T00:00:00Z")
+NOW = fields.parse_iso("2026-01-01T00:00:00Z")
 
 
 @settings(max_examples=300, deadline=None)
@@ -653,7 +654,7 @@ def test_any_square_record_is_landed_with_a_text_key_or_rejected_with_its_reason
             continue
         assert isinstance(record.get("id"), str) and described.pk == record["id"]
         if stream.incremental and record.get("updated_at") is not None:
-            assert described.source_updated_at == square_source.parse_iso(record["updated_at"])
+            assert described.source_updated_at == fields.parse_iso(record["updated_at"])
 
 
 def test_odd_locations_and_customers_are_rejected_with_their_reason_and_the_rest_goes_on(
@@ -677,7 +678,8 @@ def test_odd_locations_and_customers_are_rejected_with_their_reason_and_the_rest
                                     "order by raw_table, reason")
     assert rejected == [
         (MERCHANT, "square_customers", None, "invalid_primary_key: empty or not text"),
-        (MERCHANT, "square_customers", "CGARBAGEDATE", "invalid_replication_key: ValueError"),
+        (MERCHANT, "square_customers", "CGARBAGEDATE",
+         "invalid_replication_key: field 'updated_at': expected an ISO 8601 time, got string"),
         (MERCHANT, "square_locations", None, "invalid_primary_key: empty or not text"),
     ]
     landed = raw(warehouse_url, "square_customers", main["id"])

@@ -26,8 +26,9 @@ from __future__ import annotations
 from datetime import datetime
 from functools import partial
 
+from ecomsync import fields
 from ecomsync.http import ApiError, ApiSession, Pacer
-from ecomsync.streams import CursorPaginator, Request, Stream, Window, iso_z, parse_iso
+from ecomsync.streams import CursorPaginator, Request, Stream, Window, iso_z
 
 SOURCE = "square"
 SQUARE_VERSION = "2025-08-20"  # >= 2024-12-18 for sort_field=UPDATED_AT on payments
@@ -84,7 +85,9 @@ def _id(record: dict):
 
 
 def _updated_at(record: dict) -> datetime | None:
-    return parse_iso(record.get("updated_at"))
+    """``updated_at`` (api.json: RFC 3339 text); another type or unreadable text is a ``FieldError`` naming the
+    field, which landing turns into a rejection with its reason."""
+    return fields.iso_time(record, "updated_at")
 
 
 def _time_range(window: Window) -> dict[str, str]:
