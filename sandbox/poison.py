@@ -9,8 +9,8 @@ spec says; only its payload is hostile, as a real API with a bug or a bad import
 A poison is a map of paths to values: ``"first_name"`` replaces a top-level field,
 ``"consignments.shipping.0.line_items.0.price_inc_tax"`` one inside (list items by index); ``null`` sets
 the JSON ``null``. Admin routes (in each sandbox): ``PUT /__admin/<api>/poison/<kind>/<id>`` with the map
-(replaces that record's poison), ``DELETE`` the same path to serve it as the spec says again,
-``GET /__admin/<api>/poison`` lists them.
+(replaces that record's poison), ``DELETE`` the same path to serve it as the spec says again;
+``GET /__admin/bigcommerce/<store>/poison`` lists a store's (the Square sandbox has no list route).
 """
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 {#- Incremental models (docs/architecture.md "Incremental dbt"): each keeps `landed_at`, the latest
     raw.*.loaded_at of everything its row was built from, and on a scheduled run rebuilds only the keys
-    whose inputs landed since its newest row minus var('incremental_lookback_hours') (Square offline
-    payments arrive up to 72 h late; a row landed while the previous build ran is re-read too).
+    whose inputs landed since the cutoff (``incremental_cutoff``: when its previous build started, minus
+    var('incremental_lookback_hours'); Square offline payments arrive up to 72 h late; a row landed while
+    the previous build ran is re-read too).
     --full-refresh (or a missing table) builds everything. -#}
 
 {#- The landing time from which this run re-reads: when the model's previous build started

@@ -138,8 +138,9 @@ def extract_locations(config: PipelineConfig, location_ids: list[str],
     skipped = {lid: "disabled or inactive" for lid in location_ids
                if lid != "*" and lid not in {loc["location_id"] for loc in enabled}}
     # Merchant-wide streams (customers, catalog, locations) once per Square account, as the scheduled DAG does
-    # (tasks.extract_merchant, issue 16), then each location's own streams (merchant=False); a failed account gives
-    # back the events of all its locations, a failed location its own.
+    # (tasks.extract_merchant, issue 16), and each location's own streams (merchant=False), all at the same time
+    # (their connections and locks differ); a failed account gives back the events of all its locations, a failed
+    # location its own.
     accounts: dict[tuple[str, str], list[dict]] = {}
     for loc in wanted:
         accounts.setdefault(tasks.merchant_key(config, loc), []).append(loc)
