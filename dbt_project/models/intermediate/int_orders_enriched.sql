@@ -41,7 +41,7 @@ order_lines as (
 {{ source_order_keys('orders') }}
 {%- endif %}
 
-bigcommerce_line_discounts as (
+bigcommerce_line_discounts as {{ incremental_lookup_cte() }} (
 
     {%- if is_incremental() %}
     {{ lookup_rows(ref('stg_bigcommerce__order_line_discounts'), 'bigcommerce_order_keys',
@@ -52,7 +52,7 @@ bigcommerce_line_discounts as (
 
 ),
 
-square_discounts as (
+square_discounts as {{ incremental_lookup_cte() }} (
 
     {%- if is_incremental() %}
     {{ lookup_rows(ref('stg_square__order_discounts'), 'square_order_keys',
