@@ -226,6 +226,22 @@ def storable_text(value: Any) -> bool:
     return True
 
 
+
+_SCHEMA_TABLES = tuple(f"raw.{table}" for table in RAW_TABLES) + tuple(
+    re.findall(r"create table if not exists (state\.\w+)", STATE_DDL))
+
+
+def _schema_current(cur) -> bool:
+    """Every table of STATE_DDL and RAW_DDL exists and the newest column STATE_DDL adds is there."""
+    cur.execute("select bool_and(to_regclass(name) is not null) from unnest(%s::text[]) as name",
+                (list(_SCHEMA_TABLES),))
+    if not cur.fetchone()[0]:
+        return False
+    cur.execute("select exists (select 1 from information_schema.columns where table_schema = 'state' "
+                "and table_name = 'sync_runs' and column_name = 'records_rejected')")
+    return bool(cur.fetchone()[0])
+
+
 class Warehouse:
     def __init__(self, url: str):
         self.url = url
@@ -276,7 +292,13 @@ class Warehouse:
             "this run stopped before writing again. The next run resumes from the committed watermark.")
 
     def ensure_schema(self) -> None:
+        """Create or upgrade the ``raw`` and ``state`` tables; no DDL (and no lock) when they are current: the
+        ``ALTER TABLE … ADD COLUMN IF NOT EXISTS`` of STATE_DDL takes an ACCESS EXCLUSIVE lock even when the
+        column exists (PostgreSQL 15 docs, ALTER TABLE), which would queue every extract behind any open reader
+        of ``state.sync_runs`` (and every later reader behind it)."""
         with self.transaction() as conn, conn.cursor() as cur:
+            if _schema_current(cur):
+                return
             # Several extract tasks may start at once: serialise the DDL.
             cur.execute("select pg_advisory_xact_lock(hashtext('ecomsync.ensure_schema'))")
             cur.execute(STATE_DDL)

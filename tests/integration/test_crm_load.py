@@ -869,3 +869,27 @@ def test_a_load_that_wrote_the_ledger_leaves_its_statistics_true(warehouse, crm)
         assert store.refresh_statistics() is False  # a load that wrote nothing leaves them to autovacuum
     finally:
         store.close()
+
+
+def test_a_load_starting_while_another_reads_the_ledger_takes_no_lock_on_it(warehouse, crm):  # S6, P4
+    """A first load streams its diff from sync.ledger inside a transaction; a second load's schema check used to
+    queue an ACCESS EXCLUSIVE lock (ALTER TABLE … IF NOT EXISTS) behind it, and the first load's next ledger
+    query behind that: both hung (found by test_concurrency under load)."""
+    push(warehouse, crm)  # the sync tables exist and are current
+    reader = psycopg2.connect(warehouse)
+    try:
+        with reader.cursor() as cur:
+            cur.execute("select count(*) from sync.ledger")  # holds ACCESS SHARE until the transaction ends
+        store = SyncStore(warehouse)
+        try:
+            with store.conn.cursor() as cur:
+                cur.execute("set lock_timeout = '5s'")  # a hang becomes an error instead of a stuck test
+            store.ensure_schema()
+            [locks] = query(warehouse, "select count(*) as n from pg_locks l join pg_class c on c.oid = l.relation "
+                                       "where c.relname = 'ledger' and l.mode = 'AccessExclusiveLock'")
+            assert locks["n"] == 0
+        finally:
+            store.close()
+    finally:
+        reader.rollback()
+        reader.close()

@@ -182,3 +182,19 @@ def test_any_sequence_of_pages_ends_with_the_newest_copy_of_each_record(warehous
         cur.execute("select pk, payload, source_updated_at from raw.bigcommerce_orders where connection_id = %s",
                     (connection,))
         assert {pk: (payload, at) for pk, payload, at in cur.fetchall()} == expected
+
+
+def test_an_extract_starting_while_the_state_is_read_takes_no_lock(warehouse, warehouse_url):  # P2, S6
+    """The schema check of a current warehouse runs no DDL: its ALTER TABLE … IF NOT EXISTS would take an ACCESS
+    EXCLUSIVE lock on state.sync_runs and wait behind any open reader (and every later reader behind it)."""
+    import psycopg2
+
+    reader = psycopg2.connect(warehouse_url)
+    try:
+        with reader.cursor() as cur:
+            cur.execute("select count(*) from state.sync_runs")  # ACCESS SHARE until the transaction ends
+        sep = "&" if "?" in warehouse_url else "?"
+        Warehouse(f"{warehouse_url}{sep}options=-c%20lock_timeout%3D5s").ensure_schema()  # a hang → an error
+    finally:
+        reader.rollback()
+        reader.close()

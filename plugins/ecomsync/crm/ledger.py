@@ -70,6 +70,19 @@ alter table sync.ledger add column if not exists row_hash text;
 """
 
 
+# Whether SYNC_DDL has nothing left to do: its tables and its newest columns exist. ``ensure_schema`` then runs
+# no DDL at all — ``ALTER TABLE … ADD COLUMN IF NOT EXISTS`` takes an ACCESS EXCLUSIVE lock even when the column
+# exists (PostgreSQL 15 docs, ALTER TABLE: "an ACCESS EXCLUSIVE lock is acquired unless explicitly noted"), so a
+# second load starting while a first one streams its diff from sync.ledger queued that lock behind the first
+# load's cursor, and the first load's own next ledger query queued behind it: both hung.
+SYNC_SCHEMA_CURRENT = """
+select count(*) = 4 from information_schema.columns
+where table_schema = 'sync'
+  and (table_name, column_name) in (('ledger', 'status_reason'), ('ledger', 'row_hash'),
+                                    ('rejections', 'attempts'), ('run_reports', 'automations'))
+"""
+
+
 class LoadAlreadyRunning(RuntimeError):
     """Another load holds the advisory lock of this CRM account."""
 
@@ -102,7 +115,12 @@ class SyncStore:
         self.conn.close()
 
     def ensure_schema(self) -> None:
+        """Create or upgrade the ``sync`` tables; no DDL (and no lock) when they are current
+        (``SYNC_SCHEMA_CURRENT``)."""
         with self.lock, self.conn.cursor() as cur:
+            cur.execute(SYNC_SCHEMA_CURRENT)
+            if cur.fetchone()[0]:
+                return
             # DDL races between two first runs are settled by a transaction-level lock.
             cur.execute("begin; select pg_advisory_xact_lock(hashtext('ecomsync.sync.ddl'));"
                         + SYNC_DDL + "commit;")

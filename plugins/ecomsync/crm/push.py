@@ -55,8 +55,9 @@ def run_push(wh_url: str, client: ActiveCampaignClient, crm_settings: CrmSetting
         raise ValueError(f"mode {mode!r}: expected one of {', '.join(MODES)}")
     store = SyncStore(wh_url)
     try:
-        store.ensure_schema()
+        # The account lock first: a second load of the account is refused before it touches anything.
         store.acquire_account_lock(client.account)  # keyed on the normalised account: one lock however it is spelt
+        store.ensure_schema()
         report = RunReport(run_id=run_id, mode=mode, started_at=datetime.now(UTC))
         interrupted = store.mark_interrupted_reports(client.account, run_id,
                                                      lambda spelt: _same_account(spelt, client.account_key))
