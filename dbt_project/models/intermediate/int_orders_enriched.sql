@@ -18,12 +18,21 @@ orders as (
 
     select * from {{ ref('int_orders_unioned') }}
     {%- if is_incremental() %}
-    where landed_at >= {{ incremental_cutoff() }}
-       or (connection_id, order_external_id) in (
-           select connection_id, order_external_id
-           from {{ ref('int_order_lines_enriched') }}
-           where landed_at >= {{ incremental_cutoff() }}
-       )
+    -- one semi-join on the union of the keys, not "landed_at >= … or (…) in (…)": an IN under OR is a
+    -- subplan, hashed only when the planner expects it to fit in work_mem; at bench scale 1 it did not
+    -- (a cutoff computed at run time is estimated at a third of the lines), and the subplan was scanned
+    -- again for every order: 263.5 s for 1 % changed orders
+    where (connection_id, order_external_id) in (
+        select connection_id, order_external_id
+        from {{ ref('int_orders_unioned') }}
+        where landed_at >= {{ incremental_cutoff() }}
+
+        union
+
+        select connection_id, order_external_id
+        from {{ ref('int_order_lines_enriched') }}
+        where landed_at >= {{ incremental_cutoff() }}
+    )
     {%- endif %}
 
 ),
