@@ -216,14 +216,3 @@ square_order_keys as (
 
 ),
 {%- endmacro %}
-
-
-{#- `materialized` on a CTE built with ``lookup_rows`` in an incremental run (nothing in a full refresh, where
-    the CTE reads the whole staging view and Postgres may inline it). Postgres inlines a CTE read once
-    (PostgreSQL 15 docs, "WITH Queries": MATERIALIZED); inlined, the lateral look-ups could end up on the
-    inner side of a nested loop and run again for every outer row: each look-up parses an order's JSON,
-    which the planner does not cost. At bench scale 1 the incremental int_orders_enriched took 263.5 s
-    after 1 % of orders changed (75 s for the whole build after 0.1 %): quadratic in the changed orders. -#}
-{% macro incremental_lookup_cte() -%}
-    {%- if is_incremental() %}materialized{% endif -%}
-{%- endmacro %}

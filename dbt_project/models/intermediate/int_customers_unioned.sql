@@ -35,7 +35,7 @@ square_rebuild as (
 ),
 
 {% endif %}
-bigcommerce_customers as {{ incremental_lookup_cte() }} (
+bigcommerce_customers as (
 
     {%- if is_incremental() %}
     {{ lookup_rows(ref('stg_bigcommerce__customers'), 'bigcommerce_rebuild',
@@ -69,7 +69,7 @@ bigcommerce_subscribers as (
 
 ),
 
-square_customers as {{ incremental_lookup_cte() }} (
+square_customers as (
 
     {%- if is_incremental() %}
     -- every landing of the rebuilt profiles: the rebuild set lists each of their (connection, customer) pairs

@@ -38,7 +38,7 @@ orders as (
 {{ source_order_keys('orders') }}
 {%- endif %}
 
-bigcommerce_line_items as {{ incremental_lookup_cte() }} (
+bigcommerce_line_items as (
 
     {%- if is_incremental() %}
     {{ lookup_rows(ref('stg_bigcommerce__order_line_items'), 'bigcommerce_order_keys',
@@ -49,7 +49,7 @@ bigcommerce_line_items as {{ incremental_lookup_cte() }} (
 
 ),
 
-square_line_items as {{ incremental_lookup_cte() }} (
+square_line_items as (
 
     {%- if is_incremental() %}
     {{ lookup_rows(ref('stg_square__order_line_items'), 'square_order_keys',

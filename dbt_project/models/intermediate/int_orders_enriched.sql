@@ -50,7 +50,7 @@ order_lines as (
 {{ source_order_keys('orders') }}
 {%- endif %}
 
-bigcommerce_line_discounts as {{ incremental_lookup_cte() }} (
+bigcommerce_line_discounts as (
 
     {%- if is_incremental() %}
     {{ lookup_rows(ref('stg_bigcommerce__order_line_discounts'), 'bigcommerce_order_keys',
@@ -61,7 +61,7 @@ bigcommerce_line_discounts as {{ incremental_lookup_cte() }} (
 
 ),
 
-square_discounts as {{ incremental_lookup_cte() }} (
+square_discounts as (
 
     {%- if is_incremental() %}
     {{ lookup_rows(ref('stg_square__order_discounts'), 'square_order_keys',

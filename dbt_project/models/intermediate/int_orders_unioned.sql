@@ -97,7 +97,7 @@ changed_square_payments as (
 ),
 {% endif %}
 
-bigcommerce_orders as {{ incremental_lookup_cte() }} (
+bigcommerce_orders as (
 
     {%- if is_incremental() %}
     {{ lookup_rows(ref('stg_bigcommerce__orders'), 'changed_bigcommerce_orders',
@@ -117,7 +117,7 @@ bigcommerce_refunds as (
 
 ),
 
-bigcommerce_line_items as {{ incremental_lookup_cte() }} (
+bigcommerce_line_items as (
 
     {%- if is_incremental() %}
     {{ lookup_rows(ref('stg_bigcommerce__order_line_items'), 'changed_bigcommerce_orders',
@@ -128,7 +128,7 @@ bigcommerce_line_items as {{ incremental_lookup_cte() }} (
 
 ),
 
-bigcommerce_line_discounts as {{ incremental_lookup_cte() }} (
+bigcommerce_line_discounts as (
 
     {%- if is_incremental() %}
     {{ lookup_rows(ref('stg_bigcommerce__order_line_discounts'), 'changed_bigcommerce_orders',
@@ -139,7 +139,7 @@ bigcommerce_line_discounts as {{ incremental_lookup_cte() }} (
 
 ),
 
-square_payments as {{ incremental_lookup_cte() }} (
+square_payments as (
 
     {%- if is_incremental() %}
     {{ lookup_rows(ref('stg_square__payments'), 'changed_square_payments',
@@ -162,7 +162,7 @@ square_order_keys as (
 {%- endif %}
 
 -- Orders belong to the merchant; keep the latest landing of each whatever its connection.
-square_orders as {{ incremental_lookup_cte() }} (
+square_orders as (
 
     select distinct on (order_id) *
     from (
@@ -177,7 +177,7 @@ square_orders as {{ incremental_lookup_cte() }} (
 
 ),
 
-square_line_items as {{ incremental_lookup_cte() }} (
+square_line_items as (
 
     {%- if is_incremental() %}
     {{ lookup_rows(ref('stg_square__order_line_items'), 'square_order_keys',
