@@ -108,7 +108,7 @@ MART_TABLES_WITH_EMAIL = """
 select columns.table_schema, columns.table_name
 from information_schema.columns
 join information_schema.tables using (table_schema, table_name)
-where columns.table_schema in ('crm', 'segments') and columns.column_name = 'email'
+where columns.table_schema in ('intermediate', 'crm', 'segments') and columns.column_name = 'email'
   and tables.table_type = 'BASE TABLE'
 order by 1, 2"""
 
@@ -341,8 +341,9 @@ def _scrub_sync_run_errors(cur, naming: re.Pattern) -> int:
 
 
 def _delete_mart_rows(cur, email: str) -> dict[str, int]:
-    """The person's rows in every crm and segments table: a load before the next transform must not re-push
-    them, and the incremental segment bridges only rebuild contacts with new orders."""
+    """The person's rows in every intermediate, crm and segments table: a load before the next transform must
+    not re-push them, and the incremental models (intermediate tables, segment bridges) only rebuild what
+    landed since their last build, so a row left there would come back in the rebuilt marts."""
     cur.execute(MART_TABLES_WITH_EMAIL)
     deleted = {}
     for schema, table in cur.fetchall():

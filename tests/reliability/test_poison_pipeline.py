@@ -27,6 +27,8 @@ import psycopg2
 import pytest
 from pipeline_harness import STORES, Sandboxes, crm_state, run_pipeline, settings_for
 
+from ecomsync.sources.square import merchant_connection_id
+
 NUL = "\u0000"
 LONE_SURROGATE = "\ud800"
 
@@ -153,8 +155,10 @@ def poison_square(sandboxes: Sandboxes, poisoned: Poisoned) -> None:
     # catalog (api.json CatalogItem ``name: string``): a NUL character; no location can land it
     item = next(o for o in dump["catalog_objects"] if o["type"] == "ITEM")
     what = poison("objects", item["id"], {"item_data.name": f"Mug{NUL}"})
-    for location in locations:
-        poisoned.expect(f"square:{location}", f"square_catalog_objects:{item['id']}", "rejected_at_landing", what)
+    # landed once per account on its merchant connection (issue 16), so rejected there once
+    merchants = {merchant_connection_id(location["merchant_id"]) for location in dump["locations"]}
+    assert len(merchants) == 1, merchants
+    poisoned.expect(merchants.pop(), f"square_catalog_objects:{item['id']}", "rejected_at_landing", what)
     variations = {v["id"] for v in item["item_data"].get("variations", [])} | {
         o["id"] for o in dump["catalog_objects"]
         if o["type"] == "ITEM_VARIATION" and (o.get("item_variation_data") or {}).get("item_id") == item["id"]}

@@ -118,7 +118,9 @@ def sections(dom) -> dict:
 def test_every_connection_and_stream_with_its_last_sync_watermark_and_records(status_page, demo_warehouse):  # P1
     url, shown = demo_warehouse["url"], sections(status_page["dom"])
     connections = query(url, "select connection_id, name from state.connections")
-    assert len(connections) == 6  # two stores, three active locations, the inactive one (its history, S3)
+    # two stores, three active locations, the inactive one (its history, S3), and the Square account's merchant
+    # connection (customers, catalog, locations: read once per account, shown with its own streams)
+    assert len(connections) == 7
     for connection_id, name in connections:
         assert name in shown[connection_id].find_all("h2")[0].text()
     runs = query(url, """select connection_id, stream, sum(records_landed),
