@@ -16,14 +16,13 @@ from decimal import Decimal, InvalidOperation
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
-from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
 from ecomsync.extract import FUTURE_FLAG, UNREADABLE_FLAG, _land_page, describe_record
 from ecomsync.http import parse_json
 from ecomsync.sources import bigcommerce, square
 from ecomsync.warehouse import RawRecord, RejectedRecord, StreamRun, Warehouse
+from tests.hypothesis_examples import generate
 
 NOW = datetime(2025, 6, 2, 12, 0, tzinfo=UTC)
 BC_CUSTOMERS = bigcommerce.CUSTOMERS
@@ -280,21 +279,6 @@ def _as_double(text: str) -> float | None:
 HOSTILE_EXAMPLES = int(os.environ.get("HOSTILE_EXAMPLES", "2000"))
 HOSTILE_BATCH = int(os.environ.get("HOSTILE_BATCH", "100"))
 HOSTILE_SEED = int(os.environ.get("HOSTILE_SEED", str(random.SystemRandom().randrange(2**32))))
-
-
-def generate(strategy, count: int, seed: int) -> list:
-    """``count`` examples of ``strategy``, reproducible from ``seed`` (Hypothesis does the generating)."""
-    examples: list = []
-
-    @hypothesis_seed(seed)
-    @settings(max_examples=count, database=None, deadline=None, phases=[Phase.generate],
-              suppress_health_check=list(HealthCheck))
-    @given(strategy)
-    def collect(example):
-        examples.append(example)
-
-    collect()
-    return examples[:count]
 
 
 def batches(examples: list[list[dict]]) -> Iterator[list[tuple[int, list[dict]]]]:

@@ -37,12 +37,11 @@ from pathlib import Path
 
 import psycopg2
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
-from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
 from ecomsync.dbt import DbtRunError, run_dbt
 from tests.conftest import dict_rows
+from tests.hypothesis_examples import generate
 from tests.integration.dbt.raw_warehouse_fixture import (
     bigcommerce_line,
     bigcommerce_order,
@@ -202,21 +201,6 @@ square_customer = st.fixed_dictionaries({"email_address": emails}, optional={ "g
     "phone_number": sometimes(hostile_text, any_json),
     "preferences": sometimes(st.fixed_dictionaries({"email_unsubscribed": sometimes(st.booleans(), any_json)}), any_json),
     "created_at": rfc3339, "updated_at": rfc3339})
-
-
-def generate(strategy, count: int, seed: int) -> list:
-    """``count`` examples of ``strategy``, reproducible from ``seed`` (Hypothesis does the generating)."""
-    examples: list = []
-
-    @hypothesis_seed(seed)
-    @settings(max_examples=count, database=None, deadline=None, phases=[Phase.generate],
-              suppress_health_check=list(HealthCheck))
-    @given(strategy)
-    def collect(example):
-        examples.append(example)
-
-    collect()
-    return examples[:count]
 
 
 # -- batches: generated records with ids and references, as raw rows ------------------------------
