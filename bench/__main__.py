@@ -53,6 +53,16 @@ def main(argv: list[str] | None = None) -> int:
     started = report.utc_now()
     postgres = LocalPostgres().ensure_running()
     results: list[StageResult] = []
+
+    def document(finished: bool) -> dict:
+        return {"started_at": started.isoformat(),
+                "finished_at": report.utc_now().isoformat() if finished else None,
+                "machine": report.machine(postgres.url("postgres")), "scale": options.scale.describe(),
+                "options": {"stages": args.stages, "bc_quota": f"{options.quota.requests}/{options.quota.window_s:g}",
+                            "quota_windows": options.quota_windows, "crm_orders": options.crm_orders,
+                            "memory_factor": options.memory_factor, "seed": options.seed},
+                "stages": {r.name: r.as_dict() for r in results}}
+
     with tempfile.TemporaryDirectory(prefix="ecomsync-bench-") as work_dir:
         context = BenchContext(options, postgres, Path(work_dir))
         try:
@@ -68,15 +78,12 @@ def main(argv: list[str] | None = None) -> int:
                 result.wall_s = time.monotonic() - t0
                 print(f"[bench] {name} done in {result.wall_s:.0f}s", flush=True)
                 results.append(result)
+                # a long run's finished stages are on disk even if a later stage is stopped
+                print(report.table([result]), flush=True)
+                report.write_json(document(finished=False), started)
         finally:
             context.close()
-    document = {"started_at": started.isoformat(), "finished_at": report.utc_now().isoformat(),
-                "machine": report.machine(postgres.url("postgres")), "scale": options.scale.describe(),
-                "options": {"stages": args.stages, "bc_quota": f"{options.quota.requests}/{options.quota.window_s:g}",
-                            "quota_windows": options.quota_windows, "crm_orders": options.crm_orders,
-                            "memory_factor": options.memory_factor, "seed": options.seed},
-                "stages": {r.name: r.as_dict() for r in results}}
-    path = report.write_json(document, started)
+    path = report.write_json(document(finished=True), started)
     print()
     print(report.table(results))
     print(f"\nJSON: {path}")
