@@ -35,6 +35,18 @@ changed_customers as (
 
 ),
 
+-- the orders (BigCommerce orders, Square payments) of those customers, as the last build left them
+orders_of_changed_customers as (
+
+    select previous.source, previous.connection_id, previous.order_external_id
+    from {{ this }} as previous
+    inner join changed_customers
+        on changed_customers.source = previous.source
+        and changed_customers.connection_id = previous.connection_id
+        and changed_customers.customer_external_id = previous.customer_external_id
+
+),
+
 changed_bigcommerce_orders as (
 
     select connection_id, pk as order_id
@@ -53,13 +65,7 @@ changed_bigcommerce_orders as (
 
     union
 
-    select previous.connection_id, previous.order_external_id
-    from {{ this }} as previous
-    inner join changed_customers
-        on changed_customers.source = previous.source
-        and changed_customers.connection_id = previous.connection_id
-        and changed_customers.customer_external_id = previous.customer_external_id
-    where previous.source = 'bigcommerce'
+    select connection_id, order_external_id from orders_of_changed_customers where source = 'bigcommerce'
 
 ),
 
@@ -86,13 +92,7 @@ changed_square_payments as (
 
     union
 
-    select previous.connection_id, previous.order_external_id
-    from {{ this }} as previous
-    inner join changed_customers
-        on changed_customers.source = previous.source
-        and changed_customers.connection_id = previous.connection_id
-        and changed_customers.customer_external_id = previous.customer_external_id
-    where previous.source = 'square'
+    select connection_id, order_external_id from orders_of_changed_customers where source = 'square'
 
 ),
 {% endif %}
