@@ -1,8 +1,9 @@
 """Landing: rows per second of ``Warehouse.land`` vs a plain ``COPY`` of the same JSON lines.
 
 The orders of the historical extract are written out as JSON lines. Into a fresh
-database they are then (a) landed the way extraction lands them — pages of 250,
-each ``Warehouse.land`` + commit in its own transaction — and (b) copied with one
+database they are then (a) landed the way extraction lands them — under the
+connection's extract lock, pages of 250, each ``Warehouse.land`` + commit in its own
+transaction on the lock's session — and (b) copied with one
 plain ``COPY`` into a table with a single ``jsonb`` column: this machine's limit for
 getting that JSON into that Postgres. Only (a)'s land + commit calls are timed
 (parsing the lines into records is extraction's work), and all of (b).
@@ -67,12 +68,14 @@ def time_land(warehouse: Warehouse, files: dict[str, Path]) -> tuple[float, int]
         cur.execute("truncate raw.bigcommerce_orders")
     elapsed, landed = 0.0, 0
     for connection_id, path in files.items():
-        for page in pages(path):
-            started = time.perf_counter()
-            with warehouse.transaction() as conn:
-                landed += warehouse.land(conn, "bigcommerce_orders", connection_id, page, "bench-landing",
-                                         "historical")
-            elapsed += time.perf_counter() - started
+        # as an extract lands a stream: under the connection's lock, each page a transaction on the lock's session
+        with warehouse.connection_lock(connection_id):
+            for page in pages(path):
+                started = time.perf_counter()
+                with warehouse.transaction() as conn:
+                    landed += warehouse.land(conn, "bigcommerce_orders", connection_id, page, "bench-landing",
+                                             "historical")
+                elapsed += time.perf_counter() - started
     return elapsed, landed
 
 
