@@ -27,10 +27,11 @@ INCREMENTAL = [
     "intermediate.int_customers_unioned", "intermediate.int_orders_unioned", "intermediate.int_order_lines_enriched",
     "intermediate.int_orders_enriched", "crm.ecom_orders",
     "segments.purchased_products", "segments.purchased_categories",
+    "segments.contact_order_history", "segments.contact_ecommerce_profile",
 ]
 COMPARED = [*INCREMENTAL, "crm.contacts", "crm.ecom_customers",
             "crm.excluded_records", "crm.abandoned_carts", "crm.connections"]
-SELECTOR = ["-s", "+purchased_products", "+purchased_categories", "+path:models/marts/crm"]
+SELECTOR = ["-s", "+purchased_products", "+purchased_categories", "+path:models/marts/crm", "+contact_ecommerce_profile"]
 
 
 def snapshot(url: str, table: str) -> list[tuple]:
