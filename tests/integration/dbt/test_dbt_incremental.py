@@ -481,3 +481,36 @@ def test_cart_turns_abandoned_with_nothing_landed(warehouse, dbt_target):  # B7,
     carter = profile(url, "carter@example.com")
     assert carter[STORE_A]["has_abandoned_cart"] and carter["all"]["abandoned_cart_count"] == 1
     assert_equals_full_refresh(url, dbt_target, later)
+
+
+def test_connection_disabled_then_enabled_renumbers_the_contacts_history(warehouse, dbt_target):  # B11, G1, P3
+    url, _ = warehouse
+    # two@ has an order in store A (January) and one in store B (February). Disabling store A lands
+    # nothing: its orders leave crm.ecom_orders, and the February order becomes two@'s first across all
+    # connections; enabling it again brings the January order back.
+    land(url, "bigcommerce_customers", [bigcommerce_customer(STORE_A, 24, "two@example.com"),
+                                        bigcommerce_customer(STORE_B, 24, "two@example.com")])
+    land(url, "bigcommerce_orders", [(STORE_A, "1024", bigcommerce_order(
+        1024, 24, 10, email="two@example.com", total="10.0000",
+        created="Mon, 01 Jan 2024 10:00:00 +0000", modified="Mon, 01 Jan 2024 10:00:00 +0000"))])
+    land(url, "bigcommerce_orders", [(STORE_B, "2024", bigcommerce_order(
+        2024, 24, 10, email="two@example.com", total="5.0000",
+        created="Thu, 01 Feb 2024 10:00:00 +0000", modified="Thu, 01 Feb 2024 10:00:00 +0000"))])
+    settle(url, dbt_target)
+    both = {(STORE_A, "1024", 1, 1000), (STORE_B, "2024", 1, 500), ("all", "1024", 1, 1000), ("all", "2024", 2, 1500)}
+    assert order_history(url, "two@example.com") == both
+
+    def set_enabled(enabled: bool) -> None:
+        with psycopg2.connect(url) as conn, conn.cursor() as cur:
+            cur.execute("update state.connections set enabled = %s where connection_id = %s", (enabled, STORE_A))
+
+    set_enabled(False)
+    try:
+        run_dbt(["run", *SELECTOR], url, target_path=dbt_target)
+        assert order_history(url, "two@example.com") == {(STORE_B, "2024", 1, 500), ("all", "2024", 1, 500)}
+        assert_equals_full_refresh(url, dbt_target)
+    finally:
+        set_enabled(True)
+    run_dbt(["run", *SELECTOR], url, target_path=dbt_target)
+    assert order_history(url, "two@example.com") == both
+    assert_equals_full_refresh(url, dbt_target)
