@@ -94,9 +94,10 @@
     have changed since the cutoff —
       - the contacts purchased_order_lines() re-reads (orders landed in int_orders_enriched, the contacts
         crm.ecom_orders took an order from), widened to the email: the 'all' scope spans connections;
-      - the emails whose set of synced orders differs from the table's (a hashed symmetric difference of
-        (order_key, email) on the 'all' rows, one per order): orders that joined or left crm.ecom_orders
-        with nothing landed (a connection disabled or enabled again, a raw record erased).
+      - the emails whose set of synced orders differs from the table's (a symmetric difference of
+        (order_key, email) with its 'all' rows, one per order, as one hash full join): orders that joined
+        or left crm.ecom_orders with nothing landed (a connection disabled or enabled again, a raw record
+        erased).
     Every row of those emails is rebuilt; order_history_cleanup() deletes the emails left without an
     order. The emails are also recorded in intermediate.incremental_contact_changes with connection_id
     'all' (the contact across connections), which contact_ecommerce_profile rebuilds in turn. -#}
@@ -121,21 +122,13 @@
     where changed_at >= {{ incremental_cutoff() }}
       and connection_id <> 'all'
     union
-    select email
-    from (
-        (
-            select order_key, email from {{ ref('ecom_orders') }}
-            except
-            select order_key, email from {{ this }} where connection_id = 'all'
-        )
-        union all
-        (
-            select order_key, email from {{ this }} where connection_id = 'all'
-            except
-            select order_key, email from {{ ref('ecom_orders') }}
-        )
-    ) as moved_orders
-    where email is not null;
+    -- one hash full join: the orders on one side only (joined, left or moved to another email)
+    select coalesce(synced.email, modelled.email) as email
+    from {{ ref('ecom_orders') }} as synced
+    full join (select order_key, email from {{ this }} where connection_id = 'all') as modelled
+        on modelled.order_key = synced.order_key and modelled.email = synced.email
+    where (synced.order_key is null or modelled.order_key is null)
+      and coalesce(synced.email, modelled.email) is not null;
 
     insert into {{ contact_changes_relation() }} (email, connection_id, changed_at)
     select email, 'all', now() from {{ order_history_rebuild_relation() }}
