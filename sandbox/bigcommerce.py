@@ -785,15 +785,7 @@ class BigCommerceApp(SandboxApp):
 
     def admin_poison(self, request: Request) -> Response:
         """Serve one record with values outside the spec (``sandbox/poison.py``), or (``DELETE``) as the spec says."""
-        poisons, kind, record_id = self._store(request).poisons, request.params["kind"], request.params["record_id"]
-        if request.method == "DELETE":
-            poisons.clear(kind, record_id)
-            return Response(204)
-        try:
-            poisons.set(kind, record_id, request.json())
-        except ValueError as exc:
-            raise ApiError(Response(400, {"error": str(exc)})) from None
-        return Response(200, {"kind": kind, "id": record_id, "poison": request.json()})
+        return self._store(request).poisons.admin(request, lambda message: ApiError(Response(400, {"error": message})))
 
     def admin_set_quota(self, request: Request) -> Response:
         store, body = self._store(request), request.json() or {}

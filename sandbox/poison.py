@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import copy
 import threading
+from collections.abc import Callable
 from typing import Any
+
+from sandbox.core import Request, Response
 
 
 class Poisons:
@@ -40,6 +43,19 @@ class Poisons:
         with self.lock:
             return [{"kind": kind, "id": record_id, "paths": paths}
                     for (kind, record_id), paths in sorted(self.by_record.items())]
+
+    def admin(self, request: Request, invalid: Callable[[str], Exception]) -> Response:
+        """The admin route ``PUT|DELETE …/poison/<kind>/<record_id>``; a malformed poison raises ``invalid(message)``
+        (each sandbox's own error shape)."""
+        kind, record_id = request.params["kind"], request.params["record_id"]
+        if request.method == "DELETE":
+            self.clear(kind, record_id)
+            return Response(204)
+        try:
+            self.set(kind, record_id, request.json())
+        except ValueError as exc:
+            raise invalid(str(exc)) from None
+        return Response(200, {"kind": kind, "id": record_id, "poison": request.json()})
 
     def served(self, kind: str, record: Any, record_id: Any = None) -> Any:
         """``record`` as served: a poisoned copy when a poison is set for it, else the record itself."""

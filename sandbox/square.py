@@ -801,15 +801,7 @@ class SquareApp(SandboxApp):
     # -- admin -------------------------------------------------------------------------------------------------
     def admin_poison(self, request: Request) -> Response:
         """Serve one record with values outside the spec (``sandbox/poison.py``), or (``DELETE``) as the spec says."""
-        poisons, kind, record_id = self.store.poisons, request.params["kind"], request.params["record_id"]
-        if request.method == "DELETE":
-            poisons.clear(kind, record_id)
-            return Response(204)
-        try:
-            poisons.set(kind, record_id, request.json())
-        except ValueError as exc:
-            raise invalid("BAD_REQUEST", str(exc)) from None
-        return Response(200, {"kind": kind, "id": record_id})
+        return self.store.poisons.admin(request, lambda message: invalid("BAD_REQUEST", message))
 
     def admin_dump(self, request: Request) -> Response:
         kinds = [k for k in (request.arg("kind") or "").split(",") if k]

@@ -1,11 +1,17 @@
 """Landing: rows per second of ``Warehouse.land`` vs a plain ``COPY`` of the same JSON lines.
 
 The orders of the historical extract are written out as JSON lines. Into a fresh
-database they are then (a) landed the way extraction lands them — pages of 250,
-each ``Warehouse.land`` + commit in its own transaction — and (b) copied with one
+database they are then (a) landed the way extraction lands them — under the
+connection's extract lock, pages of 250, each ``Warehouse.land`` + commit in its own
+transaction on the lock's session — and (b) copied with one
 plain ``COPY`` into a table with a single ``jsonb`` column: this machine's limit for
 getting that JSON into that Postgres. Only (a)'s land + commit calls are timed
 (parsing the lines into records is extraction's work), and all of (b).
+
+(a) and (b) alternate for ``ROUNDS`` rounds, each into emptied tables, and each side's
+fastest round is compared: on a machine shared with other work a single pair of timings
+compared two different moments of load (the same code gave 0.64 and 0.99), while the
+fastest of several is each side's own cost. Every round's timings are in the JSON.
 """
 from __future__ import annotations
 
@@ -18,6 +24,7 @@ from ecomsync.sources import bigcommerce
 from ecomsync.warehouse import RawRecord, Warehouse
 
 PAGE = 250  # what the orders stream lands per transaction
+ROUNDS = 3
 # CSV with a quote and a delimiter that JSON text never contains: each line is one field, verbatim.
 VERBATIM_LINES = "format csv, quote e'\\x01', delimiter e'\\x02'"
 
@@ -56,24 +63,25 @@ def pages(path: Path):
             yield page
 
 
-def time_land(url: str, files: dict[str, Path]) -> tuple[float, int]:
-    warehouse = Warehouse(url)
-    warehouse.ensure_schema()
+def time_land(warehouse: Warehouse, files: dict[str, Path]) -> tuple[float, int]:
+    with warehouse.transaction() as conn, conn.cursor() as cur:
+        cur.execute("truncate raw.bigcommerce_orders")
     elapsed, landed = 0.0, 0
     for connection_id, path in files.items():
-        for page in pages(path):
-            started = time.perf_counter()
-            with warehouse.transaction() as conn:
-                landed += warehouse.land(conn, "bigcommerce_orders", connection_id, page, "bench-landing",
-                                         "historical")
-            elapsed += time.perf_counter() - started
+        # as an extract lands a stream: under the connection's lock, each page a transaction on the lock's session
+        with warehouse.connection_lock(connection_id):
+            for page in pages(path):
+                started = time.perf_counter()
+                with warehouse.transaction() as conn:
+                    landed += warehouse.land(conn, "bigcommerce_orders", connection_id, page, "bench-landing",
+                                             "historical")
+                elapsed += time.perf_counter() - started
     return elapsed, landed
 
 
-def time_plain_copy(url: str, files: dict[str, Path]) -> float:
-    warehouse = Warehouse(url)
+def time_plain_copy(warehouse: Warehouse, files: dict[str, Path]) -> float:
     with warehouse.transaction() as conn, conn.cursor() as cur:
-        cur.execute("create table public.plain_copy (payload jsonb not null)")
+        cur.execute("drop table if exists public.plain_copy; create table public.plain_copy (payload jsonb not null)")
     started = time.perf_counter()
     with warehouse.transaction() as conn, conn.cursor() as cur:
         for path in files.values():
@@ -87,14 +95,21 @@ def run(ctx: BenchContext, result: StageResult) -> None:
     files = dump_orders(historical.url, ctx.work_dir)
     rows = sum(count_lines(path) for path in files.values())
     _, url = ctx.new_database("landing")
-    land_s, landed = time_land(url, files)
-    copy_s = time_plain_copy(url, files)
+    warehouse = Warehouse(url)
+    warehouse.ensure_schema()
+    rounds = []
+    for _ in range(ROUNDS):
+        land_s, landed = time_land(warehouse, files)
+        rounds.append({"land_s": round(land_s, 2), "rows_landed": landed,
+                       "plain_copy_s": round(time_plain_copy(warehouse, files), 2)})
+    land_s = min(r["land_s"] for r in rounds)
+    copy_s = min(r["plain_copy_s"] for r in rounds)
     land_rate, copy_rate = rows / land_s, rows / copy_s
-    result.metrics.update({"rows": rows, "rows_landed": landed,
+    result.metrics.update({"rows": rows, "rows_landed": rounds[-1]["rows_landed"],
                            "json_bytes": sum(path.stat().st_size for path in files.values()),
-                           "land_s": round(land_s, 2), "plain_copy_s": round(copy_s, 2),
+                           "rounds": rounds, "land_s": land_s, "plain_copy_s": copy_s,
                            "land_rows_per_s": round(land_rate, 1), "plain_copy_rows_per_s": round(copy_rate, 1),
                            "page_size": PAGE})
-    result.check("Warehouse.land", round(land_rate, 1), "", None, "rows/s")
-    result.check("plain COPY (ceiling)", round(copy_rate, 1), "", None, "rows/s")
+    result.check(f"Warehouse.land (fastest of {ROUNDS})", round(land_rate, 1), "", None, "rows/s")
+    result.check(f"plain COPY (ceiling, fastest of {ROUNDS})", round(copy_rate, 1), "", None, "rows/s")
     result.check("land ÷ plain COPY", round(land_rate / copy_rate, 3), ">= 0.8", land_rate / copy_rate >= 0.8)

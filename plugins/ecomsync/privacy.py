@@ -68,6 +68,7 @@ where lower(trim(payload #>> '{billing_address,email}')) = %(email)s
    or (connection_id, payload ->> 'customer_id')
       in (select * from unnest(%(bc_connections)s::text[], %(bc_customers)s::text[]))"""
 
+# Only in a warehouse created before the per-order /coupons call was dropped (the table is no longer created).
 RAW_BIGCOMMERCE_ORDER_COUPONS = """
 select connection_id, pk, payload ->> 'id' from raw.bigcommerce_order_coupons
 where (connection_id, payload ->> 'order_id') in

@@ -39,8 +39,10 @@ from psycopg2.extensions import connection as PgConnection
 
 log = logging.getLogger(__name__)
 
+# raw.bigcommerce_order_coupons (the per-order /coupons call, gone since line items carry applied_discounts)
+# is no longer created; a warehouse made before keeps it, and privacy.erase still erases from it.
 RAW_TABLES = (
-    "bigcommerce_orders", "bigcommerce_order_coupons", "bigcommerce_customers", "bigcommerce_subscribers",
+    "bigcommerce_orders", "bigcommerce_customers", "bigcommerce_subscribers",
     "bigcommerce_products", "bigcommerce_categories", "bigcommerce_order_statuses", "bigcommerce_refunds",
     "square_locations", "square_customers", "square_payments", "square_orders", "square_catalog_objects",
 )

@@ -364,3 +364,20 @@ def test_the_first_event_on_a_fresh_warehouse_builds_what_the_marts_read(stack):
     assert dict_rows(wh, "select 1 from crm.ecom_orders where connection_id = %s and external_id = %s",
                      (f"bigcommerce:{STORES[0]}", str(order["id"])))
     assert microbatch.unbuilt_sources(wh) == frozenset()
+
+
+def test_a_claim_on_a_current_schema_does_not_wait_for_the_receivers_inserts(warehouse_url):  # B2, S9
+    """A run's claim (a new EventStore) runs no DDL once the table and its index exist: CREATE INDEX IF NOT
+    EXISTS would take a SHARE lock and queue behind a receiver's open insert (and every later insert behind it)."""
+    EventStore(warehouse_url).ensure_schema()
+    receiver = psycopg2.connect(warehouse_url)
+    try:
+        with receiver.cursor() as cur:  # an insert in flight: ROW EXCLUSIVE until the transaction ends
+            cur.execute("insert into raw.webhook_events (source, event_key, connection_id, scope, payload) "
+                        "values ('bigcommerce', 'in-flight', 'bigcommerce:s', 'store/order/created', '{}')")
+        sep = "&" if "?" in warehouse_url else "?"
+        store = EventStore(f"{warehouse_url}{sep}options=-c%20lock_timeout%3D5s")  # a wait → an error
+        assert store.claim("run-1") == []
+    finally:
+        receiver.rollback()
+        receiver.close()

@@ -117,7 +117,7 @@ def run_pipeline(settings: PipelineSettings, wh_url: str, run_id: str) -> dict[s
     return {"extract": extracted, "transform": transformed, "load": loaded}
 
 
-RAW_COMPARED = ("bigcommerce_orders", "bigcommerce_order_coupons", "bigcommerce_customers",
+RAW_COMPARED = ("bigcommerce_orders", "bigcommerce_customers",
                 "bigcommerce_subscribers", "bigcommerce_products", "bigcommerce_categories",
                 "square_locations", "square_customers", "square_payments", "square_orders",
                 "square_catalog_objects")

@@ -155,8 +155,13 @@ class EventStore:
             if self._ready:
                 return
             with self._cursor() as cur:
-                cur.execute("select pg_advisory_xact_lock(hashtext('ecomsync.webhook_events.ddl'))")
-                cur.execute(DDL)
+                # No DDL when the schema is there: even CREATE INDEX IF NOT EXISTS takes a SHARE lock on the
+                # table before it finds the index, which would queue the receiver's inserts behind a claim.
+                cur.execute("select to_regclass('raw.webhook_events') is not null "
+                            "and to_regclass('raw.webhook_events_waiting') is not null")
+                if not cur.fetchone()[0]:
+                    cur.execute("select pg_advisory_xact_lock(hashtext('ecomsync.webhook_events.ddl'))")
+                    cur.execute(DDL)
             self._ready = True
 
     def record(self, event: WebhookEvent) -> bool:

@@ -6,6 +6,7 @@ what landed since the models' newest rows minus the look-back (var ``incremental
 """
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import psycopg2
@@ -66,6 +67,15 @@ def assert_equals_full_refresh(url: str, dbt_target) -> None:
     run_dbt(["run", "--full-refresh", *SELECTOR], url, target_path=dbt_target)
     for table in COMPARED:
         assert snapshot(url, table) == incremental[table], table
+
+
+def test_every_incremental_model_is_compared(warehouse, dbt_target):  # P3
+    # The list above is what every test here compares with a full refresh: it must name every model the
+    # project materializes incrementally (read from the manifest of the fixture's run), none left out.
+    manifest = json.loads((dbt_target / "manifest.json").read_text())
+    incremental = {f"{node['schema']}.{node['alias']}" for node in manifest["nodes"].values()
+                   if node["resource_type"] == "model" and node["config"]["materialized"] == "incremental"}
+    assert incremental == set(INCREMENTAL)
 
 
 def test_new_and_changed_orders(warehouse, dbt_target):  # G1, P3

@@ -4,32 +4,10 @@
     discounts are the sums over its lines. The amount is in the order's transactional currency. -#}
 with
 
--- Each order's payload is read once, not once per line (OFFSET 0, see stg_bigcommerce__order_line_items),
--- and a filter on (connection_id, order_id) still reaches the raw table's primary key.
+-- one row per line as sent (macros/bigcommerce_line_items.sql), named as stg_bigcommerce__order_line_items names it
 line_items as (
 
-    select
-        source.connection_id,
-        source.pk as order_id,
-        order_fields.currency_code,
-        line_item
-    from {{ source('bigcommerce', 'orders') }} as source
-    cross join lateral (  -- noqa: ST05
-        select
-            upper(trim(source.payload ->> 'default_currency_code')) as currency_code,
-            source.payload -> 'consignments' as consignments
-        offset 0
-    ) as order_fields
-    cross join lateral jsonb_each(
-        case when jsonb_typeof(order_fields.consignments) = 'object' then order_fields.consignments else '{}'::jsonb end
-    ) as kind (name, consignments)
-    cross join lateral jsonb_array_elements(
-        case when jsonb_typeof(kind.consignments) = 'array' then kind.consignments else '[]'::jsonb end
-    ) as consignment
-    cross join lateral jsonb_array_elements(
-        case when jsonb_typeof(consignment -> 'line_items') = 'array'
-             then consignment -> 'line_items' else '[]'::jsonb end
-    ) as line_item
+    {{ bigcommerce_order_lines(source('bigcommerce', 'orders')) }}
 
 ),
 
@@ -39,7 +17,9 @@ discounts as (
         line_items.connection_id,
         line_items.order_id,
         line_items.currency_code,
-        line_items.line_item ->> 'id' as line_item_id,
+        line_items.line_item_id,
+        line_items.consignment_number,
+        line_items.position_in_consignment,
         discount.value as discount,
         discount.ordinality as discount_number
     from line_items
@@ -53,11 +33,11 @@ discounts as (
 
 renamed as (
 
-    -- a line repeated in two consignments is one line (as in stg_bigcommerce__order_line_items)
-    select distinct on (connection_id, order_id, coalesce(line_item_id, '?'), discount_number)
+    -- a line repeated in two consignments is one line: its first appearance (as in stg_bigcommerce__order_line_items)
+    select distinct on (connection_id, order_id, line_item_id, discount_number)
         connection_id,
         order_id,
-        coalesce(line_item_id, '?') as line_item_id,
+        line_item_id,
         discount_number,
         discount ->> 'id' as discount_id,
         nullif(trim(discount ->> 'code'), '') as coupon_code,
@@ -67,7 +47,7 @@ renamed as (
         {{ is_unreadable("discount ->> 'amount'", safe_numeric("discount ->> 'amount'")) }} as has_unreadable_amount
 
     from discounts
-    order by connection_id, order_id, coalesce(line_item_id, '?'), discount_number
+    order by connection_id, order_id, line_item_id, discount_number, consignment_number, position_in_consignment
 
 )
 
