@@ -88,3 +88,177 @@
     select 1
     {%- endif -%}
 {%- endmacro %}
+
+{#- contact_order_history incremental (delete+insert on email). Its pre-hook computes, before the model
+    reads anything, pg_temp.contact_order_history__rebuild (email): the emails whose order history may
+    have changed since the cutoff —
+      - the contacts purchased_order_lines() re-reads (orders landed in int_orders_enriched, the contacts
+        crm.ecom_orders took an order from), widened to the email: the 'all' scope spans connections;
+      - the emails whose set of synced orders differs from the table's (a symmetric difference of
+        (order_key, email) with its 'all' rows, one per order, as one hash full join): orders that joined
+        or left crm.ecom_orders with nothing landed (a connection disabled or enabled again, a raw record
+        erased).
+    Every row of those emails is rebuilt; order_history_cleanup() deletes the emails left without an
+    order. The emails are also recorded in intermediate.incremental_contact_changes with connection_id
+    'all' (the contact across connections), which contact_ecommerce_profile rebuilds in turn. -#}
+{% macro order_history_rebuild_relation() -%}
+    pg_temp.contact_order_history__rebuild
+{%- endmacro %}
+
+{% macro prepare_order_history_rebuild() -%}
+    {%- if not is_incremental() -%}
+    select 1
+    {%- else -%}
+    drop table if exists {{ order_history_rebuild_relation() }};
+
+    create temporary table contact_order_history__rebuild as
+    select email
+    from {{ ref('int_orders_enriched') }}
+    where landed_at >= {{ incremental_cutoff() }}
+      and email is not null
+    union
+    select email
+    from {{ contact_changes_relation() }}
+    where changed_at >= {{ incremental_cutoff() }}
+      and connection_id <> 'all'
+    union
+    -- one hash full join: the orders on one side only (joined, left or moved to another email)
+    select coalesce(synced.email, modelled.email) as email
+    from {{ ref('ecom_orders') }} as synced
+    full join (select order_key, email from {{ this }} where connection_id = 'all') as modelled
+        on modelled.order_key = synced.order_key and modelled.email = synced.email
+    where (synced.order_key is null or modelled.order_key is null)
+      and coalesce(synced.email, modelled.email) is not null;
+
+    insert into {{ contact_changes_relation() }} (email, connection_id, changed_at)
+    select email, 'all', now() from {{ order_history_rebuild_relation() }}
+    {%- endif -%}
+{%- endmacro %}
+
+{#- Post-hook of contact_order_history: a rebuilt email with no synced order left loses its rows. -#}
+{% macro order_history_cleanup() -%}
+    {%- if is_incremental() -%}
+    delete from {{ this }} as history
+    where history.email in (select email from {{ order_history_rebuild_relation() }})
+      and not exists (
+          select 1 from {{ ref('ecom_orders') }} as orders
+          where orders.email = history.email
+      )
+    {%- else -%}
+    select 1
+    {%- endif -%}
+{%- endmacro %}
+
+{#- contact_ecommerce_profile: the customer scopes of its rows, (email, connection_id or 'all'):
+    accepts_marketing, customer_since and customer_landed_at (the newest int_customers_unioned.landed_at)
+    of the contact's customer accounts in scope, with the abandoned carts in scope (abandoned_cart_count,
+    first_abandoned_at). The model's own columns in a full build, and what an incremental build compares
+    with its stored rows. Reads the CTEs ecom_customers, customers and abandoned_carts. -#}
+{% macro profile_customer_scopes() -%}
+    with
+
+    customer_scopes as (
+
+        select
+            ecom_customers.email,
+            coalesce(ecom_customers.connection_id, 'all') as connection_id,
+            bool_or(ecom_customers.accepts_marketing) as accepts_marketing,
+            min(customers.external_created_at) as customer_since,
+            max(customers.landed_at) as customer_landed_at
+        from ecom_customers
+        inner join customers
+            on customers.connection_id = ecom_customers.connection_id
+            and customers.customer_external_id = ecom_customers.external_id
+        group by grouping sets ((ecom_customers.email, ecom_customers.connection_id), (ecom_customers.email))
+
+    ),
+
+    cart_scopes as (
+
+        select
+            email,
+            coalesce(connection_id, 'all') as connection_id,
+            count(*) as abandoned_cart_count,
+            min(abandoned_at) as first_abandoned_at
+        from abandoned_carts
+        group by grouping sets ((email, connection_id), (email))
+
+    )
+
+    select
+        customer_scopes.email,
+        customer_scopes.connection_id,
+        customer_scopes.accepts_marketing,
+        customer_scopes.customer_since,
+        customer_scopes.customer_landed_at,
+        coalesce(cart_scopes.abandoned_cart_count, 0) as abandoned_cart_count,
+        cart_scopes.first_abandoned_at
+    from customer_scopes
+    left join cart_scopes using (email, connection_id)
+{%- endmacro %}
+
+{#- contact_ecommerce_profile incremental (delete+insert on email). Its pre-hook computes
+    pg_temp.contact_ecommerce_profile__scopes (profile_customer_scopes() over every customer and cart:
+    small tables) and pg_temp.contact_ecommerce_profile__rebuild (email), the emails to rebuild whole:
+      - those contact_order_history rebuilt since the cutoff (incremental_contact_changes, 'all');
+      - those whose stored customer and cart columns differ from the fresh scopes, both ways (a hashed
+        symmetric difference): a customer's email, accepts_marketing or landing changed, a cart turned
+        abandoned by the clock with nothing landed, a scope gained or lost (connection disabled).
+    profile_cleanup() then deletes the rows of those emails whose scope is gone. -#}
+{% macro profile_rebuild_relation(part='rebuild') -%}
+    pg_temp.contact_ecommerce_profile__{{ part }}
+{%- endmacro %}
+
+{% macro prepare_profile_rebuild() -%}
+    {%- if not is_incremental() -%}
+    select 1
+    {%- else -%}
+    {%- set compared = 'email, connection_id, accepts_marketing, customer_since, customer_landed_at, '
+                       ~ 'abandoned_cart_count, first_abandoned_at' -%}
+    drop table if exists {{ profile_rebuild_relation('scopes') }};
+    drop table if exists {{ profile_rebuild_relation() }};
+
+    create temporary table contact_ecommerce_profile__scopes as
+    with ecom_customers as (select * from {{ ref('ecom_customers') }}),
+    customers as (select * from {{ ref('int_customers_unioned') }}),
+    abandoned_carts as (select * from {{ ref('abandoned_carts') }}),
+    scopes as ({{ profile_customer_scopes() }})
+    select * from scopes;
+
+    create temporary table contact_ecommerce_profile__rebuild as
+    select email
+    from {{ contact_changes_relation() }}
+    where changed_at >= {{ incremental_cutoff('last_landed_at') }}
+      and connection_id = 'all'
+    union
+    select email
+    from (
+        (
+            select {{ compared }} from {{ profile_rebuild_relation('scopes') }}
+            except
+            select {{ compared }} from {{ this }}
+        )
+        union all
+        (
+            select {{ compared }} from {{ this }}
+            except
+            select {{ compared }} from {{ profile_rebuild_relation('scopes') }}
+        )
+    ) as changed_scopes
+    where email is not null
+    {%- endif -%}
+{%- endmacro %}
+
+{#- Post-hook of contact_ecommerce_profile: a rebuilt email's rows whose customer scope is gone. -#}
+{% macro profile_cleanup() -%}
+    {%- if is_incremental() -%}
+    delete from {{ this }} as profile
+    where profile.email in (select email from {{ profile_rebuild_relation() }})
+      and not exists (
+          select 1 from {{ profile_rebuild_relation('scopes') }} as scopes
+          where scopes.email = profile.email and scopes.connection_id = profile.connection_id
+      )
+    {%- else -%}
+    select 1
+    {%- endif -%}
+{%- endmacro %}

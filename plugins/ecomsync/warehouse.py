@@ -183,6 +183,13 @@ def _copy_text(value: str | None) -> str:
     return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
+def _copy_json(text: str) -> str:
+    """``_copy_text`` of a ``payload_json`` text: only its backslashes need doubling. JSON text never holds a raw
+    tab, newline or carriage return (RFC 8259 §7: control characters in strings are escaped; orjson and the
+    standard library write no whitespace but spaces), so the three other scans of ~7 KB per order are skipped."""
+    return text.replace("\\", "\\\\")
+
+
 class UnstorablePayload(ValueError):
     """The record has a value no JSON text can carry faithfully."""
 
@@ -402,7 +409,7 @@ class Warehouse:
         prefix = f"{_copy_text(connection_id)}\t"
         suffix = f"\t{_copy_text(run_id)}\t{_copy_text(sync_mode)}\t"
         lines = "".join(
-            f"{prefix}{_copy_text(record.pk)}\t{_copy_text(text)}\t"
+            f"{prefix}{_copy_text(record.pk)}\t{_copy_json(text)}\t"
             f"{record.source_updated_at.isoformat() if record.source_updated_at else NULL_FIELD}"
             f"{suffix}{_copy_text(record.flag)}\n" for record, text in rows)
         cur.execute("savepoint landing_direct")
@@ -421,7 +428,7 @@ class Warehouse:
     def _copy_batch(cur, rows: list[tuple[RawRecord, str]]) -> list[RejectedRecord]:
         """COPY the rows into ``landing_batch``; when Postgres refuses the batch, again one row at a time,
         each under a savepoint, so only the refused rows are left out (and returned as rejected)."""
-        lines = [f"{_copy_text(record.pk)}\t{_copy_text(text)}\t"
+        lines = [f"{_copy_text(record.pk)}\t{_copy_json(text)}\t"
                  f"{record.source_updated_at.isoformat() if record.source_updated_at else NULL_FIELD}\t"
                  f"{_copy_text(record.flag)}\t{ordinal}\n" for ordinal, (record, text) in enumerate(rows)]
         statement = "copy landing_batch (pk, payload, source_updated_at, flag, ordinal) from stdin"

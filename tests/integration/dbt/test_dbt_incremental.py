@@ -13,11 +13,13 @@ import psycopg2
 import pytest
 from raw_warehouse_fixture import (
     STORE_A,
+    STORE_B,
     bigcommerce_line,
     bigcommerce_order,
     bigcommerce_refund,
     land,
     land_hand_checked_fixture,
+    rfc2822,
 )
 
 from ecomsync.dbt import DbtRunError, run_dbt
@@ -27,10 +29,11 @@ INCREMENTAL = [
     "intermediate.int_customers_unioned", "intermediate.int_orders_unioned", "intermediate.int_order_lines_enriched",
     "intermediate.int_orders_enriched", "crm.ecom_orders",
     "segments.purchased_products", "segments.purchased_categories",
+    "segments.contact_order_history", "segments.contact_ecommerce_profile",
 ]
 COMPARED = [*INCREMENTAL, "crm.contacts", "crm.ecom_customers",
             "crm.excluded_records", "crm.abandoned_carts", "crm.connections"]
-SELECTOR = ["-s", "+purchased_products", "+purchased_categories", "+path:models/marts/crm"]
+SELECTOR = ["-s", "+purchased_products", "+purchased_categories", "+path:models/marts/crm", "+contact_ecommerce_profile"]
 
 
 def snapshot(url: str, table: str) -> list[tuple]:
@@ -62,9 +65,9 @@ def warehouse(empty_warehouse, dbt_target):
     return url, now
 
 
-def assert_equals_full_refresh(url: str, dbt_target) -> None:
+def assert_equals_full_refresh(url: str, dbt_target, dbt_vars: dict | None = None) -> None:
     incremental = {table: snapshot(url, table) for table in COMPARED}
-    run_dbt(["run", "--full-refresh", *SELECTOR], url, target_path=dbt_target)
+    run_dbt(["run", "--full-refresh", *SELECTOR], url, dbt_vars, target_path=dbt_target)
     for table in COMPARED:
         assert snapshot(url, table) == incremental[table], table
 
@@ -367,3 +370,181 @@ def test_scheduled_tests_of_staging_views_check_recent_landings(warehouse, dbt_t
     assert status_test() == "warn"
     with psycopg2.connect(url) as conn, conn.cursor() as cur:
         cur.execute("delete from raw.bigcommerce_orders where connection_id = %s and pk = '1099'", (STORE_A,))
+
+
+# -- contact_order_history and contact_ecommerce_profile (issue 16): what changes them without an order landing --
+
+def bigcommerce_customer(connection_id: str, customer_id: int, email: str, *, created: str = "2024-01-01T00:00:00Z",
+                         modified: str = "2024-01-01T00:00:00Z") -> tuple:
+    return (connection_id, str(customer_id), {
+        "id": customer_id, "email": email, "first_name": "Pat", "last_name": f"Customer{customer_id}", "phone": "",
+        "date_created": created, "date_modified": modified})
+
+
+def profile(url: str, email: str) -> dict[str, dict]:
+    """The contact's contact_ecommerce_profile rows by connection_id."""
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute("select * from segments.contact_ecommerce_profile where email = %s", (email,))
+        columns = [column.name for column in cur.description]
+        return {row[1]: dict(zip(columns, row, strict=True)) for row in cur.fetchall()}
+
+
+def order_history(url: str, email: str) -> set[tuple]:
+    """(connection_id, order_external_id, order_sequence, running_revenue_cents) of the contact's rows."""
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute("select connection_id, order_external_id, order_sequence, running_revenue_cents "
+                    "from segments.contact_order_history where email = %s", (email,))
+        return set(cur.fetchall())
+
+
+def test_order_archived_later_renumbers_the_contacts_history(warehouse, dbt_target):  # B4, G1, P3
+    url, _ = warehouse
+    # hist@ has an order in store A (January) and one in store B (February): across all connections the
+    # February order is the second. Archiving the January one makes it the first ('all' rows, other store).
+    land(url, "bigcommerce_customers", [bigcommerce_customer(STORE_A, 21, "hist@example.com"),
+                                        bigcommerce_customer(STORE_B, 21, "hist@example.com")])
+    january = bigcommerce_order(1021, 21, 10, email="hist@example.com", total="10.0000",
+                                created="Mon, 01 Jan 2024 10:00:00 +0000", modified="Mon, 01 Jan 2024 10:00:00 +0000",
+                                line_items=[bigcommerce_line(21, 501, "Widget", "10.0000", 1, "W-1")])
+    land(url, "bigcommerce_orders", [(STORE_A, "1021", january)])
+    land(url, "bigcommerce_orders", [(STORE_B, "2021", bigcommerce_order(
+        2021, 21, 10, email="hist@example.com", total="5.0000",
+        created="Thu, 01 Feb 2024 10:00:00 +0000", modified="Thu, 01 Feb 2024 10:00:00 +0000",
+        line_items=[bigcommerce_line(22, 601, "Thing", "5.0000", 1, "T-1")]))])
+    settle(url, dbt_target)
+    assert ("all", "2021", 2, 1500) in order_history(url, "hist@example.com")
+
+    land(url, "bigcommerce_orders", [(STORE_A, "1021", {**january, "is_deleted": True,
+                                                        "date_modified": "Tue, 02 Jan 2024 10:00:00 +0000"})])
+    run_dbt(["run", *SELECTOR], url, target_path=dbt_target)
+    assert order_history(url, "hist@example.com") == {(STORE_B, "2021", 1, 500), ("all", "2021", 1, 500)}
+    assert profile(url, "hist@example.com")["all"]["order_count"] == 1
+    assert_equals_full_refresh(url, dbt_target)
+
+
+def test_account_leaves_an_email_another_account_keeps(warehouse, dbt_target):  # B3, S11, P3
+    url, _ = warehouse
+    # Two store A accounts share pair@, neither has an order: crm.ecom_orders and the order history never
+    # change, only the customer accounts do.
+    land(url, "bigcommerce_customers", [
+        bigcommerce_customer(STORE_A, 18, "pair@example.com", created="2019-05-01T00:00:00Z"),
+        bigcommerce_customer(STORE_A, 19, "pair@example.com", created="2021-05-01T00:00:00Z"),
+    ])
+    settle(url, dbt_target)
+    assert profile(url, "pair@example.com")[STORE_A]["customer_since"] == datetime(2019, 5, 1, tzinfo=UTC)
+
+    # The older account moves to its own email: pair@ is now only the 2021 account's.
+    land(url, "bigcommerce_customers", [bigcommerce_customer(STORE_A, 18, "eighteen@example.com",
+                                                             created="2019-05-01T00:00:00Z",
+                                                             modified="2024-03-12T00:00:00Z")])
+    run_dbt(["run", *SELECTOR], url, target_path=dbt_target)
+    assert profile(url, "pair@example.com")[STORE_A]["customer_since"] == datetime(2021, 5, 1, tzinfo=UTC)
+    assert set(profile(url, "eighteen@example.com")) == {STORE_A, "all"}
+    assert_equals_full_refresh(url, dbt_target)
+
+
+def test_accepts_marketing_flips_with_no_order(warehouse, dbt_target):  # B6, S11, P3
+    url, _ = warehouse
+    land(url, "bigcommerce_customers", [bigcommerce_customer(STORE_A, 22, "optin@example.com")])
+    settle(url, dbt_target)
+    assert not profile(url, "optin@example.com")["all"]["accepts_marketing"]
+
+    # Only a newsletter consent lands (B6): no order, no customer record.
+    land(url, "bigcommerce_subscribers", [(STORE_A, "22", {
+        "id": 22, "email": "optin@example.com", "consents": ["marketing_newsletter"],
+        "date_modified": "2024-03-13T00:00:00Z"})])
+    run_dbt(["run", *SELECTOR], url, target_path=dbt_target)
+    assert profile(url, "optin@example.com")[STORE_A]["accepts_marketing"]
+    assert profile(url, "optin@example.com")["all"]["accepts_marketing"]
+    assert_equals_full_refresh(url, dbt_target)
+
+
+def test_cart_turns_abandoned_with_nothing_landed(warehouse, dbt_target):  # B7, S11, P2, P3
+    url, _ = warehouse
+    # An incomplete checkout (status 0) idle for 30 minutes: not yet a cart at the default 60 minutes
+    # (var abandoned_cart_after_minutes).
+    idle_since = rfc2822(datetime.now(UTC) - timedelta(minutes=30))
+    land(url, "bigcommerce_customers", [bigcommerce_customer(STORE_A, 23, "carter@example.com")])
+    land(url, "bigcommerce_orders", [(STORE_A, "1023", bigcommerce_order(
+        1023, 23, 0, email="carter@example.com", total="7.0000", created=idle_since, modified=idle_since,
+        line_items=[bigcommerce_line(23, 501, "Widget", "7.0000", 1, "W-1")]))])
+    settle(url, dbt_target)
+    assert not profile(url, "carter@example.com")["all"]["has_abandoned_cart"]
+
+    # Time passes, nothing lands: a 20-minute idle time stands for the clock moving past the cart's hour.
+    # A scheduled `dbt build` (models and their data tests, the tests on recent rows only) over it.
+    later = {"abandoned_cart_after_minutes": 20}
+    built = run_dbt(["build", *SELECTOR, "--indirect-selection", "cautious"], url, later, target_path=dbt_target)
+    assert {"contact_ecommerce_profile", "contact_order_history"} <= {
+        node.name for node in built.nodes if node.resource_type == "model"}
+    assert any(node.resource_type == "test" and "contact_ecommerce_profile" in node.name for node in built.nodes)
+    carter = profile(url, "carter@example.com")
+    assert carter[STORE_A]["has_abandoned_cart"] and carter["all"]["abandoned_cart_count"] == 1
+    assert_equals_full_refresh(url, dbt_target, later)
+
+
+def test_connection_disabled_then_enabled_renumbers_the_contacts_history(warehouse, dbt_target):  # B11, G1, P3
+    url, _ = warehouse
+    # two@ has an order in store A (January) and one in store B (February). Disabling store A lands
+    # nothing: its orders leave crm.ecom_orders, and the February order becomes two@'s first across all
+    # connections; enabling it again brings the January order back.
+    land(url, "bigcommerce_customers", [bigcommerce_customer(STORE_A, 24, "two@example.com"),
+                                        bigcommerce_customer(STORE_B, 24, "two@example.com")])
+    land(url, "bigcommerce_orders", [(STORE_A, "1024", bigcommerce_order(
+        1024, 24, 10, email="two@example.com", total="10.0000",
+        created="Mon, 01 Jan 2024 10:00:00 +0000", modified="Mon, 01 Jan 2024 10:00:00 +0000"))])
+    land(url, "bigcommerce_orders", [(STORE_B, "2024", bigcommerce_order(
+        2024, 24, 10, email="two@example.com", total="5.0000",
+        created="Thu, 01 Feb 2024 10:00:00 +0000", modified="Thu, 01 Feb 2024 10:00:00 +0000"))])
+    settle(url, dbt_target)
+    both = {(STORE_A, "1024", 1, 1000), (STORE_B, "2024", 1, 500), ("all", "1024", 1, 1000), ("all", "2024", 2, 1500)}
+    assert order_history(url, "two@example.com") == both
+
+    def set_enabled(enabled: bool) -> None:
+        with psycopg2.connect(url) as conn, conn.cursor() as cur:
+            cur.execute("update state.connections set enabled = %s where connection_id = %s", (enabled, STORE_A))
+
+    set_enabled(False)
+    try:
+        run_dbt(["run", *SELECTOR], url, target_path=dbt_target)
+        assert order_history(url, "two@example.com") == {(STORE_B, "2024", 1, 500), ("all", "2024", 1, 500)}
+        assert_equals_full_refresh(url, dbt_target)
+    finally:
+        set_enabled(True)
+    run_dbt(["run", *SELECTOR], url, target_path=dbt_target)
+    assert order_history(url, "two@example.com") == both
+    assert_equals_full_refresh(url, dbt_target)
+
+
+def test_every_incremental_table_has_its_documented_columns(warehouse, dbt_target):  # P3
+    # An incremental model whose table lacks a documented column is rebuilt whole (macros/upgrade.sql): the YAML
+    # must document exactly what the model builds, or every scheduled run would be a full rebuild.
+    url, _ = warehouse
+    run_dbt(["run", *SELECTOR], url, target_path=dbt_target)
+    manifest = json.loads((dbt_target / "manifest.json").read_text())
+    documented = {f"{node['schema']}.{node['alias']}": set(node["columns"]) for node in manifest["nodes"].values()
+                  if node["resource_type"] == "model" and node["config"]["materialized"] == "incremental"}
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        for table, columns in documented.items():
+            schema, name = table.split(".")
+            cur.execute("select column_name from information_schema.columns where table_schema = %s "
+                        "and table_name = %s", (schema, name))
+            assert columns and columns <= {row[0] for row in cur.fetchall()}, table
+
+
+def test_a_table_an_older_version_of_its_model_built_is_rebuilt_whole(warehouse, dbt_target):  # P3, issue 16
+    # An upgrade: each incremental model's table as an older version left it, without a column the model now
+    # has (here its landing column, which the change detection reads). A scheduled run rebuilds those tables
+    # whole instead of failing until someone runs a full refresh by hand, and they equal a full refresh.
+    url, _ = warehouse
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        for table in INCREMENTAL:
+            schema, name = table.split(".")
+            cur.execute("select column_name from information_schema.columns where table_schema = %s "
+                        "and table_name = %s and column_name in ('last_landed_at', 'landed_at') "
+                        "order by column_name desc limit 1", (schema, name))
+            (column,) = cur.fetchone()
+            cur.execute(f"alter table {table} drop column {column}")
+    summary = run_dbt(["run", *SELECTOR], url, target_path=dbt_target)
+    assert summary.success
+    assert_equals_full_refresh(url, dbt_target)

@@ -1,8 +1,38 @@
+-- depends_on: {{ ref('ecom_customers') }}
+-- depends_on: {{ ref('int_customers_unioned') }}
+-- depends_on: {{ ref('abandoned_carts') }}
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key='email',
+        on_schema_change='append_new_columns',
+        pre_hook="{{ prepare_profile_rebuild() }}",
+        post_hook="{{ profile_cleanup() }}"
+    )
+}}
 {#- One row per contact and connection, plus one per contact across all connections ('all').
     Revenue is a map per currency ({"USD": 12345}): amounts in different currencies are never added.
-    Revenue follows the revenue rule (macros/revenue.sql), as the CRM's totals do; gross beside it. -#}
+    Revenue follows the revenue rule (macros/revenue.sql), as the CRM's totals do; gross beside it.
+    Incremental (macros/segments.sql, prepare_profile_rebuild): a scheduled run rebuilds every row of
+    the emails whose order history was rebuilt or whose customer / abandoned-cart columns differ from a
+    fresh aggregate of those (small) tables. -#}
 with
 
+{% if is_incremental() %}
+rebuild as (
+
+    select email from {{ profile_rebuild_relation() }}
+
+),
+
+scopes as (
+
+    select * from {{ profile_rebuild_relation('scopes') }}
+    where email in (select rebuild.email from rebuild)
+
+),
+{% else %}
 ecom_customers as (
 
     select * from {{ ref('ecom_customers') }}
@@ -15,36 +45,34 @@ customers as (
 
 ),
 
-order_history as (
-
-    select * from {{ ref('contact_order_history') }}
-
-),
-
-orders as (
-
-    select * from {{ ref('ecom_orders') }}
-
-),
-
 abandoned_carts as (
 
     select * from {{ ref('abandoned_carts') }}
 
 ),
 
-customer_scopes as (
+scopes as (
 
-    select
-        ecom_customers.email,
-        coalesce(ecom_customers.connection_id, 'all') as connection_id,
-        bool_or(ecom_customers.accepts_marketing) as accepts_marketing,
-        min(customers.external_created_at) as customer_since
-    from ecom_customers
-    inner join customers
-        on customers.connection_id = ecom_customers.connection_id
-        and customers.customer_external_id = ecom_customers.external_id
-    group by grouping sets ((ecom_customers.email, ecom_customers.connection_id), (ecom_customers.email))
+    {{ profile_customer_scopes() }}
+
+),
+{% endif %}
+
+order_history as (
+
+    select * from {{ ref('contact_order_history') }}
+    {%- if is_incremental() %}
+    where email in (select rebuild.email from rebuild)
+    {%- endif %}
+
+),
+
+orders as (
+
+    select * from {{ ref('ecom_orders') }}
+    {%- if is_incremental() %}
+    where email in (select rebuild.email from rebuild)
+    {%- endif %}
 
 ),
 
@@ -58,6 +86,7 @@ order_totals as (
         sum(product_quantity) as product_count,
         min(ordered_at) as first_order_at,
         max(ordered_at) as last_order_at,
+        max(landed_at) as orders_landed_at,
         bool_or(status in ('Refunded', 'Partially Refunded')) as has_refunded_order
     from order_history
     group by email, connection_id
@@ -112,25 +141,13 @@ last_orders as (
 
 ),
 
-cart_scopes as (
-
-    select
-        email,
-        coalesce(connection_id, 'all') as connection_id,
-        count(*) as abandoned_cart_count,
-        min(abandoned_at) as first_abandoned_at
-    from abandoned_carts
-    group by grouping sets ((email, connection_id), (email))
-
-),
-
 final as (
 
     select
-        customer_scopes.email,
-        customer_scopes.connection_id,
-        customer_scopes.accepts_marketing,
-        customer_scopes.customer_since,
+        scopes.email,
+        scopes.connection_id,
+        scopes.accepts_marketing,
+        scopes.customer_since,
         coalesce(revenue.revenue_cents_by_currency, '{}'::jsonb) as revenue_cents_by_currency,
         coalesce(revenue.gross_revenue_cents_by_currency, '{}'::jsonb) as gross_revenue_cents_by_currency,
         coalesce(order_totals.order_count, 0) as order_count,
@@ -144,15 +161,16 @@ final as (
         last_orders.last_order_currency,
         last_orders.last_order_products,
         coalesce(order_totals.has_refunded_order, false) as has_refunded_order,
-        coalesce(cart_scopes.abandoned_cart_count, 0) > 0 as has_abandoned_cart,
-        coalesce(cart_scopes.abandoned_cart_count, 0) as abandoned_cart_count,
-        cart_scopes.first_abandoned_at
-    from customer_scopes
+        scopes.abandoned_cart_count > 0 as has_abandoned_cart,
+        scopes.abandoned_cart_count,
+        scopes.first_abandoned_at,
+        scopes.customer_landed_at,
+        greatest(scopes.customer_landed_at, order_totals.orders_landed_at) as last_landed_at
+    from scopes
     left join order_totals using (email, connection_id)
     left join revenue using (email, connection_id)
     left join distinct_products using (email, connection_id)
     left join last_orders using (email, connection_id)
-    left join cart_scopes using (email, connection_id)
 
 )
 

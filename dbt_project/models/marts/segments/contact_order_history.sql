@@ -1,12 +1,28 @@
+-- depends_on: {{ ref('int_orders_enriched') }}
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key='email',
+        on_schema_change='append_new_columns',
+        pre_hook="{{ prepare_order_history_rebuild() }}",
+        post_hook="{{ order_history_cleanup() }}"
+    )
+}}
 {#- Every synced order of a contact with running totals, once per connection and once across all
     connections (connection_id = 'all'): the n-th order, revenue and products so far. Revenue follows
     the revenue rule (macros/revenue.sql): it is crm.ecom_orders.total_price_cents, what the CRM sums;
-    the gross (what the order was worth before refunds and failures) is its own column. -#}
+    the gross (what the order was worth before refunds and failures) is its own column.
+    Incremental (macros/segments.sql, prepare_order_history_rebuild): a scheduled run rebuilds every row
+    of the emails whose orders changed; the running totals are per email and scope. -#}
 with
 
 orders as (
 
     select * from {{ ref('ecom_orders') }}
+    {%- if is_incremental() %}
+    where email in (select email from {{ order_history_rebuild_relation() }})
+    {%- endif %}
 
 ),
 
@@ -50,6 +66,7 @@ final as (
         gross_price_cents,
         is_purchase,
         product_quantity,
+        landed_at,
         row_number() over contact_orders as order_sequence,
         sum(product_quantity) over contact_orders as running_product_count,
         sum(total_price_cents) over (
