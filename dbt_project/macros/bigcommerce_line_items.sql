@@ -1,10 +1,13 @@
 {#- The order products of BigCommerce orders, one row per line as the API sent it (include=consignments.line_items,
     consignment_structure=object: consignments.{shipping|pickups|…}[].line_items[], every consignment kind), for
     the staging models that read lines: stg_bigcommerce__order_line_items and stg_bigcommerce__order_line_discounts.
-    Columns: connection_id, order_id, currency_code (the order's transactional currency), consignment_number,
-    position_in_consignment, line_item_id (the line's `id`; a line without one keeps its place as
-    `<consignment>.<position>`, so both models name it alike), line_item (the object).
-    A line repeated in two consignments appears twice: the models keep its first appearance.
+    Columns: connection_id, order_id, currency_code (the order's transactional currency), consignment_kind
+    (`shipping`, `pickups`, …), consignment_number (within its kind), position_in_consignment, line_item_id (the
+    line's `id`; a line without one keeps its place as `<kind>.<consignment>.<position>` — consignments are
+    numbered within their kind, so the kind keeps two such lines apart — and both models name it alike),
+    line_item (the object).
+    A line repeated in two consignments appears twice: the models keep its first appearance in
+    (kind, consignment, position) order.
 
     Each order's payload is read once, not once per line: the OFFSET 0 keeps the lateral subquery from being
     inlined, so `payload -> 'consignments'` (which detoasts the whole order) is evaluated once per order.
@@ -16,9 +19,12 @@
         orders.connection_id,
         orders.pk as order_id,
         order_fields.currency_code,
+        kind.name as consignment_kind,
         consignment.ordinality as consignment_number,
         line_item.ordinality as position_in_consignment,
-        coalesce(line_item.value ->> 'id', consignment.ordinality || '.' || line_item.ordinality) as line_item_id,
+        coalesce(
+            line_item.value ->> 'id', kind.name || '.' || consignment.ordinality || '.' || line_item.ordinality
+        ) as line_item_id,
         line_item.value as line_item
     from {{ orders }} as orders
     cross join lateral (  -- noqa: ST05

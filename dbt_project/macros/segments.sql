@@ -107,7 +107,11 @@
 
 {% macro prepare_order_history_rebuild() -%}
     {%- if not is_incremental() -%}
-    select 1
+    -- built whole (first build, --full-refresh, or an older table upgraded: macros/upgrade.sql): when, so that
+    -- contact_ecommerce_profile rebuilds every email once if it was not built whole after it
+    insert into {{ incremental_watermarks_relation() }} (model, built_from)
+    values ('{{ this.identifier }}__built_whole', '{{ run_started_at.isoformat() }}'::timestamptz)
+    on conflict (model) do update set built_from = excluded.built_from
     {%- else -%}
     drop table if exists {{ order_history_rebuild_relation() }};
 
@@ -129,6 +133,8 @@
         on modelled.order_key = synced.order_key and modelled.email = synced.email
     where (synced.order_key is null or modelled.order_key is null)
       and coalesce(synced.email, modelled.email) is not null;
+
+    analyze {{ order_history_rebuild_relation() }};  -- a temporary table: autovacuum never analyses it
 
     insert into {{ contact_changes_relation() }} (email, connection_id, changed_at)
     select email, 'all', now() from {{ order_history_rebuild_relation() }}
@@ -203,7 +209,11 @@
       - those contact_order_history rebuilt since the cutoff (incremental_contact_changes, 'all');
       - those whose stored customer and cart columns differ from the fresh scopes, both ways (a hashed
         symmetric difference): a customer's email, accepts_marketing or landing changed, a cart turned
-        abandoned by the clock with nothing landed, a scope gained or lost (connection disabled).
+        abandoned by the clock with nothing landed, a scope gained or lost (connection disabled);
+      - every email, once, when contact_order_history was built whole after this model's last build
+        (intermediate.incremental_watermarks 'contact_order_history__built_whole': a --full-refresh of it
+        alone, or its table upgraded, macros/upgrade.sql), as its rows may all have changed.
+    The temporary tables are analysed (autovacuum never reaches them).
     profile_cleanup() then deletes the rows of those emails whose scope is gone. -#}
 {% macro profile_rebuild_relation(part='rebuild') -%}
     pg_temp.contact_ecommerce_profile__{{ part }}
@@ -224,6 +234,8 @@
     abandoned_carts as (select * from {{ ref('abandoned_carts') }}),
     scopes as ({{ profile_customer_scopes() }})
     select * from scopes;
+
+    analyze {{ profile_rebuild_relation('scopes') }};  -- a temporary table: autovacuum never analyses it
 
     create temporary table contact_ecommerce_profile__rebuild as
     select email
@@ -246,6 +258,25 @@
         )
     ) as changed_scopes
     where email is not null
+    union
+    -- contact_order_history was built whole after this model's last build (its rows may all have changed):
+    -- every email, once
+    select email
+    from {{ ref('contact_order_history') }}
+    where connection_id = 'all'
+      and (select built_from from {{ incremental_watermarks_relation() }}
+           where model = 'contact_order_history__built_whole')
+          > coalesce((select built_from from {{ incremental_watermarks_relation() }}
+                      where model = '{{ this.identifier }}'), '-infinity'::timestamptz)
+    union
+    select email
+    from {{ this }}
+    where (select built_from from {{ incremental_watermarks_relation() }}
+           where model = 'contact_order_history__built_whole')
+          > coalesce((select built_from from {{ incremental_watermarks_relation() }}
+                      where model = '{{ this.identifier }}'), '-infinity'::timestamptz);
+
+    analyze {{ profile_rebuild_relation() }};
     {%- endif -%}
 {%- endmacro %}
 

@@ -548,3 +548,16 @@ def test_a_table_an_older_version_of_its_model_built_is_rebuilt_whole(warehouse,
     summary = run_dbt(["run", *SELECTOR], url, target_path=dbt_target)
     assert summary.success
     assert_equals_full_refresh(url, dbt_target)
+
+
+def test_history_rebuilt_whole_alone_rebuilds_every_profile(warehouse, dbt_target):  # P3, issue 16
+    # contact_order_history built whole on its own (a --full-refresh of it alone, or its table upgraded) may have
+    # changed every row: the next scheduled run rebuilds every email of the profile, not only the changed ones.
+    url, _ = warehouse
+    run_dbt(["run", *SELECTOR], url, target_path=dbt_target)
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        # what a whole rebuild of the history can change without any landing (say, a changed revenue rule)
+        cur.execute("update segments.contact_ecommerce_profile set order_count = order_count + 100")
+    run_dbt(["run", "--full-refresh", "-s", "contact_order_history"], url, target_path=dbt_target)
+    run_dbt(["run", *SELECTOR], url, target_path=dbt_target)
+    assert_equals_full_refresh(url, dbt_target)

@@ -18,6 +18,7 @@ discounts as (
         line_items.order_id,
         line_items.currency_code,
         line_items.line_item_id,
+        line_items.consignment_kind,
         line_items.consignment_number,
         line_items.position_in_consignment,
         discount.value as discount,
@@ -47,7 +48,9 @@ renamed as (
         {{ is_unreadable("discount ->> 'amount'", safe_numeric("discount ->> 'amount'")) }} as has_unreadable_amount
 
     from discounts
-    order by connection_id, order_id, line_item_id, discount_number, consignment_number, position_in_consignment
+    order by
+        connection_id, order_id, line_item_id, discount_number, consignment_kind, consignment_number,
+        position_in_consignment
 
 )
 

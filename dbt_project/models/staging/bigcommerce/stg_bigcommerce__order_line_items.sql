@@ -18,7 +18,7 @@ renamed as (
     select distinct on (connection_id, order_id, line_item_id)
         connection_id,
         order_id,
-        -- a line without an id keeps its place as `<consignment>.<position>`
+        -- a line without an id keeps its place as `<kind>.<consignment>.<position>`
         line_item_id,
         {{ safe_bigint("line_item ->> 'id'") }} as line_item_number,
         nullif(trim(line_item ->> 'product_id'), '') as product_id,
@@ -35,7 +35,7 @@ renamed as (
         ) as has_unreadable_value
 
     from line_items
-    order by connection_id, order_id, line_item_id, consignment_number, position_in_consignment
+    order by connection_id, order_id, line_item_id, consignment_kind, consignment_number, position_in_consignment
 
 )
 
