@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bench.context import BenchContext, StageResult
 from ecomsync.sources import bigcommerce
-from ecomsync.warehouse import NULL_FIELD, RawRecord, Warehouse, _copy_json, _copy_text, payload_json
+from ecomsync.warehouse import RawRecord, Warehouse, payload_json, raw_copy_lines
 
 PAGE = 250  # what the orders stream lands per transaction
 ROUNDS = 3
@@ -96,11 +96,8 @@ def raw_shaped_lines(files: dict[str, Path], work_dir: Path) -> Path:
     with path.open("w") as out:
         for connection_id, source in files.items():
             for page in pages(source):
-                for record in page:
-                    out.write("\t".join((
-                        _copy_text(connection_id), _copy_text(record.pk), _copy_json(payload_json(record.payload)),
-                        record.source_updated_at.isoformat() if record.source_updated_at else NULL_FIELD,
-                        "bench-landing", "historical", _copy_text(record.flag))) + "\n")
+                out.write(raw_copy_lines(connection_id, [(record, payload_json(record.payload)) for record in page],
+                                         "bench-landing", "historical"))
     return path
 
 

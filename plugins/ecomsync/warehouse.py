@@ -190,6 +190,17 @@ def _copy_json(text: str) -> str:
     return text.replace("\\", "\\\\")
 
 
+def raw_copy_lines(connection_id: str, rows: list[tuple[RawRecord, str]], run_id: str, sync_mode: str) -> str:
+    """``rows`` (record, its ``payload_json`` text) as COPY text lines of a raw table's columns ``connection_id, pk,
+    payload, source_updated_at, run_id, sync_mode, flag`` (``loaded_at`` is left to its default)."""
+    prefix = f"{_copy_text(connection_id)}\t"
+    suffix = f"\t{_copy_text(run_id)}\t{_copy_text(sync_mode)}\t"
+    return "".join(
+        f"{prefix}{_copy_text(record.pk)}\t{_copy_json(text)}\t"
+        f"{record.source_updated_at.isoformat() if record.source_updated_at else NULL_FIELD}"
+        f"{suffix}{_copy_text(record.flag)}\n" for record, text in rows)
+
+
 class UnstorablePayload(ValueError):
     """The record has a value no JSON text can carry faithfully."""
 
@@ -406,12 +417,7 @@ class Warehouse:
                     .format(table=sql.Identifier(table)), (connection_id, keys))
         if cur.fetchone()[0]:
             return False
-        prefix = f"{_copy_text(connection_id)}\t"
-        suffix = f"\t{_copy_text(run_id)}\t{_copy_text(sync_mode)}\t"
-        lines = "".join(
-            f"{prefix}{_copy_text(record.pk)}\t{_copy_json(text)}\t"
-            f"{record.source_updated_at.isoformat() if record.source_updated_at else NULL_FIELD}"
-            f"{suffix}{_copy_text(record.flag)}\n" for record, text in rows)
+        lines = raw_copy_lines(connection_id, rows, run_id, sync_mode)
         cur.execute("savepoint landing_direct")
         try:
             # loaded_at: its column default now(), the transaction's time, as on the general path
