@@ -612,14 +612,15 @@ def test_the_clock_moves_a_contact_out_of_a_recent_order_segment(warehouse, dbt_
 def test_a_segment_added_to_the_catalogue_reaches_every_contact(warehouse, dbt_target):  # G1, B13, P3
     url, _ = warehouse
     settle(url, dbt_target)
-    # An analyst adds order_count_gte_3 (a threshold var): the catalogue's SQL changed, nothing landed.
-    more = {"segment_order_count_thresholds": [1, 2, 3, 5, 10]}
+    # An analyst adds product_count_gte_2 (a threshold var): the catalogue's SQL changed, nothing landed.
+    more = {"segment_product_count_thresholds": [1, 2, 5, 10]}
     run_dbt(["run", *SELECTOR], url, more, target_path=dbt_target)
     with psycopg2.connect(url) as conn, conn.cursor() as cur:
-        cur.execute("select count(*) from segments.contact_order_history where order_sequence >= 3")
-        assert cur.fetchone()[0] > 0
-        cur.execute("select count(*) from segments.segment_members where segment_key = 'order_count_gte_3'")
-        assert cur.fetchone()[0] > 0
+        cur.execute("select count(distinct (email, connection_id)) from segments.contact_order_history "
+                    "where running_product_count >= 2")
+        expected = cur.fetchone()[0]
+        cur.execute("select count(*) from segments.segment_members where segment_key = 'product_count_gte_2'")
+        assert cur.fetchone()[0] == expected > 0
     assert_equals_full_refresh(url, dbt_target, more)
 
 
