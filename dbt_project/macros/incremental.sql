@@ -41,10 +41,11 @@
 
 {#- intermediate.incremental_contact_changes: contacts (email, connection_id) a scheduled build changed,
     when, and which model recorded them (recorded_by):
-      - crm.ecom_orders: the contacts it took an order from, recorded by its pre-hook before it replaces or
-        deletes the order's row: an order whose customer's email changed leaves the contact of its old
-        email, which the purchase bridges and contact_order_history must rebuild too (another account may
-        share that email);
+      - crm.ecom_orders: the contacts it took an order from, recorded by its pre-hook before it replaces
+        the order's row (an order whose customer's email changed leaves the contact of its old email, which
+        the purchase bridges and contact_order_history must rebuild too: another account may share that
+        email) and by its post-hook as it deletes the rows that no longer sync (an order erased from raw
+        with nothing landed);
       - contact_order_history and contact_ecommerce_profile: the emails they rebuilt (connection_id 'all'),
         for contact_ecommerce_profile and segment_members.
     Each reader takes the rows recorded since its cutoff; rows older than twice the look-back are purged. -#}
@@ -94,8 +95,9 @@
     overridden): on a scheduled run a test checks only the rows landed within the look-back plus a day
     — what that run can have written or read anew; with --full-refresh, or var data_tests_on_all_rows:
     true, it checks every row. The landing condition:
-      - an incremental model: its `last_landed_at` if it documents one, else its `evaluated_at` (when a build
-        last rebuilt the row: segment_members), else `landed_at`;
+      - an incremental model documenting `evaluated_at` (when a build rebuilt the row: segment_members): the
+        rows its latest build rebuilt (evaluated_at >= its watermark), as it is not landed but evaluated;
+      - another incremental model: its `last_landed_at` if it documents one, else `landed_at`;
       - a staging view documenting `loaded_at`: that column (the filter reaches the raw table's scan);
       - a staging view whose meta names `landed_with: {column, source}` (a view of rows unnested from
         a raw record, e.g. an order's lines): `column = any(array(<keys of that source landed recently>))`,
@@ -110,9 +112,12 @@
     {%- if tested and not flags.FULL_REFRESH and not var('data_tests_on_all_rows', false) -%}
         {%- set recent = "now() - interval '" ~ (var('incremental_lookback_hours') + 24) ~ " hours'" -%}
         {%- set landed_with = tested.config.meta.get('landed_with') -%}
-        {%- if tested.config.materialized == 'incremental' -%}
-            {%- set column = 'last_landed_at' if 'last_landed_at' in tested.columns
-                             else 'evaluated_at' if 'evaluated_at' in tested.columns else 'landed_at' -%}
+        {%- if tested.config.materialized == 'incremental' and 'evaluated_at' in tested.columns -%}
+            {%- do conditions.append("evaluated_at >= coalesce((select built_from from "
+                                     ~ incremental_watermarks_relation() ~ " where model = '"
+                                     ~ tested.alias ~ "'), '-infinity')") -%}
+        {%- elif tested.config.materialized == 'incremental' -%}
+            {%- set column = 'last_landed_at' if 'last_landed_at' in tested.columns else 'landed_at' -%}
             {%- do conditions.append(column ~ ' >= ' ~ recent) -%}
         {%- elif tested.config.materialized == 'view' and 'loaded_at' in tested.columns -%}
             {%- do conditions.append('loaded_at >= ' ~ recent) -%}
@@ -131,10 +136,16 @@
 
 {#- Post-hook of an incremental mart: delete the rows whose key no longer passes the mart's filter
     upstream (an order that became excluded, a customer whose email became invalid, a disabled
-    connection). delete+insert only replaces keys present in the new batch, so without this a row that
-    should leave would stay. A hash anti-join on typed key columns: cheap next to rebuilding. -#}
-{% macro delete_rows_not_in(keys, upstream, upstream_keys, where) -%}
+    connection, an order whose raw record is gone). delete+insert only replaces keys present in the new
+    batch, so without this a row that should leave would stay. A hash anti-join on typed key columns:
+    cheap next to rebuilding. record_contacts: also record the (email, connection_id) of the deleted rows in
+    intermediate.incremental_contact_changes (crm.ecom_orders: an order erased with nothing landed leaves
+    its contact's purchase bridges, which would not otherwise know it). -#}
+{% macro delete_rows_not_in(keys, upstream, upstream_keys, where, record_contacts=false) -%}
     {%- if is_incremental() -%}
+    {%- if record_contacts %}
+    with deleted as (
+    {%- endif %}
     delete from {{ this }} as target
     where not exists (
         select 1 from {{ upstream }} as upstream
@@ -143,6 +154,14 @@
         {%- endfor %}
           and ({{ where }})
     )
+    {%- if record_contacts %}
+    returning target.email, target.connection_id
+    )
+    insert into {{ contact_changes_relation() }} (email, connection_id, changed_at, recorded_by)
+    select distinct email, connection_id, now(), '{{ this.identifier }}'
+    from deleted
+    where email is not null
+    {%- endif %}
     {%- else -%}
     select 1
     {%- endif -%}

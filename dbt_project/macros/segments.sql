@@ -1,6 +1,7 @@
 {#- segment(): one entry of the segment catalogue (macros/segment_catalogue.sql), as a mapping:
     sql (its rows (email, connection_id, segment_key, since) over every row of `from`), rebuild_sql (the same
-    over the emails an incremental build of segment_members rebuilds), from, within_days.
+    over the CTE rebuilt_<from>: the rows of the emails an incremental build of segment_members rebuilds),
+    from, within_days.
 
     key            the segment's name, e.g. 'vip_customer'
     from           a segments model with `email` and `connection_id` columns that segment_members can follow
@@ -37,14 +38,10 @@
     {%- set condition -%}
         ({{ where }}){% if within_days %} and {{ within_days[0] }} >= now() - interval '{{ within_days[1] | int }} days'{% endif %}
     {%- endset -%}
-    {%- set relation = ref(from) -%}
-    {%- set rebuilt_rows -%}
-        (select * from {{ relation }} where email in (select email from {{ segment_rebuild_relation() }}))
-    {%- endset -%}
     {%- do return({
             'key': key, 'from': from, 'within_days': within_days,
-            'sql': segment_rows(key, relation, condition, since, key_suffix, roll_up_to_all),
-            'rebuild_sql': segment_rows(key, rebuilt_rows, condition, since, key_suffix, roll_up_to_all)}) -%}
+            'sql': segment_rows(key, ref(from), condition, since, key_suffix, roll_up_to_all),
+            'rebuild_sql': segment_rows(key, 'rebuilt_' ~ from, condition, since, key_suffix, roll_up_to_all)}) -%}
 {%- endmacro %}
 
 {% macro segment_rows(key, rows, condition, since, key_suffix, roll_up_to_all) -%}

@@ -186,7 +186,9 @@ def test_late_square_payment_within_the_lookback(warehouse, dbt_target):  # S4, 
 def test_raw_record_erased_leaves_every_incremental_model(warehouse, dbt_target):  # P5, P3
     url, _ = warehouse
     # ecomsync.privacy erases raw records (and crm/segments rows); the incremental intermediate
-    # models must not keep, nor later re-publish, an order whose raw record is gone.
+    # models must not keep, nor later re-publish, an order whose raw record is gone. Everything landed long
+    # ago (settle): the order's contact, who keeps another order, learns it from the deletion alone.
+    settle(url, dbt_target)
     with psycopg2.connect(url) as conn, conn.cursor() as cur:
         cur.execute("delete from raw.bigcommerce_orders where connection_id = %s and pk = '1005'", (STORE_A,))
     run_dbt(["run", *SELECTOR], url, target_path=dbt_target)
@@ -656,3 +658,27 @@ def test_a_source_built_whole_alone_rebuilds_every_segment_member(warehouse, dbt
     run_dbt(["run", "--full-refresh", "-s", "purchased_products"], url, target_path=dbt_target)
     run_dbt(["run", *SELECTOR], url, target_path=dbt_target)
     assert_equals_full_refresh(url, dbt_target)
+
+
+def test_scheduled_data_tests_of_segment_members_check_the_latest_build(warehouse, dbt_target):  # P2, P3
+    # segment_members is evaluated, not landed: a scheduled test checks the rows its latest build rebuilt.
+    url, _ = warehouse
+    run_dbt(["run", *SELECTOR], url, target_path=dbt_target)
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:  # a broken row an earlier build left
+        cur.execute("""insert into segments.segment_members (email, connection_id, segment_key, since, evaluated_at)
+                       select email, connection_id, null, since,
+                              (select built_from - interval '1 hour' from intermediate.incremental_watermarks
+                               where model = 'segment_members')
+                       from segments.segment_members limit 1""")
+    scheduled = ["test", "-s", "segment_members", "--indirect-selection", "cautious"]
+    assert run_dbt(scheduled, url, target_path=dbt_target).success
+    with pytest.raises(DbtRunError) as failure:
+        run_dbt(scheduled, url, {"data_tests_on_all_rows": True}, target_path=dbt_target)
+    assert any(node.name.startswith("not_null_segment_members_segment_key")
+               for node in failure.value.summary.failed_nodes)
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:  # the same row written by the latest build
+        cur.execute("update segments.segment_members set evaluated_at = (select built_from from "
+                    "intermediate.incremental_watermarks where model = 'segment_members') where segment_key is null")
+    with pytest.raises(DbtRunError):
+        run_dbt(scheduled, url, target_path=dbt_target)
+    run_dbt(["run", "--full-refresh", "-s", "segment_members"], url, target_path=dbt_target)

@@ -16,6 +16,18 @@
 {%- set part = 'rebuild_sql' if is_incremental() else 'sql' -%}
 
 with
+{%- if is_incremental() %}
+{%- for source in segments | map(attribute='from') | unique %}
+
+-- the rows of the rebuilt emails, read once for all the segments over {{ source }}
+rebuilt_{{ source }} as materialized (
+
+    select * from {{ ref(source) }}
+    where email in (select email from {{ segment_rebuild_relation() }})
+
+),
+{%- endfor %}
+{%- endif %}
 
 members as (
 
