@@ -11,11 +11,12 @@
     key_suffix     an expression that splits the segment per value (key 'purchased_category:shoes')
     roll_up_to_all also emit connection_id = 'all' for contacts matching in any connection — only
                    right for "has any …" conditions; thresholds read models that carry 'all' rows.
-    within_days    (column, days): the row must also have `column` within the last `days` days of the
-                   build (`column >= now() - days`), e.g. ('last_order_at', 90). The only way a segment may
-                   depend on the clock: a scheduled build then knows which contacts the passing days move in
-                   or out (those whose `column` crossed the window since its previous build) and rebuilds
-                   only them (prepare_segment_rebuild).
+    within_days    (column, days): the row must also have `column` within the last `days` whole days
+                   (`column >= <today's midnight UTC> - days`: membership changes once a day, at 00:00 UTC),
+                   e.g. ('last_order_at', 90). The only way a segment may depend on the clock: a scheduled
+                   build then knows which contacts the passing days move out (those whose `column` crossed
+                   the window's edge since its previous build) and rebuilds only them
+                   (prepare_segment_rebuild), and when the next such day starts (macros/clock.sql).
 
     Example (add it to macros/segment_catalogue.sql):
         {%- do segments.append(segment('vip_customer', from='contact_ecommerce_profile',
@@ -36,7 +37,7 @@
                 ~ segment_sources() | join(", ") ~ " (the models that record the contacts they change)") -%}
     {%- endif -%}
     {%- set condition -%}
-        ({{ where }}){% if within_days %} and {{ within_days[0] }} >= now() - interval '{{ within_days[1] | int }} days'{% endif %}
+        ({{ where }}){% if within_days %} and {{ within_days[0] }} >= {{ utc_day_start() }} - interval '{{ within_days[1] | int }} days'{% endif %}
     {%- endset -%}
     {%- do return({
             'key': key, 'from': from, 'within_days': within_days,
@@ -78,8 +79,8 @@
       - the emails its sources rebuilt since the cutoff (intermediate.incremental_contact_changes: every row,
         whichever model recorded it);
       - for each segment with within_days (column, days): the emails whose `column` crossed the window's edge
-        since the previous build, i.e. lies in [cutoff - days, now() - days] — the passing days moved them
-        in or out;
+        since the previous build, i.e. lies in [midnight UTC of the cutoff's day - days, today's midnight UTC
+        - days) — the days begun since moved them out;
       - every email (of the sources and of the table), when the catalogue's SQL differs from the one the table
         was built with (intermediate.incremental_watermarks.definition_hash: a segment added, a threshold
         var changed), when one of the sources was built whole after the previous build
@@ -113,11 +114,11 @@
     where changed_at >= {{ cutoff }}
     {%- for segment in segments if segment.within_days %}
     union
-    -- {{ segment.key }}: moved in or out of its {{ segment.within_days[1] | int }}-day window by the clock
+    -- {{ segment.key }}: moved out of its {{ segment.within_days[1] | int }}-day window by the days begun since
     select email
     from {{ ref(segment['from']) }}
-    where {{ segment.within_days[0] }} >= {{ cutoff }} - interval '{{ segment.within_days[1] | int }} days'
-      and {{ segment.within_days[0] }} <= now() - interval '{{ segment.within_days[1] | int }} days'
+    where {{ segment.within_days[0] }} >= {{ utc_day_start(cutoff) }} - interval '{{ segment.within_days[1] | int }} days'
+      and {{ segment.within_days[0] }} < {{ utc_day_start() }} - interval '{{ segment.within_days[1] | int }} days'
     {%- endfor %}
     {%- for source in sources %}
     union
@@ -151,12 +152,17 @@
     )
 {%- endmacro %}
 
-{#- Post-hook of segment_members: the catalogue's SQL the table now holds (its hash, see prepare_segment_rebuild). -#}
+{#- Post-hook of segment_members: the catalogue's SQL the table now holds (its hash, see prepare_segment_rebuild),
+    and when the clock next changes a membership (macros/clock.sql): the next midnight UTC if a segment has a
+    within_days window. -#}
 {% macro record_segment_catalogue() -%}
+    {%- set segments = segment_catalogue() -%}
     insert into {{ incremental_watermarks_relation() }} (model, built_from, definition_hash)
     values ('{{ this.identifier }}', '{{ run_started_at.isoformat() }}'::timestamptz,
-            '{{ segment_catalogue_hash(segment_catalogue()) }}')
-    on conflict (model) do update set definition_hash = excluded.definition_hash
+            '{{ segment_catalogue_hash(segments) }}')
+    on conflict (model) do update set definition_hash = excluded.definition_hash;
+
+    {{ record_clock_due(utc_day_start() ~ " + interval '1 day'" if segments | selectattr('within_days') | list else 'null') }}
 {%- endmacro %}
 
 {#- Product lines of synced orders, for the incremental purchase bridges. Incrementally, only contacts
