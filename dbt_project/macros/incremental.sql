@@ -29,18 +29,26 @@
         model text primary key,
         built_from timestamptz not null
     );
+    -- what a model's rows were built by, where its SQL can change without its columns (segment_members)
+    alter table {{ incremental_watermarks_relation() }} add column if not exists definition_hash text;
     create table if not exists {{ contact_changes_relation() }} (
         email text not null,
         connection_id text not null,
         changed_at timestamptz not null
-    )
+    );
+    alter table {{ contact_changes_relation() }} add column if not exists recorded_by text
 {%- endmacro %}
 
-{#- intermediate.incremental_contact_changes: the contacts (email, connection_id) a scheduled build of
-    crm.ecom_orders took an order from, recorded by its pre-hook before it replaces or deletes the
-    order's row: an order whose customer's email changed leaves the contact of its old email, which the
-    purchase bridges must rebuild too (another account may share that email). The bridges read the
-    rows recorded since their cutoff; rows older than twice the look-back are purged. -#}
+{#- intermediate.incremental_contact_changes: contacts (email, connection_id) a scheduled build changed,
+    when, and which model recorded them (recorded_by):
+      - crm.ecom_orders: the contacts it took an order from, recorded by its pre-hook before it replaces
+        the order's row (an order whose customer's email changed leaves the contact of its old email, which
+        the purchase bridges and contact_order_history must rebuild too: another account may share that
+        email) and by its post-hook as it deletes the rows that no longer sync (an order erased from raw
+        with nothing landed);
+      - contact_order_history and contact_ecommerce_profile: the emails they rebuilt (connection_id 'all'),
+        for contact_ecommerce_profile and segment_members.
+    Each reader takes the rows recorded since its cutoff; rows older than twice the look-back are purged. -#}
 {% macro contact_changes_relation() -%}
     intermediate.incremental_contact_changes
 {%- endmacro %}
@@ -52,8 +60,8 @@
     delete from {{ contact_changes_relation() }}
     where changed_at < now() - interval '{{ 2 * var("incremental_lookback_hours") }} hours';
 
-    insert into {{ contact_changes_relation() }} (email, connection_id, changed_at)
-    select distinct previous.email, previous.connection_id, now()
+    insert into {{ contact_changes_relation() }} (email, connection_id, changed_at, recorded_by)
+    select distinct previous.email, previous.connection_id, now(), '{{ this.identifier }}'
     from {{ this }} as previous
     where previous.email is not null
       and (previous.connection_id, previous.external_id) in (
@@ -65,13 +73,20 @@
 {%- endmacro %}
 
 {#- Post-hook of every model (dbt_project.yml), a no-op but on incremental ones: this build read
-    everything landed before it started (run_started_at, UTC), less what the look-back re-reads next time. -#}
+    everything landed before it started (run_started_at, UTC), less what the look-back re-reads next time.
+    A build of the whole table (first build, --full-refresh, an older table upgraded: macros/upgrade.sql) is
+    also recorded as '<model>__built_whole': the models incremental on it (contact_ecommerce_profile on
+    contact_order_history, segment_members on its sources) then rebuild every email once, as every row of
+    it may have changed. -#}
 {% macro record_incremental_watermark() -%}
     {%- if model.config.materialized != 'incremental' -%}
     select 1
     {%- else -%}
     insert into {{ incremental_watermarks_relation() }} (model, built_from)
     values ('{{ this.identifier }}', '{{ run_started_at.isoformat() }}'::timestamptz)
+    {%- if not is_incremental() %},
+           ('{{ this.identifier }}__built_whole', '{{ run_started_at.isoformat() }}'::timestamptz)
+    {%- endif %}
     on conflict (model) do update set built_from = excluded.built_from
     {%- endif -%}
 {%- endmacro %}
@@ -80,7 +95,9 @@
     overridden): on a scheduled run a test checks only the rows landed within the look-back plus a day
     — what that run can have written or read anew; with --full-refresh, or var data_tests_on_all_rows:
     true, it checks every row. The landing condition:
-      - an incremental model: its `last_landed_at` if it documents one, else `landed_at`;
+      - an incremental model documenting `evaluated_at` (when a build rebuilt the row: segment_members): the
+        rows its latest build rebuilt (evaluated_at >= its watermark), as it is not landed but evaluated;
+      - another incremental model: its `last_landed_at` if it documents one, else `landed_at`;
       - a staging view documenting `loaded_at`: that column (the filter reaches the raw table's scan);
       - a staging view whose meta names `landed_with: {column, source}` (a view of rows unnested from
         a raw record, e.g. an order's lines): `column = any(array(<keys of that source landed recently>))`,
@@ -95,7 +112,11 @@
     {%- if tested and not flags.FULL_REFRESH and not var('data_tests_on_all_rows', false) -%}
         {%- set recent = "now() - interval '" ~ (var('incremental_lookback_hours') + 24) ~ " hours'" -%}
         {%- set landed_with = tested.config.meta.get('landed_with') -%}
-        {%- if tested.config.materialized == 'incremental' -%}
+        {%- if tested.config.materialized == 'incremental' and 'evaluated_at' in tested.columns -%}
+            {%- do conditions.append("evaluated_at >= coalesce((select built_from from "
+                                     ~ incremental_watermarks_relation() ~ " where model = '"
+                                     ~ tested.alias ~ "'), '-infinity')") -%}
+        {%- elif tested.config.materialized == 'incremental' -%}
             {%- set column = 'last_landed_at' if 'last_landed_at' in tested.columns else 'landed_at' -%}
             {%- do conditions.append(column ~ ' >= ' ~ recent) -%}
         {%- elif tested.config.materialized == 'view' and 'loaded_at' in tested.columns -%}
@@ -115,10 +136,16 @@
 
 {#- Post-hook of an incremental mart: delete the rows whose key no longer passes the mart's filter
     upstream (an order that became excluded, a customer whose email became invalid, a disabled
-    connection). delete+insert only replaces keys present in the new batch, so without this a row that
-    should leave would stay. A hash anti-join on typed key columns: cheap next to rebuilding. -#}
-{% macro delete_rows_not_in(keys, upstream, upstream_keys, where) -%}
+    connection, an order whose raw record is gone). delete+insert only replaces keys present in the new
+    batch, so without this a row that should leave would stay. A hash anti-join on typed key columns:
+    cheap next to rebuilding. record_contacts: also record the (email, connection_id) of the deleted rows in
+    intermediate.incremental_contact_changes (crm.ecom_orders: an order erased with nothing landed leaves
+    its contact's purchase bridges, which would not otherwise know it). -#}
+{% macro delete_rows_not_in(keys, upstream, upstream_keys, where, record_contacts=false) -%}
     {%- if is_incremental() -%}
+    {%- if record_contacts %}
+    with deleted as (
+    {%- endif %}
     delete from {{ this }} as target
     where not exists (
         select 1 from {{ upstream }} as upstream
@@ -127,6 +154,14 @@
         {%- endfor %}
           and ({{ where }})
     )
+    {%- if record_contacts %}
+    returning target.email, target.connection_id
+    )
+    insert into {{ contact_changes_relation() }} (email, connection_id, changed_at, recorded_by)
+    select distinct email, connection_id, now(), '{{ this.identifier }}'
+    from deleted
+    where email is not null
+    {%- endif %}
     {%- else -%}
     select 1
     {%- endif -%}

@@ -1,34 +1,168 @@
-{#- segment(): one entry of the segment catalogue, as rows (email, connection_id, segment_key, since).
+{#- segment(): one entry of the segment catalogue (macros/segment_catalogue.sql), as a mapping:
+    sql (its rows (email, connection_id, segment_key, since) over every row of `from`), rebuild_sql (the same
+    over the CTE rebuilt_<from>: the rows of the emails an incremental build of segment_members rebuilds),
+    from, within_days.
 
     key            the segment's name, e.g. 'vip_customer'
-    from           a segments model with `email` and `connection_id` columns
-    where          the condition on one row of `from`
+    from           a segments model with `email` and `connection_id` columns that segment_members can follow
+                   incrementally (one of SEGMENT_SOURCES below)
+    where          the condition on one row of `from`; it must not read the clock (now(), current_date, …)
     since          an aggregate over the matching rows: when the contact entered the segment
     key_suffix     an expression that splits the segment per value (key 'purchased_category:shoes')
     roll_up_to_all also emit connection_id = 'all' for contacts matching in any connection — only
                    right for "has any …" conditions; thresholds read models that carry 'all' rows.
+    within_days    (column, days): the row must also have `column` within the last `days` whole days
+                   (`column >= <today's midnight UTC> - days`: membership changes once a day, at 00:00 UTC),
+                   e.g. ('last_order_at', 90). The only way a segment may depend on the clock: a scheduled
+                   build then knows which contacts the passing days move out (those whose `column` crossed
+                   the window's edge since its previous build) and rebuilds only them
+                   (prepare_segment_rebuild), and when the next such day starts (macros/clock.sql).
 
-    Example (add it to segment_members.sql):
-        {{ segment('vip_customer', from='contact_ecommerce_profile',
-                   where="order_count >= 3 and last_order_at >= now() - interval '180 days'",
-                   since='min(last_order_at)') }}
+    Example (add it to macros/segment_catalogue.sql):
+        {%- do segments.append(segment('vip_customer', from='contact_ecommerce_profile',
+                where='order_count >= 3', within_days=('last_order_at', 180), since='min(last_order_at)')) -%}
 -#}
-{% macro segment(key, from, where, since, key_suffix=none, roll_up_to_all=false) -%}
+{% macro segment(key, from, where, since, key_suffix=none, roll_up_to_all=false, within_days=none) -%}
+    {%- set clock = modules.re.compile(
+            '\\b(now|current_date|current_time|current_timestamp|localtime|localtimestamp|clock_timestamp'
+            ~ '|statement_timestamp|transaction_timestamp|timeofday)\\b', modules.re.I) -%}
+    {%- for part in [where, since, key_suffix or ''] if clock.search(part) -%}
+        {%- do exceptions.raise_compiler_error(
+                "segment '" ~ key ~ "' reads the clock in `" ~ part ~ "`: give the time window as "
+                ~ "within_days=(column, days), so that a scheduled build knows whom the passing days move") -%}
+    {%- endfor -%}
+    {%- if from not in segment_sources() -%}
+        {%- do exceptions.raise_compiler_error(
+                "segment '" ~ key ~ "' reads " ~ from ~ ": segment_members follows only "
+                ~ segment_sources() | join(", ") ~ " (the models that record the contacts they change)") -%}
+    {%- endif -%}
+    {%- set condition -%}
+        ({{ where }}){% if within_days %} and {{ within_days[0] }} >= {{ utc_day_start() }} - interval '{{ within_days[1] | int }} days'{% endif %}
+    {%- endset -%}
+    {%- do return({
+            'key': key, 'from': from, 'within_days': within_days,
+            'sql': segment_rows(key, ref(from), condition, since, key_suffix, roll_up_to_all),
+            'rebuild_sql': segment_rows(key, 'rebuilt_' ~ from, condition, since, key_suffix, roll_up_to_all)}) -%}
+{%- endmacro %}
+
+{% macro segment_rows(key, rows, condition, since, key_suffix, roll_up_to_all) -%}
     {%- set segment_key -%}
         '{{ key }}'{% if key_suffix %} || ':' || {{ key_suffix }}{% endif %}
     {%- endset -%}
     {%- set split_by = ", " ~ key_suffix if key_suffix else "" -%}
     select email, connection_id, {{ segment_key }} as segment_key, ({{ since }})::timestamptz as since
-    from {{ ref(from) }}
-    where {{ where }}
+    from {{ rows }} as segment_rows
+    where {{ condition }}
     group by email, connection_id{{ split_by }}
     {%- if roll_up_to_all %}
     union all
     select email, 'all', {{ segment_key }}, ({{ since }})::timestamptz
-    from {{ ref(from) }}
-    where {{ where }}
+    from {{ rows }} as segment_rows
+    where {{ condition }}
     group by email{{ split_by }}
     {%- endif %}
+{%- endmacro %}
+
+{#- The models a segment may read: each is incremental on email, and every email whose rows it changes is
+    seen by prepare_segment_rebuild — contact_order_history and contact_ecommerce_profile record them in
+    intermediate.incremental_contact_changes; the purchase bridges change a contact's rows only when its
+    order history changes too (both rebuild from the orders landed in int_orders_enriched, from the contacts
+    crm.ecom_orders took an order from, and from orders joining or leaving crm.ecom_orders). -#}
+{% macro segment_sources() -%}
+    {%- do return(['contact_ecommerce_profile', 'contact_order_history', 'purchased_products',
+                   'purchased_categories']) -%}
+{%- endmacro %}
+
+{#- segment_members incremental (delete+insert on email). Its pre-hook computes
+    pg_temp.segment_members__rebuild (email), the emails whose memberships may have changed since its previous
+    build, and deletes their rows (the model then inserts their memberships anew, in the same transaction):
+      - the emails its sources rebuilt since the cutoff (intermediate.incremental_contact_changes: every row,
+        whichever model recorded it);
+      - for each segment with within_days (column, days): the emails whose `column` crossed the window's edge
+        since the previous build, i.e. lies in [midnight UTC of the cutoff's day - days, today's midnight UTC
+        - days) — the days begun since moved them out;
+      - every email (of the sources and of the table), when the catalogue's SQL differs from the one the table
+        was built with (intermediate.incremental_watermarks.definition_hash: a segment added, a threshold
+        var changed), when one of the sources was built whole after the previous build
+        (`<model>__built_whole`, record_incremental_watermark) or when that build is not recorded.
+    The cutoff is the previous build's start minus var incremental_lookback_hours, as for every incremental
+    model. -#}
+{% macro segment_rebuild_relation() -%}
+    pg_temp.segment_members__rebuild
+{%- endmacro %}
+
+{% macro segment_catalogue_hash(segments) -%}
+    {%- do return(local_md5(segments | map(attribute='sql') | join('\n'))) -%}
+{%- endmacro %}
+
+{% macro prepare_segment_rebuild() -%}
+    {%- if not is_incremental() -%}
+    select 1
+    {%- else -%}
+    {%- set segments = segment_catalogue() -%}
+    {%- set sources = segments | map(attribute='from') | unique | list -%}
+    {%- set watermark -%}
+        (select built_from from {{ incremental_watermarks_relation() }} where model = '{{ this.identifier }}')
+    {%- endset -%}
+    {%- set cutoff = "(coalesce(" ~ watermark ~ ", '-infinity'::timestamptz) - interval '"
+                     ~ var('incremental_lookback_hours') ~ " hours')" -%}
+    drop table if exists {{ segment_rebuild_relation() }};
+
+    create temporary table segment_members__rebuild as
+    select email
+    from {{ contact_changes_relation() }}
+    where changed_at >= {{ cutoff }}
+    {%- for segment in segments if segment.within_days %}
+    union
+    -- {{ segment.key }}: moved out of its {{ segment.within_days[1] | int }}-day window by the days begun since
+    select email
+    from {{ ref(segment['from']) }}
+    where {{ segment.within_days[0] }} >= {{ utc_day_start(cutoff) }} - interval '{{ segment.within_days[1] | int }} days'
+      and {{ segment.within_days[0] }} < {{ utc_day_start() }} - interval '{{ segment.within_days[1] | int }} days'
+    {%- endfor %}
+    {%- for source in sources %}
+    union
+    select email
+    from {{ ref(source) }}
+    where {{ segment_rebuild_everything(sources, watermark, segments) }}
+    {%- endfor %}
+    union
+    select email
+    from {{ this }}
+    where {{ segment_rebuild_everything(sources, watermark, segments) }};
+
+    analyze {{ segment_rebuild_relation() }};  -- a temporary table: autovacuum never analyses it
+
+    delete from {{ this }}
+    where email in (select email from {{ segment_rebuild_relation() }})
+    {%- endif -%}
+{%- endmacro %}
+
+{#- Whether every email is rebuilt (see prepare_segment_rebuild): a SQL condition. -#}
+{% macro segment_rebuild_everything(sources, watermark, segments) -%}
+    (
+        {{ watermark }} is null
+        or (select definition_hash from {{ incremental_watermarks_relation() }}
+            where model = '{{ this.identifier }}') is distinct from '{{ segment_catalogue_hash(segments) }}'
+        or exists (
+            select 1 from {{ incremental_watermarks_relation() }}
+            where model in ({% for source in sources %}'{{ source }}__built_whole'{% if not loop.last %}, {% endif %}{% endfor %})
+              and built_from > {{ watermark }}
+        )
+    )
+{%- endmacro %}
+
+{#- Post-hook of segment_members: the catalogue's SQL the table now holds (its hash, see prepare_segment_rebuild),
+    and when the clock next changes a membership (macros/clock.sql): the next midnight UTC if a segment has a
+    within_days window. -#}
+{% macro record_segment_catalogue() -%}
+    {%- set segments = segment_catalogue() -%}
+    insert into {{ incremental_watermarks_relation() }} (model, built_from, definition_hash)
+    values ('{{ this.identifier }}', '{{ run_started_at.isoformat() }}'::timestamptz,
+            '{{ segment_catalogue_hash(segments) }}')
+    on conflict (model) do update set definition_hash = excluded.definition_hash;
+
+    {{ record_clock_due(utc_day_start() ~ " + interval '1 day'" if segments | selectattr('within_days') | list else 'null') }}
 {%- endmacro %}
 
 {#- Product lines of synced orders, for the incremental purchase bridges. Incrementally, only contacts
@@ -107,11 +241,7 @@
 
 {% macro prepare_order_history_rebuild() -%}
     {%- if not is_incremental() -%}
-    -- built whole (first build, --full-refresh, or an older table upgraded: macros/upgrade.sql): when, so that
-    -- contact_ecommerce_profile rebuilds every email once if it was not built whole after it
-    insert into {{ incremental_watermarks_relation() }} (model, built_from)
-    values ('{{ this.identifier }}__built_whole', '{{ run_started_at.isoformat() }}'::timestamptz)
-    on conflict (model) do update set built_from = excluded.built_from
+    select 1  -- built whole: record_incremental_watermark records it ('contact_order_history__built_whole')
     {%- else -%}
     drop table if exists {{ order_history_rebuild_relation() }};
 
@@ -136,8 +266,8 @@
 
     analyze {{ order_history_rebuild_relation() }};  -- a temporary table: autovacuum never analyses it
 
-    insert into {{ contact_changes_relation() }} (email, connection_id, changed_at)
-    select email, 'all', now() from {{ order_history_rebuild_relation() }}
+    insert into {{ contact_changes_relation() }} (email, connection_id, changed_at, recorded_by)
+    select email, 'all', now(), '{{ this.identifier }}' from {{ order_history_rebuild_relation() }}
     {%- endif -%}
 {%- endmacro %}
 
@@ -206,14 +336,15 @@
 {#- contact_ecommerce_profile incremental (delete+insert on email). Its pre-hook computes
     pg_temp.contact_ecommerce_profile__scopes (profile_customer_scopes() over every customer and cart:
     small tables) and pg_temp.contact_ecommerce_profile__rebuild (email), the emails to rebuild whole:
-      - those contact_order_history rebuilt since the cutoff (incremental_contact_changes, 'all');
+      - those contact_order_history rebuilt since the cutoff (incremental_contact_changes, 'all', not its own);
       - those whose stored customer and cart columns differ from the fresh scopes, both ways (a hashed
         symmetric difference): a customer's email, accepts_marketing or landing changed, a cart turned
         abandoned by the clock with nothing landed, a scope gained or lost (connection disabled);
       - every email, once, when contact_order_history was built whole after this model's last build
         (intermediate.incremental_watermarks 'contact_order_history__built_whole': a --full-refresh of it
         alone, or its table upgraded, macros/upgrade.sql), as its rows may all have changed.
-    The temporary tables are analysed (autovacuum never reaches them).
+    The temporary tables are analysed (autovacuum never reaches them). The emails are recorded in
+    intermediate.incremental_contact_changes ('all', recorded_by contact_ecommerce_profile) for segment_members.
     profile_cleanup() then deletes the rows of those emails whose scope is gone. -#}
 {% macro profile_rebuild_relation(part='rebuild') -%}
     pg_temp.contact_ecommerce_profile__{{ part }}
@@ -242,6 +373,7 @@
     from {{ contact_changes_relation() }}
     where changed_at >= {{ incremental_cutoff('last_landed_at') }}
       and connection_id = 'all'
+      and recorded_by is distinct from '{{ this.identifier }}'  -- not the emails it rebuilt itself
     union
     select email
     from (
@@ -277,6 +409,10 @@
                       where model = '{{ this.identifier }}'), '-infinity'::timestamptz);
 
     analyze {{ profile_rebuild_relation() }};
+
+    -- for segment_members: the emails rebuilt here (a customer or cart change, the clock turning a cart abandoned)
+    insert into {{ contact_changes_relation() }} (email, connection_id, changed_at, recorded_by)
+    select email, 'all', now(), '{{ this.identifier }}' from {{ profile_rebuild_relation() }}
     {%- endif -%}
 {%- endmacro %}
 

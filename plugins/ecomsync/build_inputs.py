@@ -15,9 +15,13 @@ A cycle that landed nothing must not cost a build of the whole project (issue 16
 
 Nothing changed → only the models that read the clock are rebuilt, with everything downstream of them
 (``TIME_DEPENDENT_SELECTION``): ``abandoned_carts`` turns a cart abandoned by the minute
-(``now() - abandoned_cart_after_minutes``), ``segment_members`` reads ``now()`` by the day; their children
-``contact_ecommerce_profile`` and the segments follow. A snapshot can only be older than what the build
-then reads, never newer, so a change committed during a build moves the next cycle's fingerprint.
+(``now() - abandoned_cart_after_minutes``), ``segment_members`` reads the clock by the day (``within_days``
+windows end at midnight UTC); their children ``contact_ecommerce_profile`` and the segments follow — and
+only once one of them is due: each records after its build when its rows next change with nothing landed
+(``intermediate.clock_due``, ``dbt_project/macros/clock.sql``: the next open checkout's idle time running
+out, the next midnight UTC). Before the earliest of those the plan is ``nothing``: the build would rebuild
+the same rows, so no ``dbt`` runs at all. A snapshot can only be older than what the build then reads,
+never newer, so a change committed during a build moves the next cycle's fingerprint.
 """
 from __future__ import annotations
 
@@ -63,7 +67,8 @@ _PROJECT_SKIP = {"target", "logs", "dbt_packages", "target-docs"}
 @dataclass(frozen=True)
 class BuildPlan:
     """``kind``: ``build`` (everything), ``full_refresh``, ``time_dependent`` (inputs unchanged: only
-    ``select``), or ``unrecorded`` (a selected build or a retry: the next scheduled build is complete)."""
+    ``select``), ``nothing`` (inputs unchanged and no clock model due: no build), or ``unrecorded`` (a
+    selected build or a retry: the next scheduled build is complete)."""
 
     kind: str
     select: list[str] | None
@@ -124,6 +129,20 @@ def relations_fingerprint(cur, target_path: str | os.PathLike[str] | None) -> st
     return hashlib.sha256(repr(cur.fetchall()).encode()).hexdigest()
 
 
+def clock_due(cur, now: Any) -> str | None:
+    """When the first of the ``TIME_DEPENDENT_MODELS`` would rebuild different rows with nothing landed (the
+    earliest ``intermediate.clock_due.due_at``, as text; ``infinity``: never), if that is after ``now``; None
+    when it is not, or when one of them has no record (a warehouse built before the table, a model never
+    built): a build is due now."""
+    cur.execute("select to_regclass('intermediate.clock_due') is not null")
+    if not cur.fetchone()[0]:
+        return None
+    cur.execute("select count(*), min(due_at) > %s, min(due_at)::text from intermediate.clock_due "
+                "where model = any(%s)", (now, list(TIME_DEPENDENT_MODELS)))
+    recorded, later, due = cur.fetchone()
+    return due if recorded == len(TIME_DEPENDENT_MODELS) and later else None
+
+
 def _snapshot(wh_url: str):
     conn = psycopg2.connect(wh_url)
     conn.set_session(isolation_level="REPEATABLE READ")
@@ -153,6 +172,11 @@ def plan_build(wh_url: str, dbt_vars: dict | None, *, full_refresh: bool = False
                 return BuildPlan("build", None, inputs, started_at, "inputs changed since the last build")
             if relations_fingerprint(cur, target_path) != last[1]:
                 return BuildPlan("build", None, inputs, started_at, "the models' relations changed since then")
+            due = clock_due(cur, started_at)
+            if due is not None:
+                return BuildPlan("nothing", [], inputs, started_at,
+                                 f"nothing landed since the last build and no model that reads the clock is due "
+                                 f"before {due}")
             return BuildPlan("time_dependent", list(TIME_DEPENDENT_SELECTION), inputs, started_at,
                              "nothing landed since the last build: only the models that read the clock")
     finally:

@@ -309,8 +309,10 @@ warehouse (``dbt_build_lock``).
     A scheduled build (no ``select``, not a retry) whose inputs did not change since the last complete build
     (``ecomsync.build_inputs``: nothing landed in raw, no state change, same project and vars, the models'
     relations as that build left them) rebuilds only the models that read the clock and their children
-    (``abandoned_carts+``, ``segment_members+``). Builds other than ``--full-refresh`` leave out dbt's unit tests
-    (they test the SQL, not the data, and the SQL is the same as in CI and at the last full refresh).
+    (``abandoned_carts+``, ``segment_members+``), and runs no dbt at all before one of those is due (build
+    ``nothing``: a cart's idle time running out, the next midnight UTC). Builds other than ``--full-refresh``
+    leave out dbt's unit tests (they test the SQL, not the data, and the SQL is the same as in CI and at the
+    last full refresh).
 
     ``retry`` (the task's second or later try): ``dbt retry`` reruns only the nodes that failed or were
     skipped in the previous invocation (from ``target/run_results.json``), not the whole project. A
@@ -319,7 +321,8 @@ warehouse (``dbt_build_lock``).
     its results), a retry builds everything again: ``dbt retry`` would otherwise succeed doing nothing.
 
     Returns ``{"success", "command", "nodes": {resource type: count}, "rows_modelled", "build": kind,
-    "reason"}``; ``build`` is ``full_refresh``, ``build``, ``time_dependent`` or ``unrecorded`` (selected/retry).
+    "reason"}``; ``build`` is ``full_refresh``, ``build``, ``time_dependent``, ``nothing`` (no dbt invocation:
+    ``command`` None, no nodes) or ``unrecorded`` (selected/retry).
     """
     from ecomsync.build_inputs import forget_builds, plan_build, record_build
     from ecomsync.dbt import DbtRunError
@@ -331,6 +334,10 @@ warehouse (``dbt_build_lock``).
     with dbt_build_lock(wh_url):  # the schedule's transform and the webhook micro-batch build the same models
         plan = plan_build(wh_url, dbt_vars, full_refresh=full_refresh, select=select, retry=retry,
                           target_path=target_path)
+        if plan.kind == "nothing":
+            log.info("no dbt build: %s", plan.reason)
+            return {"success": True, "command": None, "nodes": {}, "rows_modelled": 0, "build": plan.kind,
+                    "reason": plan.reason}
         selection = plan.select
         args = ["retry"] if retry else (["build"] + (["--full-refresh"] if full_refresh else
                                                      ["--exclude-resource-type", "unit_test"])

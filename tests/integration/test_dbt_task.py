@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 import textwrap
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg2
@@ -105,9 +106,40 @@ def test_a_scheduled_build_with_nothing_landed_rebuilds_only_the_clock_models(wa
     assert {"abandoned_carts", "segment_members"} <= clock_models
     with psycopg2.connect(warehouse_url) as conn, conn.cursor() as cur:  # a tick no model past staging reads
         cur.execute("update state.connections set last_success_at = now()")
+        # when the clock models next change: no open checkout waits to turn abandoned; the next day
+        cur.execute("select model, due_at = 'infinity', due_at = date_trunc('day', now() at time zone 'UTC') "
+                    "at time zone 'UTC' + interval '1 day' from intermediate.clock_due order by 1")
+        assert cur.fetchall() == [("abandoned_carts", True, False), ("segment_members", False, True)]
+        cur.execute("select to_regclass('crm.contacts')::oid, to_regclass('segments.segment_members')::oid")
+        relations = cur.fetchone()
+    idle = tasks.transform(config, warehouse_url, target_path=tmp_path)
+    assert idle["build"] == "nothing" and idle["nodes"] == {} and idle["command"] is None, idle["reason"]
+    with psycopg2.connect(warehouse_url) as conn, conn.cursor() as cur:  # no dbt ran: nothing rebuilt
+        cur.execute("select to_regclass('crm.contacts')::oid, to_regclass('segments.segment_members')::oid")
+        assert cur.fetchone() == relations
+        cur.execute("update intermediate.clock_due set due_at = now() where model = 'segment_members'")  # midnight
     second = tasks.transform(config, warehouse_url, target_path=tmp_path)
     assert second["build"] == "time_dependent", second["reason"]
     assert second["nodes"]["model"] == len(clock_models) and "unit_test" not in second["nodes"]
+    assert tasks.transform(config, warehouse_url, target_path=tmp_path)["build"] == "nothing"  # due tomorrow again
+
+    # A checkout left open 40 minutes ago lands: built, it is not a cart yet, and is due in 20 minutes
+    # (var abandoned_cart_after_minutes: 60); after that the clock turns it abandoned.
+    sys.path.insert(0, str(ROOT / "tests" / "integration" / "dbt"))
+    from raw_warehouse_fixture import STORE_A, bigcommerce_order, land, rfc2822
+    left_open = rfc2822(datetime.now(UTC) - timedelta(minutes=40))
+    land(warehouse_url, "bigcommerce_customers", [(STORE_A, "99", {
+        "id": 99, "email": "open@example.com", "first_name": "Open", "last_name": "Checkout", "phone": "",
+        "date_created": "2024-01-01T00:00:00Z", "date_modified": "2024-01-01T00:00:00Z"})])
+    land(warehouse_url, "bigcommerce_orders", [(STORE_A, "1099", bigcommerce_order(
+        1099, 99, 0, email="open@example.com", total="5.0000", created=left_open, modified=left_open))])
+    assert tasks.transform(config, warehouse_url, target_path=tmp_path)["build"] == "build"
+    with psycopg2.connect(warehouse_url) as conn, conn.cursor() as cur:
+        cur.execute("select due_at - now() from intermediate.clock_due where model = 'abandoned_carts'")
+        assert timedelta(minutes=15) < cur.fetchone()[0] <= timedelta(minutes=20)
+        cur.execute("select count(*) from crm.abandoned_carts where external_checkout_id = '1099'")
+        assert cur.fetchone()[0] == 0
+    assert tasks.transform(config, warehouse_url, target_path=tmp_path)["build"] == "nothing"
 
     with psycopg2.connect(warehouse_url) as conn, conn.cursor() as cur:  # one order changes in raw
         cur.execute("update raw.bigcommerce_orders set payload = payload || '{\"status_id\": 5}', loaded_at = now() "
@@ -126,7 +158,7 @@ def test_a_scheduled_build_with_nothing_landed_rebuilds_only_the_clock_models(wa
     assert tasks.transform(changed_vars, warehouse_url, target_path=tmp_path)["build"] == "build"
     full = tasks.transform(changed_vars, warehouse_url, full_refresh=True, target_path=tmp_path)
     assert full["build"] == "full_refresh" and full["nodes"].get("unit_test", 0) > 0
-    assert tasks.transform(changed_vars, warehouse_url, target_path=tmp_path)["build"] == "time_dependent"
+    assert tasks.transform(changed_vars, warehouse_url, target_path=tmp_path)["build"] == "nothing"  # 1099: later
 
 
 @pytest.mark.parametrize("write", ["insert", "update", "delete", "no-op upsert", "tick"])
@@ -186,7 +218,7 @@ def test_the_clock_models_and_the_ticking_columns_lists_are_complete(tmp_path): 
     # which rows a scheduled test checks) but never decides a model's rows: incremental equals full refresh
     # (tests/integration/dbt/test_dbt_incremental.py).
     bookkeeping = {"record_contact_changes", "record_incremental_watermark", "get_where_subquery",
-                   "prepare_order_history_rebuild"}
+                   "prepare_order_history_rebuild", "prepare_profile_rebuild", "delete_rows_not_in"}
     clock_macros = {name for name, body in macros.items() if clock.search(body)} - bookkeeping
     reads_clock = {node["name"] for node in manifest["nodes"].values() if node["resource_type"] == "model"
                    and (clock.search(node["raw_code"]) or set(node["depends_on"]["macros"]) & {

@@ -29,16 +29,21 @@ INCREMENTAL = [
     "intermediate.int_customers_unioned", "intermediate.int_orders_unioned", "intermediate.int_order_lines_enriched",
     "intermediate.int_orders_enriched", "crm.ecom_orders",
     "segments.purchased_products", "segments.purchased_categories",
-    "segments.contact_order_history", "segments.contact_ecommerce_profile",
+    "segments.contact_order_history", "segments.contact_ecommerce_profile", "segments.segment_members",
 ]
 COMPARED = [*INCREMENTAL, "crm.contacts", "crm.ecom_customers",
             "crm.excluded_records", "crm.abandoned_carts", "crm.connections"]
-SELECTOR = ["-s", "+purchased_products", "+purchased_categories", "+path:models/marts/crm", "+contact_ecommerce_profile"]
+SELECTOR = ["-s", "+purchased_products", "+purchased_categories", "+path:models/marts/crm", "+contact_ecommerce_profile",
+            "+segment_members"]
+# When a build last rebuilt the row: differs between an incremental build and a full refresh by design.
+BUILD_TIME_COLUMNS = {"evaluated_at"}
 
 
 def snapshot(url: str, table: str) -> list[tuple]:
     with psycopg2.connect(url) as conn, conn.cursor() as cur:
-        cur.execute(f"select * from {table}")
+        cur.execute(f"select * from {table} limit 0")
+        columns = [c.name for c in cur.description if c.name not in BUILD_TIME_COLUMNS]
+        cur.execute(f"select {', '.join(columns)} from {table}")
         return sorted(cur.fetchall(), key=repr)
 
 
@@ -181,7 +186,9 @@ def test_late_square_payment_within_the_lookback(warehouse, dbt_target):  # S4, 
 def test_raw_record_erased_leaves_every_incremental_model(warehouse, dbt_target):  # P5, P3
     url, _ = warehouse
     # ecomsync.privacy erases raw records (and crm/segments rows); the incremental intermediate
-    # models must not keep, nor later re-publish, an order whose raw record is gone.
+    # models must not keep, nor later re-publish, an order whose raw record is gone. Everything landed long
+    # ago (settle): the order's contact, who keeps another order, learns it from the deletion alone.
+    settle(url, dbt_target)
     with psycopg2.connect(url) as conn, conn.cursor() as cur:
         cur.execute("delete from raw.bigcommerce_orders where connection_id = %s and pk = '1005'", (STORE_A,))
     run_dbt(["run", *SELECTOR], url, target_path=dbt_target)
@@ -534,14 +541,15 @@ def test_every_incremental_table_has_its_documented_columns(warehouse, dbt_targe
 
 def test_a_table_an_older_version_of_its_model_built_is_rebuilt_whole(warehouse, dbt_target):  # P3, issue 16
     # An upgrade: each incremental model's table as an older version left it, without a column the model now
-    # has (here its landing column, which the change detection reads). A scheduled run rebuilds those tables
+    # has (here its landing column, which the change detection reads, or segment_members' evaluation time, which
+    # its scheduled data tests read). A scheduled run rebuilds those tables
     # whole instead of failing until someone runs a full refresh by hand, and they equal a full refresh.
     url, _ = warehouse
     with psycopg2.connect(url) as conn, conn.cursor() as cur:
         for table in INCREMENTAL:
             schema, name = table.split(".")
             cur.execute("select column_name from information_schema.columns where table_schema = %s "
-                        "and table_name = %s and column_name in ('last_landed_at', 'landed_at') "
+                        "and table_name = %s and column_name in ('last_landed_at', 'landed_at', 'evaluated_at') "
                         "order by column_name desc limit 1", (schema, name))
             (column,) = cur.fetchone()
             cur.execute(f"alter table {table} drop column {column}")
@@ -561,3 +569,116 @@ def test_history_rebuilt_whole_alone_rebuilds_every_profile(warehouse, dbt_targe
     run_dbt(["run", "--full-refresh", "-s", "contact_order_history"], url, target_path=dbt_target)
     run_dbt(["run", *SELECTOR], url, target_path=dbt_target)
     assert_equals_full_refresh(url, dbt_target)
+
+
+def memberships(url: str, email: str) -> set[tuple]:
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute("select connection_id, segment_key from segments.segment_members where email = %s", (email,))
+        return set(cur.fetchall())
+
+
+def test_the_clock_moves_a_contact_out_of_a_recent_order_segment(warehouse, dbt_target):  # G1, B13, P2, P3
+    url, _ = warehouse
+    # clock@ ordered 45 days ago. The build 20 days ago saw a 25-day-old order: clock@ was in
+    # last_order_within_30_days. That table is the one a build then left (nothing else changed since):
+    # its watermark is moved back 20 days and clock@'s 30-day membership put back as it was evaluated then.
+    ordered = datetime.now(UTC) - timedelta(days=45)
+    land(url, "bigcommerce_customers", [bigcommerce_customer(STORE_A, 25, "clock@example.com")])
+    land(url, "bigcommerce_orders", [(STORE_A, "1025", bigcommerce_order(
+        1025, 25, 10, email="clock@example.com", total="12.0000", created=rfc2822(ordered),
+        modified=rfc2822(ordered)))])
+    settle(url, dbt_target)
+    assert (STORE_A, "last_order_within_90_days") in memberships(url, "clock@example.com")
+    assert (STORE_A, "last_order_within_30_days") not in memberships(url, "clock@example.com")
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute("delete from intermediate.incremental_contact_changes")  # what settle's full refresh covers
+        cur.execute("update intermediate.incremental_watermarks set built_from = built_from - interval '20 days' "
+                    "where model = 'segment_members' or model like '%\\_\\_built\\_whole'")  # settle built all
+        cur.execute("""insert into segments.segment_members (email, connection_id, segment_key, since, evaluated_at)
+                       select email, connection_id, 'last_order_within_30_days', since, now() - interval '20 days'
+                       from segments.segment_members
+                       where email = 'clock@example.com' and segment_key = 'last_order_within_90_days'""")
+        cur.execute("select max(evaluated_at) from segments.segment_members")
+        evaluated_before = cur.fetchone()[0]
+
+    run_dbt(["run", *SELECTOR], url, target_path=dbt_target)
+    assert (STORE_A, "last_order_within_30_days") not in memberships(url, "clock@example.com")
+    assert ("all", "last_order_within_30_days") not in memberships(url, "clock@example.com")
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:  # only the contact the clock moved was rebuilt
+        cur.execute("select distinct email from segments.segment_members where evaluated_at > %s",
+                    (evaluated_before,))
+        assert cur.fetchall() == [("clock@example.com",)]
+    assert_equals_full_refresh(url, dbt_target)
+
+
+def test_a_segment_added_to_the_catalogue_reaches_every_contact(warehouse, dbt_target):  # G1, B13, P3
+    url, _ = warehouse
+    settle(url, dbt_target)
+    # An analyst adds product_count_gte_2 (a threshold var): the catalogue's SQL changed, nothing landed.
+    more = {"segment_product_count_thresholds": [1, 2, 5, 10]}
+    run_dbt(["run", *SELECTOR], url, more, target_path=dbt_target)
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute("select count(distinct (email, connection_id)) from segments.contact_order_history "
+                    "where running_product_count >= 2")
+        expected = cur.fetchone()[0]
+        cur.execute("select count(*) from segments.segment_members where segment_key = 'product_count_gte_2'")
+        assert cur.fetchone()[0] == expected > 0
+    assert_equals_full_refresh(url, dbt_target, more)
+
+
+def test_a_segment_reading_the_clock_in_its_condition_is_refused(warehouse, dbt_target, capsys):  # G1, P3
+    url, _ = warehouse
+    # A window must be within_days=(column, days): a `where` reading now() would never be rebuilt by the clock;
+    # a segment over a model that records no contact change would never be rebuilt by its changes.
+    refused = {
+        "reads the clock in": {"key": "vip", "from": "contact_ecommerce_profile", "since": "min(last_order_at)",
+                               "where": "order_count >= 3 and last_order_at >= now() - interval '180 days'"},
+        "segment_members follows only": {"key": "big", "from": "contact_revenue_by_currency",
+                                         "since": "min(last_order_at)", "where": "revenue_cents > 100000"},
+    }
+    for message, arguments in refused.items():
+        capsys.readouterr()
+        with pytest.raises(DbtRunError):
+            run_dbt(["run-operation", "segment", "--args", json.dumps(arguments)], url, target_path=dbt_target)
+        assert message in capsys.readouterr().out
+    within = {"key": "vip", "from": "contact_ecommerce_profile", "since": "min(last_order_at)",
+              "where": "order_count >= 3", "within_days": ["last_order_at", 180]}
+    run_dbt(["run-operation", "segment", "--args", json.dumps(within)], url, target_path=dbt_target)
+
+
+def test_a_source_built_whole_alone_rebuilds_every_segment_member(warehouse, dbt_target):  # G1, P3, issue 16
+    # purchased_products built whole on its own (a --full-refresh of it alone, or its table upgraded) may have
+    # changed every row while recording no contact: the next scheduled run rebuilds every email's memberships.
+    url, _ = warehouse
+    run_dbt(["run", *SELECTOR], url, target_path=dbt_target)
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        # what a whole rebuild of a source can change without any landing (say, a changed product key rule)
+        cur.execute("delete from segments.segment_members where segment_key like 'purchased_product:%'")
+        assert cur.rowcount > 0
+    run_dbt(["run", "--full-refresh", "-s", "purchased_products"], url, target_path=dbt_target)
+    run_dbt(["run", *SELECTOR], url, target_path=dbt_target)
+    assert_equals_full_refresh(url, dbt_target)
+
+
+def test_scheduled_data_tests_of_segment_members_check_the_latest_build(warehouse, dbt_target):  # P2, P3
+    # segment_members is evaluated, not landed: a scheduled test checks the rows its latest build rebuilt.
+    url, _ = warehouse
+    run_dbt(["run", *SELECTOR], url, target_path=dbt_target)
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:  # a broken row an earlier build left
+        cur.execute("""insert into segments.segment_members (email, connection_id, segment_key, since, evaluated_at)
+                       select email, connection_id, null, since,
+                              (select built_from - interval '1 hour' from intermediate.incremental_watermarks
+                               where model = 'segment_members')
+                       from segments.segment_members limit 1""")
+    scheduled = ["test", "-s", "segment_members", "--indirect-selection", "cautious"]
+    assert run_dbt(scheduled, url, target_path=dbt_target).success
+    with pytest.raises(DbtRunError) as failure:
+        run_dbt(scheduled, url, {"data_tests_on_all_rows": True}, target_path=dbt_target)
+    assert any(node.name.startswith("not_null_segment_members_segment_key")
+               for node in failure.value.summary.failed_nodes)
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:  # the same row written by the latest build
+        cur.execute("update segments.segment_members set evaluated_at = (select built_from from "
+                    "intermediate.incremental_watermarks where model = 'segment_members') where segment_key is null")
+    with pytest.raises(DbtRunError):
+        run_dbt(scheduled, url, target_path=dbt_target)
+    run_dbt(["run", "--full-refresh", "-s", "segment_members"], url, target_path=dbt_target)

@@ -1,6 +1,8 @@
+{{ config(post_hook="{{ record_clock_due(next_abandoned_cart_at()) }}") }}
 {#- BigCommerce cannot list carts; an incomplete order (status 0) is the listable trace of an
-    abandoned checkout. Idle for var('abandoned_cart_after_minutes') it counts as abandoned. -#}
-{%- set idle = "interval '" ~ var('abandoned_cart_after_minutes') ~ " minutes'" -%}
+    abandoned checkout. Idle for var('abandoned_cart_after_minutes') it counts as abandoned
+    (macros/abandoned_carts.sql); the post-hook records when the next one will (macros/clock.sql). -#}
+{%- set idle = abandoned_cart_idle() -%}
 with
 
 orders as (
@@ -26,10 +28,8 @@ final as (
         order_products,
         sync_mode
     from orders
-    where is_incomplete
-      and exclusion_reason is null
+    where {{ is_checkout_left_open() }}
       and external_updated_at <= now() - {{ idle }}
-      and {{ is_enabled_connection('connection_id') }}
 
 )
 

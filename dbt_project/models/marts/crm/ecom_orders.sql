@@ -8,13 +8,14 @@
             keys=['connection_id', 'external_id'], upstream=ref('int_orders_enriched'),
             upstream_keys=['connection_id', 'order_external_id'],
             where='upstream.exclusion_reason is null and not upstream.is_incomplete and '
-                  ~ is_enabled_connection('upstream.connection_id')) }}"
+                  ~ is_enabled_connection('upstream.connection_id'), record_contacts=true) }}"
     )
 }}
 {#- Incremental (macros/incremental.sql): a scheduled run rewrites the orders landed since the cutoff
     and the syncing orders missing from the table (those of a connection enabled again); the pre-hook
     records the contacts the rewritten orders belonged to (record_contact_changes), the post-hook
-    removes the orders that no longer sync (excluded, now an incomplete checkout, connection disabled). -#}
+    removes the orders that no longer sync (excluded, now an incomplete checkout, connection disabled,
+    raw record erased) and records their contacts too. -#}
 with
 
 orders as (

@@ -1,74 +1,48 @@
-{#- The segment catalogue (G1, B13): who is in which e-commerce segment, per connection and across
-    all of them. Each entry is one segment() call; see macros/segments.sql and docs/analysts.md. -#}
-{%- set segments = [] -%}
-
-{%- do segments.append(segment(
-        'has_opted_in_to_marketing', from='contact_ecommerce_profile',
-        where='accepts_marketing', since='min(coalesce(customer_since, first_order_at))')) -%}
-
-{%- for currency, thresholds in var('segment_revenue_thresholds').items() -%}
-    {%- for threshold in thresholds -%}
-        {%- do segments.append(segment(
-                'total_revenue_gte_' ~ threshold ~ '_' ~ (currency | lower), from='contact_order_history',
-                where="currency = '" ~ currency ~ "' and running_revenue_cents >= " ~ (threshold * 100),
-                since='min(ordered_at)')) -%}
-    {%- endfor -%}
-{%- endfor -%}
-
-{%- for threshold in var('segment_order_count_thresholds') -%}
-    {%- do segments.append(segment(
-            'order_count_gte_' ~ threshold, from='contact_order_history',
-            where='order_sequence >= ' ~ threshold, since='min(ordered_at)')) -%}
-{%- endfor -%}
-
-{%- for threshold in var('segment_product_count_thresholds') -%}
-    {%- do segments.append(segment(
-            'product_count_gte_' ~ threshold, from='contact_order_history',
-            where='running_product_count >= ' ~ threshold, since='min(ordered_at)')) -%}
-{%- endfor -%}
-
-{%- for days in var('segment_last_order_within_days') -%}
-    {%- do segments.append(segment(
-            'last_order_within_' ~ days ~ '_days', from='contact_ecommerce_profile',
-            where="last_order_at >= now() - interval '" ~ days ~ " days'", since='min(last_order_at)')) -%}
-{%- endfor -%}
-
-{%- do segments.append(segment(
-        'purchased_product', from='purchased_products', key_suffix='product_external_id',
-        where='true', since='min(first_purchased_at)')) -%}
-
-{%- do segments.append(segment(
-        'purchased_category', from='purchased_categories', key_suffix='lower(category_name)',
-        where='true', since='min(first_purchased_at)', roll_up_to_all=true)) -%}
-
-{%- do segments.append(segment(
-        'has_abandoned_cart', from='contact_ecommerce_profile',
-        where='has_abandoned_cart', since='min(first_abandoned_at)')) -%}
-
-{%- do segments.append(segment(
-        'has_order_status', from='contact_order_history', key_suffix="replace(lower(status), ' ', '_')",
-        where='true', since='min(ordered_at)')) -%}
-
-{%- do segments.append(segment(
-        'has_refunded_order', from='contact_order_history',
-        where="status in ('Refunded', 'Partially Refunded')", since='min(ordered_at)')) -%}
-
-{#- An analyst's own segment: repeat buyers active in the last 90 days. -#}
-{%- do segments.append(segment(
-        'repeat_buyer_last_90_days', from='contact_ecommerce_profile',
-        where="order_count >= 2 and last_order_at >= now() - interval '90 days'", since='min(last_order_at)')) -%}
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key='email',
+        on_schema_change='append_new_columns',
+        pre_hook="{{ prepare_segment_rebuild() }}",
+        post_hook="{{ record_segment_catalogue() }}"
+    )
+}}
+{#- Who is in which e-commerce segment (G1, B13), per connection and across all of them: the catalogue of
+    macros/segment_catalogue.sql. Incremental (delete+insert on email, macros/segments.sql
+    prepare_segment_rebuild): a scheduled build rebuilds the emails its sources changed and those the
+    clock moved in or out of a within_days window since its previous build. -#}
+{%- set segments = segment_catalogue() -%}
+{%- set part = 'rebuild_sql' if is_incremental() else 'sql' -%}
 
 with
+{%- if is_incremental() %}
+{%- for source in segments | map(attribute='from') | unique %}
+
+-- the rows of the rebuilt emails, read once for all the segments over {{ source }}
+rebuilt_{{ source }} as materialized (
+
+    select * from {{ ref(source) }}
+    where email in (select email from {{ segment_rebuild_relation() }})
+
+),
+{%- endfor %}
+{%- endif %}
 
 members as (
 
-    {{ segments | join('\n\n    union all\n\n    ') }}
+    {{ segments | map(attribute=part) | join('\n\n    union all\n\n    ') }}
 
 ),
 
 final as (
 
-    select email, connection_id, segment_key, since
+    select
+        email,
+        connection_id,
+        segment_key,
+        since,
+        '{{ run_started_at.isoformat() }}'::timestamptz as evaluated_at
     from members
 
 )
