@@ -79,8 +79,8 @@
       - the emails its sources rebuilt since the cutoff (intermediate.incremental_contact_changes: every row,
         whichever model recorded it);
       - for each segment with within_days (column, days): the emails whose `column` crossed the window's edge
-        since the previous build, i.e. lies in [midnight UTC of the cutoff's day - days, today's midnight UTC
-        - days) — the days begun since moved them out;
+        since the previous build, i.e. lies in [midnight UTC of the day of its start (less an hour for clock
+        skew) - days, today's midnight UTC - days) — the days begun since moved them out (none within a day);
       - every email (of the sources and of the table), when the catalogue's SQL differs from the one the table
         was built with (intermediate.incremental_watermarks.definition_hash: a segment added, a threshold
         var changed), when one of the sources was built whole after the previous build
@@ -106,6 +106,9 @@
     {%- endset -%}
     {%- set cutoff = "(coalesce(" ~ watermark ~ ", '-infinity'::timestamptz) - interval '"
                      ~ var('incremental_lookback_hours') ~ " hours')" -%}
+    {#- The previous build measured its windows from the day it read now() in, at or after its watermark (an
+        hour's margin for the dbt host's and the database's clocks): the days begun since moved contacts out. -#}
+    {%- set previous_day = utc_day_start("coalesce(" ~ watermark ~ ", '-infinity'::timestamptz) - interval '1 hour'") -%}
     drop table if exists {{ segment_rebuild_relation() }};
 
     create temporary table segment_members__rebuild as
@@ -117,7 +120,7 @@
     -- {{ segment.key }}: moved out of its {{ segment.within_days[1] | int }}-day window by the days begun since
     select email
     from {{ ref(segment['from']) }}
-    where {{ segment.within_days[0] }} >= {{ utc_day_start(cutoff) }} - interval '{{ segment.within_days[1] | int }} days'
+    where {{ segment.within_days[0] }} >= {{ previous_day }} - interval '{{ segment.within_days[1] | int }} days'
       and {{ segment.within_days[0] }} < {{ utc_day_start() }} - interval '{{ segment.within_days[1] | int }} days'
     {%- endfor %}
     {%- for source in sources %}
