@@ -194,15 +194,24 @@ def write_sync_schema(url: str) -> None:
         store.close()
 
 
+# When a build last rebuilt the row (segments.segment_members): an incremental build sets it anew for every contact
+# whose inputs landed within the look-back, which is everyone here, whatever the erase did.
+BUILD_TIME_COLUMNS = ("evaluated_at",)
+
+
 def snapshot(url: str) -> dict[str, list[str]]:
-    """Every row of every table in the warehouse's schemas, as text (all columns)."""
+    """Every row of every table in the warehouse's schemas, as text (all columns but BUILD_TIME_COLUMNS)."""
     with psycopg2.connect(url) as conn, conn.cursor() as cur:
         cur.execute("select table_schema, table_name from information_schema.tables "
                     "where table_schema = any(%s) and table_type = 'BASE TABLE'", (list(SCHEMAS),))
         tables = sorted(cur.fetchall())
         rows = {}
         for schema, table in tables:
-            cur.execute(sql.SQL("select t::text from {}.{} as t").format(sql.Identifier(schema), sql.Identifier(table)))
+            cur.execute("select column_name from information_schema.columns where table_schema = %s "
+                        "and table_name = %s order by ordinal_position", (schema, table))
+            columns = [sql.Identifier("t", column) for (column,) in cur.fetchall() if column not in BUILD_TIME_COLUMNS]
+            cur.execute(sql.SQL("select row({})::text from {}.{} as t").format(
+                sql.SQL(", ").join(columns), sql.Identifier(schema), sql.Identifier(table)))
             rows[f"{schema}.{table}"] = sorted(text for (text,) in cur.fetchall())
     conn.close()
     return rows
