@@ -1061,3 +1061,20 @@ def test_a_load_that_failed_in_a_mart_makes_that_mart_read_again(warehouse, crm)
     assert actions(report) == reading("ecom_orders", "abandoned_carts")
     assert report.counts["ecom_order"]["created"] == 4
     assert_complete_and_unique(crm)
+
+
+def test_a_parent_accepted_later_makes_the_marts_waiting_for_it_read(warehouse, crm):  # S4 S6 P4
+    """The location's connection is refused: its customers, orders and cart wait (their marts are settled, the
+    wait depends on the connection's ledger row only). Its row fixed, the connection is created and — their own
+    rows unchanged — the customers, orders and cart are read again and pushed."""
+    execute(warehouse, "update crm.connections set name = '' where connection_id = %s", (LOCATION,))
+    refused = push(warehouse, crm)
+    assert refused.counts["connection"]["rejected"] == 1 and refused.counts["ecom_customer"]["skipped"] == 2
+    assert actions(push(warehouse, crm)) == reading()  # nothing changed: everything still waits
+
+    execute(warehouse, "update crm.connections set name = 'Square Location' where connection_id = %s", (LOCATION,))
+    fixed = push(warehouse, crm)
+
+    assert actions(fixed) == reading("connections", "ecom_customers", "ecom_orders", "abandoned_carts")
+    assert fixed.counts["ecom_customer"]["created"] == 2 and fixed.counts["ecom_order"]["created"] == 2
+    assert_complete_and_unique(crm)
