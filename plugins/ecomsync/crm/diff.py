@@ -17,6 +17,9 @@ upgrade reads every row once, sends nothing, and fills the column in).
 
 A full resync streams every row. The planner still decides every streamed row against the ledger and
 ``sync.rejections`` by payload hash (``plan.decide``): the SQL only leaves out rows it is sure of.
+
+This diff still reads every row of a mart; a mart whose inputs did not move since its last settled load is not
+read at all (``crm/skip.py``, with the fingerprints of ``Reader.mart_fingerprint`` and ``sync_fingerprint``).
 """
 from __future__ import annotations
 

@@ -2,10 +2,11 @@
 
 One run, read top to bottom in ``Load.run``:
 1. takes the CRM account's advisory lock (two loads never interleave) and opens a report row;
-2. finds the run's live contacts: new orders and carts that may start an automation (their contacts' new
-   tags and subscriptions may too, B3);
+2. finds the run's live contacts, when the contacts are read: new orders and carts that may start an
+   automation (their contacts' new tags and subscriptions may too, B3);
 3. mart by mart in dependency order (connections → contacts with their tags and list memberships →
-   e-commerce customers → orders, then the orders the marts now exclude → abandoned carts), streams the rows
+   e-commerce customers → orders, then the orders the marts now exclude → abandoned carts), skips the mart when
+   nothing that decides its diff moved since its last settled load (``crm/skip.py``), or else streams the rows
    the warehouse-side diff keeps (``crm/diff.py``: mart rows joined to ``sync.ledger`` by key and row hash)
    in batches through a server-side cursor; counts the rows it leaves out as unchanged;
 4. plans each batch (``crm/plan.py``: create, update, unchanged, skipped; may the write start an automation?)
