@@ -1078,3 +1078,17 @@ def test_a_parent_accepted_later_makes_the_marts_waiting_for_it_read(warehouse, 
     assert actions(fixed) == reading("connections", "ecom_customers", "ecom_orders", "abandoned_carts")
     assert fixed.counts["ecom_customer"]["created"] == 2 and fixed.counts["ecom_order"]["created"] == 2
     assert_complete_and_unique(crm)
+
+
+def test_sync_tables_from_before_the_mart_skip_are_upgraded_and_every_mart_read(warehouse, crm):  # P4 S4
+    push(warehouse, crm)
+    # the sync schema as the load before the mart skip left it
+    execute(warehouse, "drop table sync.mart_loads; alter table sync.run_reports drop column marts")
+    since = len(crm.writes())
+
+    upgraded = push(warehouse, crm)
+
+    assert actions(upgraded) == reading(*MART_TABLES) and crm.writes(since) == []
+    assert {entry["reason"] for entry in upgraded.marts.values()} == {
+        "no complete load of it with nothing owed is recorded"}
+    assert actions(push(warehouse, crm)) == reading()
