@@ -137,7 +137,7 @@ class Load:
                     planner.live_emails = self.live_emails(reader, planner)
                 before = self.tallies(mart, planner)
                 self.read(mart, reader, planner, executor)
-                marts.record(state, self.settled(mart, planner, before), executor.owed)
+                marts.record(state, skip.carried(mart, before, self.tallies(mart, planner)), executor.owed)
             self.warn_about(planner)
             if not self.dry_run:
                 executor.finish()
@@ -158,23 +158,10 @@ class Load:
                 self.handle(self.removals(rows), executor)
 
     def tallies(self, mart: diff.Mart, planner: Planner) -> dict[str, Any]:
-        """The run's counts, skips and malformed rows of ``mart`` so far (a phase's are the difference)."""
+        """The run's counts, skips and malformed rows of ``mart`` so far (``skip.carried`` takes a phase's as the
+        difference of two)."""
         return {"counts": {t: dict(self.report.counts.get(t, {})) for t in mart.own_types},
                 "skips": dict(self.skips), "malformed": planner.malformed.get(mart.table, 0)}
-
-    def settled(self, mart: diff.Mart, planner: Planner, before: dict[str, Any]) -> dict[str, Any]:
-        """What a re-read of the mart right after its phase would report (``skip.settled_counts``): carried by
-        the loads that skip it."""
-        after = self.tallies(mart, planner)
-        counts = {t: {o: n - before["counts"].get(t, {}).get(o, 0) for o, n in c.items()}
-                  for t, c in after["counts"].items() if c}
-        settled = skip.settled_counts(mart, counts, after["malformed"] - before["malformed"])
-        skips = {key: n - before["skips"].get(key, 0) for key, n in after["skips"].items()}
-        for object_type, c in settled.items():
-            refused = counts[object_type]["rejected"] - c["rejected"]
-            if refused:
-                skips[(skip.REJECTED_BEFORE, object_type)] = skips.get((skip.REJECTED_BEFORE, object_type), 0) + refused
-        return {"counts": settled, "skips": [[reason, scope, n] for (reason, scope), n in sorted(skips.items()) if n]}
 
     def carry(self, mart: diff.Mart, state: skip.MartState, planner: Planner) -> None:
         """A skipped mart's counts, skips and malformed rows (for the warnings) and dry-run plan entries, as its

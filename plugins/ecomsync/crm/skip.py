@@ -92,6 +92,21 @@ def settled_counts(mart: diff.Mart, counts: dict[str, dict[str, int]], malformed
     return settled
 
 
+def carried(mart: diff.Mart, before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """What a load that skips ``mart`` reports, from the run's tallies (``push.Load.tallies``: ``counts`` of the
+    mart's object types, ``skips`` {(reason, scope): n}, ``malformed`` rows) before and after its phase:
+    ``settled_counts`` of the phase's counts, and its skips with each refused object as a skip "rejected before"."""
+    counts = {t: {o: n - before["counts"].get(t, {}).get(o, 0) for o, n in c.items()}
+              for t, c in after["counts"].items() if c}
+    settled = settled_counts(mart, counts, after["malformed"] - before["malformed"])
+    skips = {key: n - before["skips"].get(key, 0) for key, n in after["skips"].items()}
+    for object_type, c in settled.items():
+        refused = counts[object_type]["rejected"] - c["rejected"]
+        if refused:
+            skips[(REJECTED_BEFORE, object_type)] = skips.get((REJECTED_BEFORE, object_type), 0) + refused
+    return {"counts": settled, "skips": [[reason, scope, n] for (reason, scope), n in sorted(skips.items()) if n]}
+
+
 class MartSkip:
     """The skip decisions and records of one load (``push.Load``)."""
 
