@@ -4,10 +4,10 @@ The diff (``crm/diff.py``) decides "unchanged" per row by hashing every mart row
 O(marts) even when nothing changed. A mart is skipped instead — its diff query not run at all — when its
 **fingerprint** equals the one recorded by its last complete, settled load (``sync.mart_loads``):
 
-- ``mart``: ``crm.<mart>`` (and ``crm.excluded_records`` for the orders' removals) as relation oid, row count
-  and the sum of a 64-bit hash of each row version's ``(tableoid, ctid, xmin)`` (``Reader.mart_fingerprint``),
-  taken in the snapshot the diff would read: any insert, update or delete moves it, and so does dbt replacing
-  the table;
+- ``mart``: ``crm.<mart>`` (and ``crm.excluded_records`` for the orders' removals) as relation oid, file node,
+  columns, row count and the sum of a 64-bit hash of each row version's ``(tableoid, ctid, xmin)``
+  (``Reader.mart_fingerprint``), taken in the snapshot the diff would read (contacts: one just before it): any
+  insert, update or delete moves it, and so do dbt replacing the table and a column added or dropped;
 - ``sync``: the ``sync.ledger`` and ``sync.rejections`` rows of the mart's object types and of the parents its
   objects wait for (``Mart.ledger_types``), the same way (``Reader.sync_fingerprint``): a push, the privacy
   erase, a hand fix, a new or cleared rejection moves it;
@@ -22,7 +22,8 @@ without a CRM id) and with nothing owed to the next run (``Executor.owed``: a co
 find, tags and subscriptions of a contact the CRM lost); its fingerprint is the ``mart`` part of the read's
 snapshot with the ``sync`` part taken after its writes — never before the data it covers is written. A mart
 that is read has its record forgotten first, so a load that fails half way leaves it to be read again. A dry
-run skips but never records nor forgets.
+run skips but never records nor forgets. A change made by hand to ``sync.ledger`` or ``sync.rejections`` *during*
+a mart's phase is taken for the load's own (the privacy erase holds every account's load lock: it cannot).
 
 What a skipped mart reports: in ``RunReport.marts`` why (``unchanged since load <run>``) and, in its counts
 (and a dry run's plan), what a re-read would count, carried from the recorded load (``settled_counts``):
