@@ -13,7 +13,7 @@ O(marts) even when nothing changed. A mart is skipped instead — its diff query
   erase, a hand fix, a new or cleared rejection moves it;
 - ``options``: everything else ``diff.unchanged_sql`` and the planner read: ``payloads.PAYLOAD_VERSION``, the
   master list's name and whether the CRM has it (contacts), the enabled connections (marts with a connection),
-  the CRM settings, the account and ``FINGERPRINT_VERSION``.
+  the CRM settings but the pacing ones (``PACING_SETTINGS``), the account and ``FINGERPRINT_VERSION``.
 
 A full resync and a run with ``retry_rejected`` never skip (they send what a settled mart holds back). A mart
 is recorded only after its phase completed (every streamed row written, or decided by what the fingerprint
@@ -46,6 +46,7 @@ from ecomsync.crm.ledger import SyncStore
 FINGERPRINT_VERSION = "1"  # bump when what a skip depends on changes
 REJECTED_BEFORE = "rejected before, payload unchanged"
 MASTER_LIST_SETTINGS = frozenset({"master_list_name", "master_list_cutoff", "account_created_on"})
+PACING_SETTINGS = frozenset({"conn_id", "requests_per_second"})  # the Airflow connection and the rate
 
 
 @dataclass
@@ -66,8 +67,10 @@ class MartState:
 
 def options_fingerprint(mart: diff.Mart, options: diff.DiffOptions, settings: CrmSettings, account: str) -> str:
     """sha256 of the non-table inputs of the mart's diff and plan (see the module docstring)."""
-    # The master list settings are in ``options.master_list`` (contacts); every other setting goes in whole.
-    shared = {key: value for key, value in vars(settings).items() if key not in MASTER_LIST_SETTINGS}
+    # The master list settings are in ``options.master_list`` (contacts); the pacing settings decide when a write
+    # is sent, never which (a load seeded at an open rate is as settled as one at 5/s); the rest goes in whole.
+    shared = {key: value for key, value in vars(settings).items()
+              if key not in MASTER_LIST_SETTINGS | PACING_SETTINGS}
     parts: dict[str, Any] = {"fingerprint_version": FINGERPRINT_VERSION, "payload_version": p.PAYLOAD_VERSION,
                              "account": account, "settings": repr(sorted(shared.items()))}
     if mart.table == "contacts":
