@@ -27,11 +27,13 @@ from psycopg2.extras import RealDictCursor
 
 from ecomsync import tasks
 from ecomsync.config import CrmSettings, load_config
+from ecomsync.crm import payloads
 from ecomsync.crm.activecampaign import ActiveCampaignClient
 from ecomsync.crm.ledger import LoadAlreadyRunning, SyncStore
 from ecomsync.crm.push import run_push
 from ecomsync.crm.report import RunReport
 from ecomsync.dbt import run_dbt
+from ecomsync.http import ApiError
 from sandbox.activecampaign import create_app
 from sandbox.core import serve
 from tests.integration.dbt.raw_warehouse_fixture import (
@@ -781,7 +783,9 @@ def test_upgrade_from_a_ledger_without_row_hash_pushes_nothing_again(warehouse, 
     rows = sum(query(warehouse, f"select count(*) as n from crm.{t}")[0]["n"]
                for t in ("connections", "contacts", "ecom_customers", "ecom_orders", "abandoned_carts"))
     assert upgrade.diff["rows_read"] == rows
-    # the session's time zone does not change a row hash (jsonb spells times in it): read as UTC
+    # the session's time zone does not change a row hash (jsonb spells times in it): read as UTC — by the diff
+    # itself, so without the recorded loads a skip would rely on (crm/skip.py)
+    execute(warehouse, "delete from sync.mart_loads")
     execute(warehouse, "do $$ begin execute format('alter database %%I set timezone = %%L', current_database(), "
                        "'Asia/Kolkata'); end $$")
 
@@ -850,6 +854,7 @@ def test_batches_do_not_change_what_the_crm_gets(warehouse, crm, batch_size):  #
                                   "abandoned_cart": 1}
     assert report.diff["max_batch_rows"] <= max(batch_size, SETTINGS.bulk_import_threshold + 1)
     since = len(crm.writes())
+    execute(warehouse, "delete from sync.mart_loads")  # the diff itself reads the rerun, no mart is skipped
     rerun = run_push(warehouse, crm.client(), SETTINGS, run_id="batched-2", enabled_connections=set(ALL),
                      batch_size=batch_size)
     assert crm.writes(since) == [] and rerun.diff["rows_read"] == 1
@@ -893,3 +898,198 @@ def test_a_load_starting_while_another_reads_the_ledger_takes_no_lock_on_it(ware
     finally:
         reader.rollback()
         reader.close()
+
+
+# -- the mart skip (issue 16: a no-change cycle costs what changed; crm/skip.py) -------------------------------
+MART_TABLES = ("connections", "contacts", "ecom_customers", "ecom_orders", "abandoned_carts")
+
+
+def actions(report: RunReport) -> dict[str, str]:
+    return {mart: entry["action"] for mart, entry in report.marts.items()}
+
+
+def reading(*tables: str) -> dict[str, str]:
+    """``actions`` of a load that reads ``tables`` and skips every other mart."""
+    return {mart: "read" if mart in tables else "skipped" for mart in MART_TABLES}
+
+
+def test_a_second_load_without_changes_skips_every_mart_and_reports_as_a_reread_would(warehouse, crm):  # P4 S4
+    first = push(warehouse, crm)
+    assert actions(first) == reading(*MART_TABLES)
+    writes = len(crm.writes())
+
+    # at another pace (a CRM seeded at an open rate, then loaded at 5/s): the same writes, none
+    second = push(warehouse, crm, settings=dataclasses.replace(SETTINGS, requests_per_second=7))
+
+    assert crm.writes(writes) == [] and second.writes == 0 and second.requests == 1  # the master-list look-up
+    assert actions(second) == reading()
+    assert {entry["reason"] for entry in second.marts.values()} == {f"unchanged since load {first.run_id}"}
+    assert second.diff["rows_read"] == 0 and second.diff["batches_read"] == 0
+    [stored] = query(warehouse, "select marts from sync.run_reports where run_id = %s", (second.run_id,))
+    assert stored["marts"] == second.marts and second.as_dict()["marts"] == second.marts
+    # its counts and warnings are those the diff itself gives when it reads every mart again
+    execute(warehouse, "delete from sync.mart_loads")
+    reread = push(warehouse, crm)
+    assert actions(reread) == reading(*MART_TABLES) and reread.writes == 0
+    assert second.counts == reread.counts and second.warnings == reread.warnings
+    assert second.counts["ecom_order"]["unchanged"] == 4 and second.counts["ecom_order"]["skipped"] == 1
+
+    # a dry run skips too, says so in its plan, and records nothing
+    loads = query(warehouse, "select * from sync.mart_loads order by mart")
+    dry = push(warehouse, crm, mode="dry_run")
+    assert actions(dry) == reading() and crm.writes(writes) == []
+    assert dry.plan["ecom_order"]["mart"] == f"crm.ecom_orders skipped: unchanged since load {reread.run_id}"
+    assert (dry.plan["ecom_order"]["unchanged"], dry.plan["ecom_order"]["skipped"]) == (4, 1)
+    assert query(warehouse, "select * from sync.mart_loads order by mart") == loads
+    # a full resync never skips
+    resync = push(warehouse, crm, mode="full_resync")
+    assert actions(resync) == reading(*MART_TABLES)
+    assert {entry["reason"] for entry in resync.marts.values()} == {"a full resync reads every row"}
+
+
+def test_a_changed_or_deleted_mart_row_makes_only_its_mart_read(warehouse, crm):  # P4 S4 B4
+    push(warehouse, crm)
+    orders = orders_by_key(crm)
+    execute(warehouse, "update crm.ecom_orders set status = 'Shipped' where order_key = %s", (f"{STORE_A}|1005",))
+    since = len(crm.writes())
+
+    changed = push(warehouse, crm)
+
+    assert actions(changed) == reading("ecom_orders")
+    assert changed.marts["ecom_orders"]["reason"].startswith("crm.ecom_orders changed since load")
+    assert [(w["method"], w["path"]) for w in crm.writes(since)] == [
+        ("PUT", f"/api/3/ecomOrders/{orders[f'{STORE_A}|1005']['id']}")]
+
+    # an order the marts now exclude (archived later): its row leaves crm.ecom_orders, it leaves the CRM
+    execute(warehouse, """insert into crm.excluded_records (connection_id, external_id, record_type, reason)
+                          select connection_id, external_id, 'order', 'archived_order' from crm.ecom_orders
+                          where order_key = %s""", (f"{STORE_A}|1001",))
+    execute(warehouse, "delete from crm.ecom_orders where order_key = %s", (f"{STORE_A}|1001",))
+    since = len(crm.writes())
+
+    deleted = push(warehouse, crm)
+
+    assert actions(deleted) == reading("ecom_orders")
+    assert [(w["method"], w["path"]) for w in crm.writes(since)] == [
+        ("DELETE", f"/api/3/ecomOrders/{orders[f'{STORE_A}|1001']['id']}")]
+    assert deleted.counts["ecom_order"]["removed"] == 1
+    assert actions(push(warehouse, crm)) == reading()
+
+
+def test_a_new_payload_version_makes_every_mart_read(warehouse, crm, monkeypatch):  # P4 S4
+    push(warehouse, crm)
+    since = len(crm.writes())
+    monkeypatch.setattr(payloads, "PAYLOAD_VERSION", "2")
+
+    bumped = push(warehouse, crm)
+
+    assert actions(bumped) == reading(*MART_TABLES)
+    # (and the ledger rows of the connections that the customers, orders and carts wait for: new row hashes)
+    assert all("the load's settings changed since load" in entry["reason"] for entry in bumped.marts.values())
+    rows = sum(query(warehouse, f"select count(*) as n from crm.{t}")[0]["n"] for t in MART_TABLES)
+    assert bumped.diff["rows_read"] == rows  # every row compared by payload hash again …
+    assert crm.writes(since) == []  # … and none differs
+    assert actions(push(warehouse, crm)) == reading()
+
+
+def test_a_renamed_master_list_makes_the_contacts_read(warehouse, crm):  # B7 P4 S4
+    push(warehouse, crm)
+    renamed = dataclasses.replace(SETTINGS, master_list_name="Newsletter")
+    crm.admin("PUT", "/__admin/activecampaign/master-list", {"name": "Newsletter"})
+
+    report = push(warehouse, crm, settings=renamed)
+
+    assert actions(report) == reading("contacts")
+    assert report.counts["list_membership"]["updated"] == 3  # subscribed to the list of that name
+    assert actions(push(warehouse, crm, settings=renamed)) == reading()
+
+
+def test_a_connection_enabled_again_makes_its_marts_read(warehouse, crm):  # B11 S9 P4 S4
+    push(warehouse, crm)
+    customer = f"{STORE_B}|11"
+    execute(warehouse, "update crm.ecom_customers set accepts_marketing = true where ecom_customer_key = %s",
+            (customer,))
+    since = len(crm.writes())
+
+    disabled = push(warehouse, crm, enabled=ALL - {STORE_B})
+
+    assert actions(disabled) == {**reading(*MART_TABLES), "contacts": "skipped"}  # contacts have no connection
+    assert crm.writes(since) == []
+    assert disabled.counts["ecom_customer"]["skipped"] == 1
+
+    enabled = push(warehouse, crm)  # the mart did not change since: the enabled connections did
+
+    assert enabled.marts["ecom_customers"]["action"] == "read"
+    assert [(w["method"], w["object_type"]) for w in crm.writes(since)] == [("PUT", "ecomCustomer")]
+    assert (STORE_B, "11", "ada@example.com", "1") in crm.inventory()["ecomCustomers"]
+
+
+def test_an_erased_ledger_row_or_rejection_makes_its_mart_read(warehouse, crm):  # P4 S4 B10
+    push(warehouse, crm)
+    execute(warehouse, "delete from sync.ledger where object_type = 'contact_tag' and natural_key = %s",
+            (f"dan@example.com|{BC}",))
+
+    tag = push(warehouse, crm)
+
+    assert actions(tag) == reading("contacts")
+    assert tag.marts["contacts"]["reason"].startswith("its sync.ledger/sync.rejections rows changed since load")
+    assert tag.counts["contact_tag"]["created"] == 1  # sent again: the ledger no longer says the CRM has it
+    assert crm.inventory()["contactTags"] == EXPECTED["contactTags"] and crm.duplicates() == NO_DUPLICATES
+
+    execute(warehouse, "delete from sync.rejections where natural_key = %s", (f"{STORE_B}|2001",))  # a hand fix
+    since = len(crm.request_log())
+
+    retried = push(warehouse, crm)
+
+    assert actions(retried) == reading("ecom_orders")
+    assert retried.counts["ecom_order"]["rejected"] == 1  # sent again, refused again
+    assert [r for r in crm.request_log()[since:] if r["method"] == "POST" and r["path"] == "/api/3/ecomOrders"]
+
+
+def test_a_load_that_failed_in_a_mart_makes_that_mart_read_again(warehouse, crm):  # P4 S4 B10
+    class OrdersDown(ActiveCampaignClient):
+        def create_ecom_order(self, payload: dict) -> str:
+            raise ApiError("ecomOrders unavailable", 503)
+
+    with pytest.raises(ApiError):
+        run_push(warehouse, OrdersDown(crm.url, TOKEN, requests_per_second=50), SETTINGS, run_id="orders-down",
+                 enabled_connections=set(ALL))
+    assert {r["mart"] for r in query(warehouse, "select mart from sync.mart_loads")} == {
+        "connections", "contacts", "ecom_customers"}  # recorded once each phase completed
+
+    report = push(warehouse, crm)
+
+    assert actions(report) == reading("ecom_orders", "abandoned_carts")
+    assert report.counts["ecom_order"]["created"] == 4
+    assert_complete_and_unique(crm)
+
+
+def test_a_parent_accepted_later_makes_the_marts_waiting_for_it_read(warehouse, crm):  # S4 S6 P4
+    """The location's connection is refused: its customers, orders and cart wait (their marts are settled, the
+    wait depends on the connection's ledger row only). Its row fixed, the connection is created and — their own
+    rows unchanged — the customers, orders and cart are read again and pushed."""
+    execute(warehouse, "update crm.connections set name = '' where connection_id = %s", (LOCATION,))
+    refused = push(warehouse, crm)
+    assert refused.counts["connection"]["rejected"] == 1 and refused.counts["ecom_customer"]["skipped"] == 2
+    assert actions(push(warehouse, crm)) == reading()  # nothing changed: everything still waits
+
+    execute(warehouse, "update crm.connections set name = 'Square Location' where connection_id = %s", (LOCATION,))
+    fixed = push(warehouse, crm)
+
+    assert actions(fixed) == reading("connections", "ecom_customers", "ecom_orders", "abandoned_carts")
+    assert fixed.counts["ecom_customer"]["created"] == 2 and fixed.counts["ecom_order"]["created"] == 2
+    assert_complete_and_unique(crm)
+
+
+def test_sync_tables_from_before_the_mart_skip_are_upgraded_and_every_mart_read(warehouse, crm):  # P4 S4
+    push(warehouse, crm)
+    # the sync schema as the load before the mart skip left it
+    execute(warehouse, "drop table sync.mart_loads; alter table sync.run_reports drop column marts")
+    since = len(crm.writes())
+
+    upgraded = push(warehouse, crm)
+
+    assert actions(upgraded) == reading(*MART_TABLES) and crm.writes(since) == []
+    assert {entry["reason"] for entry in upgraded.marts.values()} == {
+        "no complete load of it with nothing owed is recorded"}
+    assert actions(push(warehouse, crm)) == reading()

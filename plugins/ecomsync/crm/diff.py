@@ -17,6 +17,9 @@ upgrade reads every row once, sends nothing, and fills the column in).
 
 A full resync streams every row. The planner still decides every streamed row against the ledger and
 ``sync.rejections`` by payload hash (``plan.decide``): the SQL only leaves out rows it is sure of.
+
+This diff still reads every row of a mart; a mart whose inputs did not move since its last settled load is not
+read at all (``crm/skip.py``, with the fingerprints of ``Reader.mart_fingerprint`` and ``sync_fingerprint``).
 """
 from __future__ import annotations
 
@@ -37,18 +40,37 @@ ACCEPTED = "l.status in ('synced', 'recovered') and (l.crm_id is not null or l.s
 
 @dataclass(frozen=True)
 class Mart:
-    """One crm mart as the load reads it."""
+    """One crm mart as the load reads it.
+
+    ``object_types``: the ledger and rejection types of the objects its rows become (``sync.ledger``);
+    ``parent_types``: the types whose CRM ids its objects wait for (the executor's parents, from the ledger);
+    ``also_reads``: other crm relations its phase reads (the removable orders). The mart skip (``crm/skip.py``)
+    fingerprints all of them."""
 
     table: str
     object_type: str
     key_column: str
     has_connection: bool = True
+    object_types: tuple[str, ...] = ()
+    parent_types: tuple[str, ...] = ()
+    also_reads: tuple[str, ...] = ()
+
+    @property
+    def ledger_types(self) -> tuple[str, ...]:
+        return tuple(sorted({self.object_type, *self.object_types, *self.parent_types}))
+
+    @property
+    def own_types(self) -> tuple[str, ...]:
+        return (self.object_type, *self.object_types)
 
 
 # Dependency order of the push: each mart's objects only refer to objects of the marts before it.
-MARTS = (Mart("connections", "connection", "connection_id"), Mart("contacts", "contact", "email", False),
-         Mart("ecom_customers", "ecom_customer", "ecom_customer_key"), Mart("ecom_orders", "ecom_order", "order_key"),
-         Mart("abandoned_carts", "abandoned_cart", "cart_key"))
+MARTS = (Mart("connections", "connection", "connection_id"),
+         Mart("contacts", "contact", "email", False, object_types=("contact_tag", "list_membership")),
+         Mart("ecom_customers", "ecom_customer", "ecom_customer_key", parent_types=("connection",)),
+         Mart("ecom_orders", "ecom_order", "order_key", parent_types=("connection", "ecom_customer"),
+              also_reads=("excluded_records",)),
+         Mart("abandoned_carts", "abandoned_cart", "cart_key", parent_types=("connection", "ecom_customer")))
 ROW_HASH = "_row_hash"  # the column the streamed rows carry their row hash in
 
 
@@ -109,6 +131,47 @@ class Reader:
     def close(self) -> None:
         self.conn.close()
 
+    def end(self) -> None:
+        """End the current snapshot (e.g. after ``mart_fingerprint`` when the mart is skipped)."""
+        self.conn.rollback()
+
+    def mart_fingerprint(self, mart: Mart) -> tuple[str, int] | None:
+        """The content of ``crm.<mart>`` (and the relations its phase also reads) in the current snapshot — the
+        first query of a mart's snapshot, before ``unchanged_counts``: per relation its oid (dbt replaces a table
+        under a new one), row count and the sum of a 64-bit hash of each row version's ``(tableoid, ctid,
+        xmin)``, so any insert, update or delete moves it (the approach of ``build_inputs.inputs_fingerprint``).
+        Returns (fingerprint, the mart's row count); None when a relation is not a table (a view has no row
+        versions): such a mart is always read."""
+        parts, rows = [], 0
+        with self.conn.cursor() as cur:
+            for table in (mart.table, *mart.also_reads):
+                found = self._relation(cur, f"crm.{table}")
+                if found is None:
+                    return None
+                # the relation names come from MARTS, never from data
+                cur.execute(sql.SQL("select count(*), coalesce(sum(hashtextextended(m.tableoid::text || ':' || "
+                                    "m.ctid::text || ':' || m.xmin::text, 0)), 0) from crm.{} m").format(
+                    sql.Identifier(table)))
+                count, total = cur.fetchone()
+                if table == mart.table:
+                    rows = int(count)
+                parts.append(f"crm.{table}:{found}:{count}:{total}")
+        return "|".join(parts), rows
+
+    def sync_fingerprint(self, object_types: tuple[str, ...]) -> str:
+        """``sync.ledger`` and ``sync.rejections`` rows of ``object_types`` in the current snapshot, per type
+        as in ``mart_fingerprint``: a push, a status change, an erased or hand-fixed row, a new or cleared
+        rejection moves it."""
+        parts = []
+        with self.conn.cursor() as cur:
+            for table in ("ledger", "rejections"):
+                parts.append(f"sync.{table}:{self._relation(cur, f'sync.{table}')}")
+                cur.execute(sql.SQL("select t.object_type, count(*), sum(hashtextextended(t.ctid::text || ':' || "
+                                    "t.xmin::text, 0)) from sync.{} t where t.object_type = any(%s) "
+                                    "group by 1 order by 1").format(sql.Identifier(table)), (list(object_types),))
+                parts += [f"sync.{table}:{t}:{n}:{total}" for t, n, total in cur.fetchall()]
+        return "|".join(parts)
+
     def unchanged_counts(self, mart: Mart) -> dict[str, int]:
         """{object_type: rows the diff leaves out as unchanged} (contacts: with their tags and subscriptions).
 
@@ -130,6 +193,20 @@ class Reader:
         if mart.table == "contacts":
             counts |= {"contact_tag": int(row["tags"]), "list_membership": int(row["lists"])}
         return counts
+
+    @staticmethod
+    def _relation(cur: Any, name: str) -> str | None:
+        """A table's identity and shape: oid, file node (a rewrite) and its columns with their types (an
+        ``ALTER TABLE … ADD/DROP COLUMN`` rewrites no row, yet changes ``to_jsonb(row)``); None when ``name`` is
+        not a table."""
+        cur.execute("""select c.oid::text || ':' || c.relfilenode::text || ':' || md5(string_agg(
+                              a.attnum || ' ' || a.attname || ' ' || a.atttypid::regtype::text, ',' order by a.attnum))
+                       from pg_class c join pg_attribute a on a.attrelid = c.oid and a.attnum > 0
+                                                          and not a.attisdropped
+                       where c.oid = to_regclass(%s) and c.relkind in ('r', 'p')
+                       group by c.oid, c.relfilenode""", (name,))
+        found = cur.fetchone()
+        return None if found is None else str(found[0])
 
     def changed(self, mart: Mart, batch_size: int | None = None) -> Iterator[list[dict[str, Any]]]:
         """The mart's rows the diff keeps, in batches of ``batch_size`` dicts with their ``_row_hash``."""

@@ -67,6 +67,17 @@ alter table sync.ledger add column if not exists status_reason text;
 -- unchanged) from. Null for ledgers from before it: the next load streams those rows once, finds them
 -- unchanged by payload_hash and fills it in (no CRM request).
 alter table sync.ledger add column if not exists row_hash text;
+-- The load's mart skip (crm/skip.py): per crm mart, the fingerprint of everything that decided its last complete,
+-- settled load (nothing owed), what that load left as a re-read would count it, and which load it was.
+create table if not exists sync.mart_loads (
+    mart text primary key,
+    fingerprint jsonb not null,
+    run_id text not null,
+    loaded_at timestamptz not null default now(),
+    rows bigint not null,
+    carried jsonb not null default '{}'::jsonb
+);
+alter table sync.run_reports add column if not exists marts jsonb not null default '{}'::jsonb;
 """
 
 
@@ -76,10 +87,11 @@ alter table sync.ledger add column if not exists row_hash text;
 # second load starting while a first one streams its diff from sync.ledger queued that lock behind the first
 # load's cursor, and the first load's own next ledger query queued behind it: both hung.
 SYNC_SCHEMA_CURRENT = """
-select count(*) = 4 from information_schema.columns
+select count(*) = 6 from information_schema.columns
 where table_schema = 'sync'
   and (table_name, column_name) in (('ledger', 'status_reason'), ('ledger', 'row_hash'),
-                                    ('rejections', 'attempts'), ('run_reports', 'automations'))
+                                    ('rejections', 'attempts'), ('run_reports', 'automations'),
+                                    ('run_reports', 'marts'), ('mart_loads', 'carried'))
 """
 
 
@@ -277,6 +289,28 @@ class SyncStore:
                        last_rejected_at = now(), attempts = r.attempts + 1""",
                 (object_type, natural_key, connection_id, payload_hash, http_status, error_code, Json(error), run_id))
 
+    def mart_load(self, mart: str) -> dict[str, Any] | None:
+        """The last complete, settled load recorded for crm mart ``mart`` (``sync.mart_loads``), or None."""
+        rows = self.query("select fingerprint, run_id, loaded_at, rows, carried from sync.mart_loads "
+                          "where mart = %s", (mart,))
+        return rows[0] if rows else None
+
+    def forget_mart_load(self, mart: str) -> None:
+        """Before a load writes anything for ``mart``: until it records its own, no load may skip the mart."""
+        with self.lock, self.conn.cursor() as cur:
+            cur.execute("delete from sync.mart_loads where mart = %s", (mart,))
+
+    def record_mart_load(self, mart: str, fingerprint: dict[str, str], run_id: str, rows: int,
+                         carried: dict[str, Any]) -> None:
+        """After the load of ``mart`` completed with nothing owed: what it covered (``crm/skip.py``)."""
+        with self.lock, self.conn.cursor() as cur:
+            cur.execute("""insert into sync.mart_loads as m (mart, fingerprint, run_id, rows, carried)
+                           values (%s, %s, %s, %s, %s)
+                           on conflict (mart) do update
+                           set fingerprint = excluded.fingerprint, run_id = excluded.run_id, loaded_at = now(),
+                               rows = excluded.rows, carried = excluded.carried""",
+                        (mart, Json(fingerprint), run_id, rows, Json(carried)))
+
     def mark_interrupted_reports(self, account: str, found_by_run_id: str,
                                  same_account: Callable[[str], bool]) -> list[str]:
         """Reports still ``running`` of the account (``same_account(report.account)``, however its URL was
@@ -302,12 +336,13 @@ class SyncStore:
 
     def finish_report(self, run_id: str, started_at: datetime, *, finished_at: datetime, status: str,
                       counts: dict, requests: int, warnings: list[str], plan: dict | None, error: str | None,
-                      automations: dict[str, int] | None = None) -> None:
+                      automations: dict[str, int] | None = None, marts: dict[str, Any] | None = None) -> None:
         with self.lock, self.conn.cursor() as cur:
             cur.execute(
                 """update sync.run_reports set finished_at = %s, status = %s, counts = %s, requests = %s,
-                          warnings = %s, plan = %s, error = %s, automations = %s
+                          warnings = %s, plan = %s, error = %s, automations = %s, marts = %s
                    where run_id = %s and started_at = %s""",
                 (finished_at, status, Json(counts), requests, Json(warnings),
                  None if plan is None else Json(plan, dumps=lambda v: json.dumps(v, default=str)), error,
-                 Json(automations or {}), run_id, started_at))
+                 Json(automations or {}), Json(marts or {}, dumps=lambda v: json.dumps(v, default=str)),
+                 run_id, started_at))

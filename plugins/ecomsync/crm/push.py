@@ -2,10 +2,11 @@
 
 One run, read top to bottom in ``Load.run``:
 1. takes the CRM account's advisory lock (two loads never interleave) and opens a report row;
-2. finds the run's live contacts: new orders and carts that may start an automation (their contacts' new
-   tags and subscriptions may too, B3);
+2. finds the run's live contacts, when the contacts are read: new orders and carts that may start an
+   automation (their contacts' new tags and subscriptions may too, B3);
 3. mart by mart in dependency order (connections → contacts with their tags and list memberships →
-   e-commerce customers → orders, then the orders the marts now exclude → abandoned carts), streams the rows
+   e-commerce customers → orders, then the orders the marts now exclude → abandoned carts), skips the mart when
+   nothing that decides its diff moved since its last settled load (``crm/skip.py``), or else streams the rows
    the warehouse-side diff keeps (``crm/diff.py``: mart rows joined to ``sync.ledger`` by key and row hash)
    in batches through a server-side cursor; counts the rows it leaves out as unchanged;
 4. plans each batch (``crm/plan.py``: create, update, unchanged, skipped; may the write start an automation?)
@@ -31,7 +32,7 @@ from typing import Any
 import psycopg2
 
 from ecomsync.config import CrmSettings
-from ecomsync.crm import diff
+from ecomsync.crm import diff, skip
 from ecomsync.crm.activecampaign import ActiveCampaignClient, account_key
 from ecomsync.crm.execute import Executor
 from ecomsync.crm.ledger import SyncStore
@@ -79,7 +80,8 @@ def run_push(wh_url: str, client: ActiveCampaignClient, crm_settings: CrmSetting
             report.requests = client.requests_made - requests_before
             store.finish_report(run_id, report.started_at, finished_at=report.finished_at, status=report.status,
                                 counts=report.counts, requests=report.requests, warnings=report.warnings,
-                                plan=report.plan, error=report.error, automations=report.automations)
+                                plan=report.plan, error=report.error, automations=report.automations,
+                                marts=report.marts)
             log.info("CRM load %s (%s): %s; %d requests; counts %s; automations %s; warnings %s", run_id, mode,
                      report.status, report.requests, report.counts, report.automations, report.warnings)
         return report
@@ -119,15 +121,23 @@ class Load:
             planner = Planner(self.store, self.settings, mode=self.report.mode, enabled_connections=self.enabled,
                               master_list_found=master_list_id is not None, retry_rejected=self.retry_rejected,
                               started_at=self.report.started_at, live_emails=set())
-            planner.live_emails = self.live_emails(reader, planner)
             executor = Executor(self.store, self.client, self.settings, self.report, self.workers, master_list_id)
+            marts = skip.MartSkip(self.store, reader, options, self.settings, self.client.account_key,
+                                  self.report.run_id, mode=self.report.mode, retry_rejected=self.retry_rejected)
             for mart in diff.MARTS:
-                self.count_unchanged(reader.unchanged_counts(mart))
-                for rows in reader.changed(mart, self.rows_per_batch(mart)):
-                    self.handle(planner.plan(mart, rows, self.reject_row), executor)
-                if mart.table == "ecom_orders":
-                    for rows in reader.removable_orders():
-                        self.handle(self.removals(rows), executor)
+                state = marts.check(mart)
+                self.report.marts[mart.table] = state.as_report()
+                log.info("crm.%s: %s (%s)", mart.table, "skipped" if state.skip else "read", state.reason)
+                if state.skip:
+                    self.carry(mart, state, planner)
+                    continue
+                if mart.table == "contacts":
+                    # planned in its own snapshots: the contacts' diff then reads in a snapshot of its own
+                    reader.end()
+                    planner.live_emails = self.live_emails(reader, planner)
+                before = self.tallies(mart, planner)
+                self.read(mart, reader, planner, executor)
+                marts.record(state, skip.carried(mart, before, self.tallies(mart, planner)), executor.owed)
             self.warn_about(planner)
             if not self.dry_run:
                 executor.finish()
@@ -137,6 +147,40 @@ class Load:
             self.report.diff = {"rows_read": reader.rows_read, "batches_read": reader.batches_read,
                                 "max_batch_rows": reader.max_rows_held}
             reader.close()
+
+    def read(self, mart: diff.Mart, reader: diff.Reader, planner: Planner, executor: Executor) -> None:
+        """The mart's diff: its unchanged rows counted, its changed rows planned and pushed batch by batch."""
+        self.count_unchanged(reader.unchanged_counts(mart))
+        for rows in reader.changed(mart, self.rows_per_batch(mart)):
+            self.handle(planner.plan(mart, rows, self.reject_row), executor)
+        if mart.table == "ecom_orders":
+            for rows in reader.removable_orders():
+                self.handle(self.removals(rows), executor)
+
+    def tallies(self, mart: diff.Mart, planner: Planner) -> dict[str, Any]:
+        """The run's counts, skips and malformed rows of ``mart`` so far (``skip.carried`` takes a phase's as the
+        difference of two)."""
+        return {"counts": {t: dict(self.report.counts.get(t, {})) for t in mart.own_types},
+                "skips": dict(self.skips), "malformed": planner.malformed.get(mart.table, 0)}
+
+    def carry(self, mart: diff.Mart, state: skip.MartState, planner: Planner) -> None:
+        """A skipped mart's counts, skips and malformed rows (for the warnings) and dry-run plan entries, as its
+        recorded load left them."""
+        assert state.since is not None
+        carried = state.since["carried"]
+        for object_type, counts in carried.get("counts", {}).items():
+            for outcome, n in counts.items():
+                if n:
+                    self.report.count(object_type, outcome, n)
+                    if self.dry_run and outcome in ("unchanged", "skipped"):
+                        self.summary.add_count(object_type, outcome, n)
+        for reason, scope, n in carried.get("skips", []):
+            self.skips[(reason, scope)] = self.skips.get((reason, scope), 0) + n
+        malformed = carried.get("counts", {}).get(mart.object_type, {}).get("rejected", 0)
+        if malformed:
+            planner.malformed[mart.table] = planner.malformed.get(mart.table, 0) + malformed
+        if self.dry_run:
+            self.summary.entry(mart.object_type)["mart"] = f"crm.{mart.table} skipped: {state.reason}"
 
     def require_marts(self) -> None:
         names = [f"crm.{mart.table}" for mart in diff.MARTS] + ["crm.excluded_records"]

@@ -41,6 +41,9 @@ class RunReport:
     automations: dict[str, int] = field(default_factory=dict)  # trigger → writes that could start one
     # The warehouse-side diff (crm/diff.py): mart rows it streamed, in how many batches, the largest batch.
     diff: dict[str, int] = field(default_factory=dict)
+    # Per crm mart, whether the load read its diff or skipped it, and why (crm/skip.py): {table: {action,
+    # reason, rows, since_run}}.
+    marts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def count_automation(self, object_type: str, n: int = 1) -> None:
         with _count_lock:
@@ -81,7 +84,7 @@ class RunReport:
                 "started_at": self.started_at.isoformat(),
                 "finished_at": self.finished_at.isoformat() if self.finished_at else None,
                 "counts": self.counts, "writes": self.writes, "requests": self.requests,
-                "automations": dict(self.automations), "diff": dict(self.diff),
+                "automations": dict(self.automations), "diff": dict(self.diff), "marts": dict(self.marts),
                 "warnings": list(self.warnings), "rejections": self.rejections[:REJECTIONS_KEPT],
                 "plan": masked(self.plan),
                 "error": self.error}
