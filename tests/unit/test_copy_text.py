@@ -4,7 +4,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ecomsync.warehouse import _copy_json, _copy_text, payload_json
+from ecomsync.warehouse import _copy_json, _copy_text, payload_json, payload_utf8
 
 # Any JSON value, with strings full of what COPY's text format must escape (backslash, tab, newline, CR) and the
 # control characters JSON itself escapes.
@@ -21,4 +21,5 @@ JSON = st.recursive(
 def test_json_text_needs_only_its_backslashes_doubled(payload):  # P2
     text = payload_json(payload)
     assert not set(text) & {"\t", "\n", "\r"}
-    assert _copy_json(text) == _copy_text(text)
+    assert payload_utf8(payload) == text.encode()
+    assert _copy_json(payload_utf8(payload)) == _copy_text(text).encode()
