@@ -429,14 +429,15 @@ class Warehouse:
                 continue
             unkeyed.append((position, RejectedRecord(None, "invalid_primary_key: not storable as text", text)))
         page = _PageJson(candidates)
-        with conn.cursor() as cur:
-            landed, unwind = self._copy_new_rows(cur, table, connection_id, page, run_id, sync_mode)
-            refused: list[RejectedRecord] = []
-            if landed:
-                result.landed_keys = [record.pk for record, _ in page.rows]
-            else:
-                result.landed_keys, refused = self._upsert(cur, table, connection_id, page, run_id, sync_mode,
-                                                           unwind)
+        refused: list[RejectedRecord] = []
+        if candidates:
+            with conn.cursor() as cur:
+                landed, unwind = self._copy_new_rows(cur, table, connection_id, page, run_id, sync_mode)
+                if landed:
+                    result.landed_keys = [record.pk for record, _ in page.rows]
+                else:
+                    result.landed_keys, refused = self._upsert(cur, table, connection_id, page, run_id, sync_mode,
+                                                               unwind)
         result.changed = len(result.landed_keys)
         result.rejected = [rejection for _, rejection in sorted(unkeyed + page.rejected, key=lambda r: r[0])]
         result.rejected += refused
@@ -458,7 +459,7 @@ class Warehouse:
         here and, when not, the statements that close the savepoint (the general path's first round trip runs
         them)."""
         keys = [record.pk for _, record in page.candidates]
-        if not keys or len(set(keys)) != len(keys):
+        if len(set(keys)) != len(keys):
             return False, ""
         cur.execute(sql.SQL("savepoint landing_direct; "
                             "select exists (select from raw.{table} where connection_id = %s and pk = any(%s))")
