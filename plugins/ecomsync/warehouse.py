@@ -5,8 +5,9 @@ Landing copies a batch into a temporary table with ``COPY`` and upserts it with
 window is a no-op, and an older copy (``source_updated_at``) never replaces a newer
 landed one. A page of records none of which is landed yet (a historical run, an
 empty table) is copied straight into the raw table instead: one pass through Postgres,
-nothing to replace. The caller commits the batch and the watermark it covers in one
-transaction (``Warehouse.transaction``).
+nothing to replace. Either way each record's JSON is written only as ``COPY`` reads it
+(``_PageJson``), so the client serialises while Postgres parses. The caller commits the batch and
+the watermark it covers in one transaction (``Warehouse.transaction``).
 
 A record Postgres cannot hold (``jsonb`` refuses ``\\u0000``, lone surrogates, …) never costs
 its batch: the batch is re-copied record by record and each refused record goes to
