@@ -5,8 +5,9 @@ Landing copies a batch into a temporary table with ``COPY`` and upserts it with
 window is a no-op, and an older copy (``source_updated_at``) never replaces a newer
 landed one. A page of records none of which is landed yet (a historical run, an
 empty table) is copied straight into the raw table instead: one pass through Postgres,
-nothing to replace. The caller commits the batch and the watermark it covers in one
-transaction (``Warehouse.transaction``).
+nothing to replace. Either way each record's JSON is written only as ``COPY`` reads it
+(``_PageJson``), so the client serialises while Postgres parses. The caller commits the batch and
+the watermark it covers in one transaction (``Warehouse.transaction``).
 
 A record Postgres cannot hold (``jsonb`` refuses ``\\u0000``, lone surrogates, …) never costs
 its batch: the batch is re-copied record by record and each refused record goes to
@@ -26,7 +27,7 @@ import logging
 import re
 import uuid
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -177,46 +178,64 @@ NULL_FIELD = "\\N"
 
 
 def _copy_text(value: str | None) -> str:
-    """One field of COPY's text format."""
+    """One field of COPY's text format (PostgreSQL 15 docs, COPY, "Text Format": backslash, tab, newline and
+    carriage return escaped; ``\\N`` is null)."""
     if value is None:
         return NULL_FIELD
     return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
-def _copy_json(text: str) -> str:
-    """``_copy_text`` of a ``payload_json`` text: only its backslashes need doubling. JSON text never holds a raw
-    tab, newline or carriage return (RFC 8259 §7: control characters in strings are escaped; orjson and the
-    standard library write no whitespace but spaces), so the three other scans of ~7 KB per order are skipped."""
-    return text.replace("\\", "\\\\")
+def _copy_json(text: bytes) -> bytes:
+    """``_copy_text`` of a ``payload_utf8`` text, in UTF-8: only its backslashes need doubling. JSON text never
+    holds a raw tab, newline or carriage return (RFC 8259 §7: control characters in strings are escaped; orjson and
+    the standard library write no whitespace but spaces), so the three other scans of ~7 KB per order are skipped."""
+    return text.replace(b"\\", b"\\\\")
+
+
+def _copy_line(record: RawRecord, text: bytes, before: bytes, middle: bytes, after: bytes) -> bytes:
+    """One record as a COPY text line, UTF-8: ``before``, then its ``pk``, JSON text and ``source_updated_at``,
+    ``middle``, its ``flag``, ``after`` (the fields of the target's other columns, already escaped)."""
+    at = record.source_updated_at
+    return b"".join((before, _copy_text(record.pk).encode(), b"\t", _copy_json(text), b"\t",
+                     at.isoformat().encode() if at is not None else b"\\N", middle,
+                     _copy_text(record.flag).encode(), after))
+
+
+def _raw_line_fields(connection_id: str, run_id: str, sync_mode: str) -> tuple[bytes, bytes]:
+    """``_copy_line``'s ``before`` and ``middle`` for a raw table (see ``raw_copy_lines``)."""
+    return f"{_copy_text(connection_id)}\t".encode(), f"\t{_copy_text(run_id)}\t{_copy_text(sync_mode)}\t".encode()
 
 
 def raw_copy_lines(connection_id: str, rows: list[tuple[RawRecord, str]], run_id: str, sync_mode: str) -> str:
     """``rows`` (record, its ``payload_json`` text) as COPY text lines of a raw table's columns ``connection_id, pk,
-    payload, source_updated_at, run_id, sync_mode, flag`` (``loaded_at`` is left to its default)."""
-    prefix = f"{_copy_text(connection_id)}\t"
-    suffix = f"\t{_copy_text(run_id)}\t{_copy_text(sync_mode)}\t"
-    return "".join(
-        f"{prefix}{_copy_text(record.pk)}\t{_copy_json(text)}\t"
-        f"{record.source_updated_at.isoformat() if record.source_updated_at else NULL_FIELD}"
-        f"{suffix}{_copy_text(record.flag)}\n" for record, text in rows)
+    payload, source_updated_at, run_id, sync_mode, flag`` (``loaded_at`` is left to its default): the lines the
+    landing's direct path streams into the raw table."""
+    before, middle = _raw_line_fields(connection_id, run_id, sync_mode)
+    return b"".join(_copy_line(record, text.encode(), before, middle, b"\n") for record, text in rows).decode()
 
 
 class UnstorablePayload(ValueError):
     """The record has a value no JSON text can carry faithfully."""
 
 
-def payload_json(payload: Any) -> str:
-    """The record as JSON text, never edited afterwards: orjson (landing's hottest step; it writes the
+def payload_utf8(payload: Any) -> bytes:
+    """The record as JSON text in UTF-8, never edited afterwards: orjson (landing's hottest step; it writes the
     ``orjson.Fragment`` literals of ``ecomsync.http.parse_json`` verbatim); the standard library for what
     orjson refuses (integers beyond 64 bits, lone surrogates — then as ASCII escapes, so the text is valid
-    UTF-8). Payloads parsed by ``ecomsync.http.parse_json`` hold no NaN/inf floats (orjson would write null)."""
+    UTF-8). Payloads parsed by ``ecomsync.http.parse_json`` hold no NaN/inf floats (orjson would write null).
+    Raises ``UnstorablePayload`` when neither can write it."""
     try:
-        return orjson.dumps(payload).decode()
+        return orjson.dumps(payload)
     except TypeError:
         try:
-            return _stdlib_json(payload)
+            return _stdlib_json(payload).encode()
         except (TypeError, ValueError) as exc:
             raise UnstorablePayload(f"no faithful JSON text ({type(exc).__name__})") from None
+
+
+def payload_json(payload: Any) -> str:
+    """``payload_utf8`` as a str."""
+    return payload_utf8(payload).decode()
 
 
 def _stdlib_json(payload: Any) -> str:
@@ -245,6 +264,54 @@ def storable_text(value: Any) -> bool:
         return False
     return True
 
+
+
+class _PageJson:
+    """A page's landable records, each serialised (``payload_utf8``) once, in order, when a COPY first reads it: the
+    JSON of one record is written while Postgres parses the lines before it, two processes at once instead of one
+    after the other. ``rows``: (record, its JSON text) so far; ``rejected``: (position in the page, rejection) of
+    each payload no JSON text carries."""
+
+    def __init__(self, candidates: list[tuple[int, RawRecord]]):
+        self.candidates = candidates  # (position in the page, record) whose pk and flag are storable
+        self._next = 0
+        self.rows: list[tuple[RawRecord, bytes]] = []
+        self.rejected: list[tuple[int, RejectedRecord]] = []
+
+    def __iter__(self) -> Iterator[tuple[RawRecord, bytes]]:
+        """Every row: those serialised already, then the others as they are reached (so a COPY that failed
+        part-way can be followed by another pass over the whole page)."""
+        done = 0
+        while True:
+            if done < len(self.rows):
+                yield self.rows[done]
+                done += 1
+            elif self._next < len(self.candidates):
+                position, record = self.candidates[self._next]
+                self._next += 1
+                try:
+                    self.rows.append((record, payload_utf8(record.payload)))
+                except UnstorablePayload as exc:
+                    self.rejected.append((position, RejectedRecord(record.pk, f"payload_not_storable: {exc}",
+                                                                   fallback_json_text(record.payload))))
+            else:
+                return
+
+    def lines(self, before: bytes, middle: bytes, after: Callable[[int], bytes]) -> _LineFile:
+        """The page as COPY text lines (``_copy_line``; ``after`` of the row's ordinal), read as they are written."""
+        return _LineFile(_copy_line(record, text, before, middle, after(ordinal))
+                         for ordinal, (record, text) in enumerate(self))
+
+
+class _LineFile:
+    """A file for ``cursor.copy_expert``: each ``read`` returns the next line, ``b""`` at the end (psycopg2 sends
+    what ``read`` returns, whatever its length, as one CopyData message, until an empty one)."""
+
+    def __init__(self, lines: Iterator[bytes]):
+        self._lines = lines
+
+    def read(self, size: int = -1) -> bytes:
+        return next(self._lines, b"")
 
 
 _SCHEMA_TABLES = tuple(f"raw.{table}" for table in RAW_TABLES) + tuple(
@@ -340,123 +407,137 @@ class Warehouse:
         side null, or the landed row flagged ``future_timestamp``: replaced). Records Postgres refuses are
         recorded in ``state.rejected_records`` (same transaction) and returned in ``LandResult.rejected``; a
         record that lands clears its old rejection.
+
+        Round trips of a page of new keys: the savepoint with the key look-up, the ``COPY`` (each record
+        serialised as Postgres reads the page: ``_PageJson``), the release with the clean-up of old rejections.
         """
         if table not in RAW_TABLES or not _TABLE_NAME.match(table):
             raise ValueError(f"unknown raw table {table!r}")
         result = LandResult()
         if not records:
             return result
-        rows: list[tuple[RawRecord, str]] = []
-        for record in records:
-            try:
+        unkeyed: list[tuple[int, RejectedRecord]] = []
+        candidates: list[tuple[int, RawRecord]] = []
+        for position, record in enumerate(records):
+            if storable_text(record.pk) and (record.flag is None or storable_text(record.flag)):
+                candidates.append((position, record))
+                continue
+            try:  # an unstorable payload is named first, as it would be for a storable key
                 text = payload_json(record.payload)
             except UnstorablePayload as exc:
-                result.rejected.append(RejectedRecord(record.pk, f"payload_not_storable: {exc}",
-                                                      fallback_json_text(record.payload)))
+                unkeyed.append((position, RejectedRecord(record.pk, f"payload_not_storable: {exc}",
+                                                         fallback_json_text(record.payload))))
                 continue
-            if not storable_text(record.pk) or (record.flag is not None and not storable_text(record.flag)):
-                result.rejected.append(RejectedRecord(None, "invalid_primary_key: not storable as text", text))
-                continue
-            rows.append((record, text))
-        with conn.cursor() as cur:
-            if self._copy_new_rows(cur, table, connection_id, rows, run_id, sync_mode):
-                result.landed_keys = [record.pk for record, _ in rows]
-                result.changed = len(rows)
-                cur.execute("delete from state.rejected_records where connection_id = %s and raw_table = %s "
-                            "and record_key = any(%s)", (connection_id, table, result.landed_keys))
-                self.record_rejections(conn, table, connection_id, result.rejected, run_id)
-                return result
-            cur.execute("create temporary table if not exists landing_batch "
-                        "(pk text, payload jsonb, source_updated_at timestamptz, flag text, ordinal int) "
-                        "on commit delete rows")
-            cur.execute("truncate landing_batch")
-            result.rejected.extend(self._copy_batch(cur, rows))
-            cur.execute(sql.SQL("""
-                insert into raw.{table} as target
-                    (connection_id, pk, payload, source_updated_at, loaded_at, run_id, sync_mode, flag)
-                select distinct on (pk) %(connection_id)s, pk, payload, source_updated_at, now(),
-                       %(run_id)s, %(sync_mode)s, flag
-                from landing_batch
-                order by pk, source_updated_at desc nulls last, ordinal desc
-                on conflict (connection_id, pk) do update set
-                    payload = excluded.payload,
-                    source_updated_at = excluded.source_updated_at,
-                    loaded_at = excluded.loaded_at,
-                    run_id = excluded.run_id,
-                    sync_mode = excluded.sync_mode,
-                    flag = excluded.flag
-                where target.payload is distinct from excluded.payload
-                  and (target.source_updated_at is null or excluded.source_updated_at is null
-                       or excluded.source_updated_at >= target.source_updated_at
-                       or coalesce(target.flag, '') like '%%future_timestamp%%')
-                returning pk
-            """).format(table=sql.Identifier(table)),
-                {"connection_id": connection_id, "run_id": run_id, "sync_mode": sync_mode})
-            result.landed_keys = [pk for (pk,) in cur.fetchall()]
-            result.changed = len(result.landed_keys)
-            cur.execute("delete from state.rejected_records where connection_id = %s and raw_table = %s "
-                        "and record_key in (select pk from landing_batch)", (connection_id, table))
+            unkeyed.append((position, RejectedRecord(None, "invalid_primary_key: not storable as text", text)))
+        page = _PageJson(candidates)
+        refused: list[RejectedRecord] = []
+        if candidates:
+            with conn.cursor() as cur:
+                landed, unwind = self._copy_new_rows(cur, table, connection_id, page, run_id, sync_mode)
+                if landed:
+                    result.landed_keys = [record.pk for record, _ in page.rows]
+                else:
+                    result.landed_keys, refused = self._upsert(cur, table, connection_id, page, run_id, sync_mode,
+                                                               unwind)
+        result.changed = len(result.landed_keys)
+        result.rejected = [rejection for _, rejection in sorted(unkeyed + page.rejected, key=lambda r: r[0])]
+        result.rejected += refused
         self.record_rejections(conn, table, connection_id, result.rejected, run_id)
         return result
 
     @staticmethod
-    def _copy_new_rows(cur, table: str, connection_id: str, rows: list[tuple[RawRecord, str]], run_id: str,
-                       sync_mode: str) -> bool:
+    def _copy_new_rows(cur, table: str, connection_id: str, page: _PageJson, run_id: str,
+                       sync_mode: str) -> tuple[bool, str]:
         """The fast path of a page of new records (a historical run, an empty table): ``COPY`` straight into
         ``raw.<table>``, one pass through Postgres instead of two (temporary table, then upsert).
 
         Taken only when no key repeats within the page and none of the page's keys is landed yet for the
-        connection (an index look-up), so nothing is replaced and the newer-wins rule has nothing to decide.
-        Under a savepoint: if Postgres refuses the page (a value ``jsonb`` cannot hold, or a row another
-        session landed meanwhile — unique violation), it is rolled back and the page takes the general path,
-        which rejects record by record. Returns whether the page landed here."""
-        keys = [record.pk for record, _ in rows]
-        if not rows or len(set(keys)) != len(keys):
-            return False
-        cur.execute(sql.SQL("select exists (select from raw.{table} where connection_id = %s and pk = any(%s))")
+        connection (an index look-up, in the round trip that takes the savepoint), so nothing is replaced and the
+        newer-wins rule has nothing to decide. Under the savepoint: if Postgres refuses the page (a value
+        ``jsonb`` cannot hold, or a row another session landed meanwhile — unique violation), it is rolled back
+        and the page takes the general path, which rejects record by record. On success the savepoint is
+        released in the round trip that clears the landed keys' old rejections. Returns whether the page landed
+        here and, when not, the statements that close the savepoint (the general path's first round trip runs
+        them)."""
+        keys = [record.pk for _, record in page.candidates]
+        if len(set(keys)) != len(keys):
+            return False, ""
+        cur.execute(sql.SQL("savepoint landing_direct; "
+                            "select exists (select from raw.{table} where connection_id = %s and pk = any(%s))")
                     .format(table=sql.Identifier(table)), (connection_id, keys))
         if cur.fetchone()[0]:
-            return False
-        lines = raw_copy_lines(connection_id, rows, run_id, sync_mode)
-        cur.execute("savepoint landing_direct")
+            return False, "release savepoint landing_direct; "
+        before, middle = _raw_line_fields(connection_id, run_id, sync_mode)
         try:
             # loaded_at: its column default now(), the transaction's time, as on the general path
             cur.copy_expert(sql.SQL("copy raw.{table} (connection_id, pk, payload, source_updated_at, run_id, "
                                     "sync_mode, flag) from stdin").format(table=sql.Identifier(table))
-                            .as_string(cur), io.StringIO(lines))
+                            .as_string(cur), page.lines(before, middle, lambda _: b"\n"))
         except (psycopg2.DataError, psycopg2.IntegrityError):
-            cur.execute("rollback to savepoint landing_direct")
-            return False
-        cur.execute("release savepoint landing_direct")
-        return True
+            return False, "rollback to savepoint landing_direct; release savepoint landing_direct; "
+        cur.execute("release savepoint landing_direct; delete from state.rejected_records "
+                    "where connection_id = %s and raw_table = %s and record_key = any(%s)",
+                    (connection_id, table, [record.pk for record, _ in page.rows]))
+        return True, ""
+
+    @classmethod
+    def _upsert(cls, cur, table: str, connection_id: str, page: _PageJson, run_id: str, sync_mode: str,
+                unwind: str) -> tuple[list[str], list[RejectedRecord]]:
+        """The general path: ``COPY`` the page into the temporary ``landing_batch``, then one ``INSERT … ON
+        CONFLICT … WHERE`` (with the clean-up of old rejections, in one round trip). Returns the keys inserted
+        or replaced and the records Postgres refused. ``unwind`` closes the direct path's savepoint first."""
+        cur.execute(unwind + "create temporary table if not exists landing_batch "
+                    "(pk text, payload jsonb, source_updated_at timestamptz, flag text, ordinal int) "
+                    "on commit delete rows; truncate landing_batch; savepoint landing_copy")
+        refused = cls._copy_batch(cur, page)
+        cur.execute(sql.SQL("""
+            release savepoint landing_copy;
+            delete from state.rejected_records where connection_id = %(connection_id)s and raw_table = %(table)s
+                and record_key in (select pk from landing_batch);
+            insert into raw.{table} as target
+                (connection_id, pk, payload, source_updated_at, loaded_at, run_id, sync_mode, flag)
+            select distinct on (pk) %(connection_id)s, pk, payload, source_updated_at, now(),
+                   %(run_id)s, %(sync_mode)s, flag
+            from landing_batch
+            order by pk, source_updated_at desc nulls last, ordinal desc
+            on conflict (connection_id, pk) do update set
+                payload = excluded.payload,
+                source_updated_at = excluded.source_updated_at,
+                loaded_at = excluded.loaded_at,
+                run_id = excluded.run_id,
+                sync_mode = excluded.sync_mode,
+                flag = excluded.flag
+            where target.payload is distinct from excluded.payload
+              and (target.source_updated_at is null or excluded.source_updated_at is null
+                   or excluded.source_updated_at >= target.source_updated_at
+                   or coalesce(target.flag, '') like '%%future_timestamp%%')
+            returning pk
+        """).format(table=sql.Identifier(table)),
+            {"connection_id": connection_id, "table": table, "run_id": run_id, "sync_mode": sync_mode})
+        return [pk for (pk,) in cur.fetchall()], refused
 
     @staticmethod
-    def _copy_batch(cur, rows: list[tuple[RawRecord, str]]) -> list[RejectedRecord]:
-        """COPY the rows into ``landing_batch``; when Postgres refuses the batch, again one row at a time,
-        each under a savepoint, so only the refused rows are left out (and returned as rejected)."""
-        lines = [f"{_copy_text(record.pk)}\t{_copy_json(text)}\t"
-                 f"{record.source_updated_at.isoformat() if record.source_updated_at else NULL_FIELD}\t"
-                 f"{_copy_text(record.flag)}\t{ordinal}\n" for ordinal, (record, text) in enumerate(rows)]
+    def _copy_batch(cur, page: _PageJson) -> list[RejectedRecord]:
+        """COPY the page into ``landing_batch`` under the open savepoint ``landing_copy`` (left open for the
+        caller to release); when Postgres refuses the batch, again one row at a time, each under the savepoint,
+        so only the refused rows are left out (and returned as rejected)."""
         statement = "copy landing_batch (pk, payload, source_updated_at, flag, ordinal) from stdin"
-        cur.execute("savepoint landing_copy")
         try:
             # COPY's text format: JSON needs only its backslashes doubled, far cheaper than CSV-quoting
             # its many double quotes.
-            cur.copy_expert(statement, io.StringIO("".join(lines)))
-            cur.execute("release savepoint landing_copy")
+            cur.copy_expert(statement, page.lines(b"", b"\t", lambda ordinal: b"\t%d\n" % ordinal))
             return []
         except psycopg2.DataError:
             cur.execute("rollback to savepoint landing_copy")
         rejected = []
-        for line, (record, text) in zip(lines, rows):
+        for ordinal, (record, text) in enumerate(page):
             try:
-                cur.copy_expert(statement, io.StringIO(line))
-                cur.execute("release savepoint landing_copy")
-                cur.execute("savepoint landing_copy")
+                cur.copy_expert(statement, io.BytesIO(_copy_line(record, text, b"", b"\t", b"\t%d\n" % ordinal)))
+                cur.execute("release savepoint landing_copy; savepoint landing_copy")
             except psycopg2.DataError as exc:
                 cur.execute("rollback to savepoint landing_copy")
-                rejected.append(RejectedRecord(record.pk, f"payload_not_storable: {exc.diag.message_primary}", text))
-        cur.execute("release savepoint landing_copy")
+                rejected.append(RejectedRecord(record.pk, f"payload_not_storable: {exc.diag.message_primary}",
+                                               text.decode("utf-8", "backslashreplace")))
         return rejected
 
     @staticmethod

@@ -4,6 +4,8 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import orjson
+import psycopg2
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -187,8 +189,6 @@ def test_any_sequence_of_pages_ends_with_the_newest_copy_of_each_record(warehous
 def test_an_extract_starting_while_the_state_is_read_takes_no_lock(warehouse, warehouse_url):  # P2, S6
     """The schema check of a current warehouse runs no DDL: its ALTER TABLE … IF NOT EXISTS would take an ACCESS
     EXCLUSIVE lock on state.sync_runs and wait behind any open reader (and every later reader behind it)."""
-    import psycopg2
-
     reader = psycopg2.connect(warehouse_url)
     try:
         with reader.cursor() as cur:
@@ -198,3 +198,80 @@ def test_an_extract_starting_while_the_state_is_read_takes_no_lock(warehouse, wa
     finally:
         reader.rollback()
         reader.close()
+
+
+# What a payload may hold, and what becomes of its record (issue 15, issue 16: the streamed COPY keeps the outcome).
+PAYLOAD_VALUES = {
+    "plain": ("Zoë \"q\" \\ \t\n🎉 " + "x" * 3000, "lands"),
+    "nul": ("nul\u0000", "refused"),  # jsonb refuses \u0000 (PostgreSQL 15 docs, 8.14 JSON Types)
+    "lone_surrogate": ("\ud800", "refused"),  # orjson refuses it; the standard library escapes it; jsonb refuses
+    "nan_literal": (orjson.Fragment(b"NaN"), "refused"),  # parse_json keeps NaN as its literal; not JSON to jsonb
+    "big_int": (2**70, "lands"),  # beyond 64 bits: the standard library writes it
+    "big_int_and_nan": ([2**70, float("nan")], "unserialisable"),  # orjson refuses the one, the standard library
+}                                                                  # the other: no faithful JSON text at all
+KEYS = {"ok": None, "nul": "k\x00", "surrogate": "k\ud800"}
+
+
+def no_landing_savepoint_left(conn) -> bool:
+    """Neither savepoint of the landing is still open in the caller's transaction."""
+    with conn.cursor() as cur:
+        for name in ("landing_direct", "landing_copy"):
+            cur.execute("savepoint probe")
+            try:
+                cur.execute(f"release savepoint {name}")
+                return False
+            except psycopg2.errors.InvalidSavepointSpecification:
+                cur.execute("rollback to savepoint probe")
+    return True
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(page=st.lists(st.tuples(st.sampled_from(sorted(KEYS)), st.sampled_from(sorted(PAYLOAD_VALUES)),
+                               st.sampled_from([None, "guest_checkout", "bad\ud800"])), min_size=1, max_size=12))
+def test_every_record_of_a_page_lands_or_is_rejected_in_order_whichever_path_it_takes(warehouse, page):  # B2, P2
+    """A page of new keys streams into the raw table, a page with a repeated or an already landed key into the
+    upsert: the same records land, the same are rejected with the same reasons and JSON text, in page order (issue
+    16: each record is serialised while COPY reads the page), and no savepoint of the landing stays open."""
+    records, expected_rows, expected_rejected = [], {}, []
+    for position, (key_kind, value_kind, flag) in enumerate(page):
+        value, fate = PAYLOAD_VALUES[value_kind]
+        pk = KEYS[key_kind] or str(position)
+        payload = {"id": position, "value": value}
+        records.append(RawRecord(pk, payload, T0 + timedelta(minutes=position), flag))
+        keyed = key_kind == "ok" and flag != "bad\ud800"
+        if fate == "unserialisable":
+            expected_rejected.append((0, position, pk, "payload_not_storable: no faithful JSON text"))
+        elif not keyed:
+            expected_rejected.append((0, position, None, "invalid_primary_key"))
+        elif fate == "refused":
+            expected_rejected.append((1, position, pk, "payload_not_storable: "))
+        else:
+            expected_rows[pk] = (payload, flag)
+    expected_rejected.sort()  # those refused before the COPY in page order, then those Postgres refused
+    outcomes = []
+    repeated = [RawRecord("repeated", {"id": -1}, T0)] * 2  # a key twice in the page: the upsert
+    landed = RawRecord("landed", {"id": -2}, T0)  # a key landed before: the upsert (the same copy: unchanged)
+    for before, extra in (([], []), ([], repeated), ([landed], [landed])):
+        connection = f"bigcommerce:{uuid.uuid4().hex[:8]}"
+        if before:
+            with warehouse.transaction() as conn:
+                warehouse.land_batch(conn, "bigcommerce_orders", connection, before, "r0", "historical")
+        new_keys = {record.pk: (record.payload, record.flag) for record in extra if record not in before}
+        with warehouse.transaction() as conn:
+            result = warehouse.land_batch(conn, "bigcommerce_orders", connection, records + extra, "r", "historical")
+            assert no_landing_savepoint_left(conn)
+            if not extra:  # the direct path holds unless Postgres refused a record of the page
+                assert temp_batch_table_exists(conn) == any(kind == 1 for kind, *_ in expected_rejected)
+        assert [(r.pk, r.reason[:len(reason)]) for r, (_, _, _, reason) in zip(result.rejected, expected_rejected)] \
+            == [(pk, reason) for _, _, pk, reason in expected_rejected]
+        assert len(result.rejected) == len(expected_rejected)
+        assert sorted(result.landed_keys) == sorted({**expected_rows, **new_keys}) == sorted(set(result.landed_keys))
+        assert result.changed == len(result.landed_keys)
+        expected = {**expected_rows, **{record.pk: (record.payload, record.flag) for record in extra}}
+        with warehouse.transaction() as conn, conn.cursor() as cur:
+            cur.execute("select pk, payload, flag from raw.bigcommerce_orders where connection_id = %s", (connection,))
+            assert {pk: (payload, flag) for pk, payload, flag in cur.fetchall()} == expected
+            cur.execute("select count(*) from state.rejected_records where connection_id = %s", (connection,))
+            assert cur.fetchone()[0] == len({r.record_key for r in result.rejected})
+        outcomes.append([(r.pk, r.reason, r.payload_text) for r in result.rejected])
+    assert all(outcome == outcomes[0] for outcome in outcomes)
