@@ -329,6 +329,14 @@ def _schema_current(cur) -> bool:
     return bool(cur.fetchone()[0])
 
 
+
+# The general landing path's first round trip, after the direct path's savepoint is closed one of two ways.
+_RELEASE_DIRECT = "release savepoint landing_direct; "
+_ROLLBACK_DIRECT = "rollback to savepoint landing_direct; release savepoint landing_direct; "
+_PREPARE_BATCH = ("create temporary table if not exists landing_batch "
+                  "(pk text, payload jsonb, source_updated_at timestamptz, flag text, ordinal int) "
+                  "on commit delete rows; truncate landing_batch; savepoint landing_copy")
+
 class Warehouse:
     def __init__(self, url: str):
         self.url = url
@@ -466,7 +474,7 @@ class Warehouse:
                             "select exists (select from raw.{table} where connection_id = %s and pk = any(%s))")
                     .format(table=sql.Identifier(table)), (connection_id, keys))
         if cur.fetchone()[0]:
-            return False, "release savepoint landing_direct; "
+            return False, _RELEASE_DIRECT
         before, middle = _raw_line_fields(connection_id, run_id, sync_mode)
         try:
             # loaded_at: its column default now(), the transaction's time, as on the general path
@@ -474,7 +482,7 @@ class Warehouse:
                                     "sync_mode, flag) from stdin").format(table=sql.Identifier(table))
                             .as_string(cur), page.lines(before, middle, lambda _: b"\n"))
         except (psycopg2.DataError, psycopg2.IntegrityError):
-            return False, "rollback to savepoint landing_direct; release savepoint landing_direct; "
+            return False, _ROLLBACK_DIRECT
         cur.execute("release savepoint landing_direct; delete from state.rejected_records "
                     "where connection_id = %s and raw_table = %s and record_key = any(%s)",
                     (connection_id, table, [record.pk for record, _ in page.rows]))
@@ -485,10 +493,14 @@ class Warehouse:
                 unwind: str) -> tuple[list[str], list[RejectedRecord]]:
         """The general path: ``COPY`` the page into the temporary ``landing_batch``, then one ``INSERT … ON
         CONFLICT … WHERE`` (with the clean-up of old rejections, in one round trip). Returns the keys inserted
-        or replaced and the records Postgres refused. ``unwind`` closes the direct path's savepoint first."""
-        cur.execute(unwind + "create temporary table if not exists landing_batch "
-                    "(pk text, payload jsonb, source_updated_at timestamptz, flag text, ordinal int) "
-                    "on commit delete rows; truncate landing_batch; savepoint landing_copy")
+        or replaced and the records Postgres refused. ``unwind`` (``""``, ``_RELEASE_DIRECT`` or
+        ``_ROLLBACK_DIRECT``) closes the direct path's savepoint first, in the same round trip."""
+        if unwind == _RELEASE_DIRECT:  # each statement a literal (tests/reliability/test_security_static.py)
+            cur.execute(_RELEASE_DIRECT + _PREPARE_BATCH)
+        elif unwind == _ROLLBACK_DIRECT:
+            cur.execute(_ROLLBACK_DIRECT + _PREPARE_BATCH)
+        else:
+            cur.execute(_PREPARE_BATCH)
         refused = cls._copy_batch(cur, page)
         cur.execute(sql.SQL("""
             release savepoint landing_copy;
