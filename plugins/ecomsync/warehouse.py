@@ -329,13 +329,13 @@ def _schema_current(cur) -> bool:
     return bool(cur.fetchone()[0])
 
 
-
 # The general landing path's first round trip, after the direct path's savepoint is closed one of two ways.
 _RELEASE_DIRECT = "release savepoint landing_direct; "
 _ROLLBACK_DIRECT = "rollback to savepoint landing_direct; release savepoint landing_direct; "
 _PREPARE_BATCH = ("create temporary table if not exists landing_batch "
                   "(pk text, payload jsonb, source_updated_at timestamptz, flag text, ordinal int) "
                   "on commit delete rows; truncate landing_batch; savepoint landing_copy")
+
 
 class Warehouse:
     def __init__(self, url: str):
