@@ -29,14 +29,26 @@
         model text primary key,
         built_from timestamptz not null
     );
-    -- what a model's rows were built by, where its SQL can change without its columns (segment_members)
-    alter table {{ incremental_watermarks_relation() }} add column if not exists definition_hash text;
     create table if not exists {{ contact_changes_relation() }} (
         email text not null,
         connection_id text not null,
         changed_at timestamptz not null
     );
-    alter table {{ contact_changes_relation() }} add column if not exists recorded_by text
+    -- columns added since the tables were first created: an ALTER only where one is missing (ALTER TABLE takes an
+    -- ACCESS EXCLUSIVE lock even when IF NOT EXISTS finds the column)
+    do $$
+    begin
+        -- what a model's rows were built by, where its SQL can change without its columns (segment_members)
+        if not exists (select from information_schema.columns where table_schema = 'intermediate'
+                       and table_name = 'incremental_watermarks' and column_name = 'definition_hash') then
+            alter table {{ incremental_watermarks_relation() }} add column definition_hash text;
+        end if;
+        if not exists (select from information_schema.columns where table_schema = 'intermediate'
+                       and table_name = 'incremental_contact_changes' and column_name = 'recorded_by') then
+            alter table {{ contact_changes_relation() }} add column recorded_by text;
+        end if;
+    end
+    $$
 {%- endmacro %}
 
 {#- intermediate.incremental_contact_changes: contacts (email, connection_id) a scheduled build changed,

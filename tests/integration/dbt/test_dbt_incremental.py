@@ -682,3 +682,18 @@ def test_scheduled_data_tests_of_segment_members_check_the_latest_build(warehous
     with pytest.raises(DbtRunError):
         run_dbt(scheduled, url, target_path=dbt_target)
     run_dbt(["run", "--full-refresh", "-s", "segment_members"], url, target_path=dbt_target)
+
+
+def test_bookkeeping_tables_of_an_older_version_get_their_new_columns(warehouse, dbt_target):  # P3, issue 16
+    # A warehouse built before segment_members was incremental: its watermark and contact-change tables lack
+    # definition_hash and recorded_by. The next build adds them (on-run-start) and stays equal to a full refresh.
+    url, _ = warehouse
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute("alter table intermediate.incremental_watermarks drop column definition_hash")
+        cur.execute("alter table intermediate.incremental_contact_changes drop column recorded_by")
+    run_dbt(["run", *SELECTOR], url, target_path=dbt_target)
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute("select count(*) from information_schema.columns where table_schema = 'intermediate' "
+                    "and column_name in ('definition_hash', 'recorded_by')")
+        assert cur.fetchone()[0] == 2
+    assert_equals_full_refresh(url, dbt_target)
