@@ -112,8 +112,12 @@
       - another incremental model: its `last_landed_at` if it documents one, else `landed_at`;
       - a staging view documenting `loaded_at`: that column (the filter reaches the raw table's scan);
       - a staging view whose meta names `landed_with: {column, source}` (a view of rows unnested from
-        a raw record, e.g. an order's lines): `column = any(array(<keys of that source landed recently>))`,
-        a condition on the view's key that Postgres pushes down to the raw primary key.
+        a raw record, e.g. an order's lines): `connection_id = any(<connections landed recently>) and
+        column = any(<keys landed recently>)`: two conditions on values computed once, which Postgres pushes
+        through the view (below its DISTINCT ON, where a semi-join would not go) to the raw primary key
+        (connection_id, pk), so only the recent orders are read (a superset: a recent key's order in another
+        connection too). With the key's second column alone every order was read and compared with every
+        recent key: ~1 s per test at scale 0.25; as a semi-join, every order was unnested: ~3 s.
     An explicit `where` config still applies, on top. -#}
 {% macro get_where_subquery(relation) -%}
     {%- set conditions = [] -%}
@@ -135,8 +139,9 @@
             {%- do conditions.append('loaded_at >= ' ~ recent) -%}
         {%- elif tested.config.materialized == 'view' and landed_with -%}
             {%- set raw = graph.sources[landed_with.source].relation_name -%}
-            {%- do conditions.append(landed_with.column ~ ' = any(array(select pk from ' ~ raw
-                                     ~ ' where loaded_at >= ' ~ recent ~ '))') -%}
+            {%- set landed = ' from ' ~ raw ~ ' where loaded_at >= ' ~ recent -%}
+            {%- do conditions.append('connection_id = any(array(select distinct connection_id' ~ landed ~ '))'
+                                     ~ ' and ' ~ landed_with.column ~ ' = any(array(select pk' ~ landed ~ '))') -%}
         {%- endif -%}
     {%- endif -%}
     {%- if conditions -%}

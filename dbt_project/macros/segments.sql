@@ -91,8 +91,10 @@
     pg_temp.segment_members__rebuild
 {%- endmacro %}
 
+{#- The hash of the catalogue's rebuild SQL: it names its sources by model (rebuilt_<from>), not by relation, so a
+    copy or a rename of the database is not taken for a changed catalogue. -#}
 {% macro segment_catalogue_hash(segments) -%}
-    {%- do return(local_md5(segments | map(attribute='sql') | join('\n'))) -%}
+    {%- do return(local_md5(segments | map(attribute='rebuild_sql') | join('\n'))) -%}
 {%- endmacro %}
 
 {% macro prepare_segment_rebuild() -%}

@@ -64,7 +64,14 @@
 
     )
 
-    select distinct on (connection_id, pk) *
-    from unioned
-    order by connection_id, pk, source_updated_at desc nulls last, loaded_at desc
+    {#- the newest copy of each record, its payload then read once (raw_rows: after the sort, which so moves
+        the stored values, not decompressed copies) #}
+    {%- set newest_copies -%}
+    (
+        select distinct on (connection_id, pk) *
+        from unioned
+        order by connection_id, pk, source_updated_at desc nulls last, loaded_at desc
+    )
+    {%- endset %}
+    {{ raw_rows(newest_copies) }}
 {% endmacro %}

@@ -2,7 +2,7 @@ with
 
 source as (
 
-    select * from {{ source('bigcommerce', 'categories') }}
+    {{ raw_rows(source('bigcommerce', 'categories')) }}
 
 ),
 

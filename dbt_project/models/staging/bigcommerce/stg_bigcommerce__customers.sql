@@ -2,7 +2,7 @@ with
 
 source as (
 
-    select * from {{ source('bigcommerce', 'customers') }}
+    {{ raw_rows(source('bigcommerce', 'customers')) }}
 
 ),
 

@@ -6,7 +6,7 @@ with
 
 source as (
 
-    select * from {{ source('bigcommerce', 'orders') }}
+    {{ raw_rows(source('bigcommerce', 'orders')) }}
 
 ),
 

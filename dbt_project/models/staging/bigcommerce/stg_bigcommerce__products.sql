@@ -2,7 +2,7 @@ with
 
 source as (
 
-    select * from {{ source('bigcommerce', 'products') }}
+    {{ raw_rows(source('bigcommerce', 'products')) }}
 
 ),
 

@@ -12,7 +12,7 @@ with
 source as (
 
     {%- if refunds_exist %}
-    select connection_id, pk, payload, loaded_at from {{ source('bigcommerce', 'refunds') }}
+    select connection_id, pk, payload, loaded_at from ({{ raw_rows(source('bigcommerce', 'refunds')) }}) as refunds
     {%- else %}
     select null::text as connection_id, null::text as pk, null::jsonb as payload, null::timestamptz as loaded_at
     where false

@@ -2,7 +2,7 @@ with
 
 source as (
 
-    select * from {{ source('bigcommerce', 'subscribers') }}
+    {{ raw_rows(source('bigcommerce', 'subscribers')) }}
 
 ),
 

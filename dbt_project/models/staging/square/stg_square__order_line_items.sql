@@ -6,7 +6,7 @@ with
 
 source as (
 
-    select * from {{ source('square', 'orders') }}
+    {{ raw_rows(source('square', 'orders')) }}
 
 ),
 

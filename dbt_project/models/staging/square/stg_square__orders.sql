@@ -4,7 +4,7 @@ with
 
 source as (
 
-    select * from {{ source('square', 'orders') }}
+    {{ raw_rows(source('square', 'orders')) }}
 
 ),
 

@@ -6,7 +6,7 @@ with
 
 source as (
 
-    select * from {{ source('square', 'payments') }}
+    {{ raw_rows(source('square', 'payments')) }}
 
 ),
 
