@@ -114,6 +114,9 @@
     drop table if exists {{ segment_rebuild_relation() }};
 
     create temporary table segment_members__rebuild as
+    with rebuild_everything as (  -- evaluated once, read by each source's branch below
+        select {{ segment_rebuild_everything(sources, watermark, segments) }} as every_email
+    )
     select email
     from {{ contact_changes_relation() }}
     where changed_at >= {{ cutoff }}
@@ -129,12 +132,12 @@
     union
     select email
     from {{ ref(source) }}
-    where {{ segment_rebuild_everything(sources, watermark, segments) }}
+    where (select every_email from rebuild_everything)
     {%- endfor %}
     union
     select email
     from {{ this }}
-    where {{ segment_rebuild_everything(sources, watermark, segments) }};
+    where (select every_email from rebuild_everything);
 
     analyze {{ segment_rebuild_relation() }};  -- a temporary table: autovacuum never analyses it
 

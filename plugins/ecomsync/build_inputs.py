@@ -4,7 +4,7 @@ A cycle that landed nothing must not cost a build of the whole project (issue 16
 ``plan_build`` compares two fingerprints with those the last complete build recorded in ``state.dbt_builds``:
 
 - **inputs**, taken in one snapshot before the build: every ``raw.*`` table as its row count and the sum of a
-  hash of each row version's ``(ctid, xmin)`` — any insert, update or delete by anyone (landing, the privacy
+  hash of each row version's ``(ctid, xmin)`` (``ecomsync.row_versions``) — any insert, update or delete by anyone (landing, the privacy
   erase, a hand fix) moves it, a no-op re-landing does not (``ON CONFLICT … WHERE`` false writes no row
   version); the two ``state`` sources (``state.connections``, ``state.rejected_records``) as a hash of their rows
   without the columns that tick on every run and that no model past staging reads (``TICKING_COLUMNS``);
@@ -37,6 +37,7 @@ import psycopg2
 from psycopg2 import sql
 
 from ecomsync.dbt import PROJECT_DIR, target_dir
+from ecomsync.row_versions import row_versions_sum
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +98,7 @@ def inputs_fingerprint(cur, dbt_vars: dict | None) -> str:
     cur.execute("select c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace "
                 "where n.nspname = 'raw' and c.relkind in ('r', 'p') order by 1")
     for (table,) in cur.fetchall():
-        cur.execute(sql.SQL("select count(*), coalesce(sum(hashtext(ctid::text || ':' || xmin::text)::bigint), 0) "
-                            "from raw.{}").format(sql.Identifier(table)))
+        cur.execute(sql.SQL("select count(*), {} from raw.{} t").format(row_versions_sum("t"), sql.Identifier(table)))
         parts.append(f"raw.{table}:{':'.join(map(str, cur.fetchone()))}")
     for table, ticking in TICKING_COLUMNS.items():
         cur.execute("select to_regclass(%s) is not null", (f"state.{table}",))

@@ -34,6 +34,7 @@ from psycopg2.extras import RealDictCursor
 
 from ecomsync.crm import automations as a
 from ecomsync.crm import payloads as p
+from ecomsync.row_versions import row_versions_sum
 
 ACCEPTED = "l.status in ('synced', 'recovered') and (l.crm_id is not null or l.status = 'synced')"
 
@@ -138,8 +139,8 @@ class Reader:
     def mart_fingerprint(self, mart: Mart) -> tuple[str, int] | None:
         """The content of ``crm.<mart>`` (and the relations its phase also reads) in the current snapshot — the
         first query of a mart's snapshot, before ``unchanged_counts``: per relation its oid (dbt replaces a table
-        under a new one), row count and the sum of a 64-bit hash of each row version's ``(tableoid, ctid,
-        xmin)``, so any insert, update or delete moves it (the approach of ``build_inputs.inputs_fingerprint``).
+        under a new one), row count and ``ecomsync.row_versions.row_versions_sum`` (a 64-bit hash of each row
+        version's ``(ctid, xmin)``), so any insert, update or delete moves it.
         Returns (fingerprint, the mart's row count); None when a relation is not a table (a view has no row
         versions): such a mart is always read."""
         parts, rows = [], 0
@@ -149,9 +150,8 @@ class Reader:
                 if found is None:
                     return None
                 # the relation names come from MARTS, never from data
-                cur.execute(sql.SQL("select count(*), coalesce(sum(hashtextextended(m.tableoid::text || ':' || "
-                                    "m.ctid::text || ':' || m.xmin::text, 0)), 0) from crm.{} m").format(
-                    sql.Identifier(table)))
+                cur.execute(sql.SQL("select count(*), {} from crm.{} m").format(
+                    row_versions_sum("m"), sql.Identifier(table)))
                 count, total = cur.fetchone()
                 if table == mart.table:
                     rows = int(count)
@@ -166,9 +166,9 @@ class Reader:
         with self.conn.cursor() as cur:
             for table in ("ledger", "rejections"):
                 parts.append(f"sync.{table}:{self._relation(cur, f'sync.{table}')}")
-                cur.execute(sql.SQL("select t.object_type, count(*), sum(hashtextextended(t.ctid::text || ':' || "
-                                    "t.xmin::text, 0)) from sync.{} t where t.object_type = any(%s) "
-                                    "group by 1 order by 1").format(sql.Identifier(table)), (list(object_types),))
+                cur.execute(sql.SQL("select t.object_type, count(*), {} from sync.{} t where t.object_type = any(%s) "
+                                    "group by 1 order by 1").format(row_versions_sum("t"), sql.Identifier(table)),
+                            (list(object_types),))
                 parts += [f"sync.{table}:{t}:{n}:{total}" for t, n, total in cur.fetchall()]
         return "|".join(parts)
 
