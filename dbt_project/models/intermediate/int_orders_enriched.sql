@@ -3,6 +3,7 @@
         materialized='incremental',
         incremental_strategy='delete+insert',
         unique_key=['connection_id', 'order_external_id'],
+        indexes=[{'columns': ['connection_id', 'order_external_id']}, {'columns': ['landed_at']}],
         on_schema_change='append_new_columns',
         post_hook="{{ delete_rows_not_in(keys=['connection_id', 'order_external_id'], upstream=ref('int_orders_unioned'), upstream_keys=['connection_id', 'order_external_id'], where='true') }}"
     )

@@ -3,6 +3,7 @@
         materialized='incremental',
         incremental_strategy='delete+insert',
         unique_key='order_key',
+        indexes=[{'columns': ['order_key']}],
         pre_hook="{{ record_contact_changes() }}",
         post_hook="{{ delete_rows_not_in(
             keys=['connection_id', 'external_id'], upstream=ref('int_orders_enriched'),
