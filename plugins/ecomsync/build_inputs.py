@@ -4,10 +4,11 @@ A cycle that landed nothing must not cost a build of the whole project (issue 16
 ``plan_build`` compares two fingerprints with those the last complete build recorded in ``state.dbt_builds``:
 
 - **inputs**, taken in one snapshot before the build: every ``raw.*`` table as its row count and the sum of a
-  hash of each row version's ``(ctid, xmin)`` (``ecomsync.row_versions``) — any insert, update or delete by anyone (landing, the privacy
-  erase, a hand fix) moves it, a no-op re-landing does not (``ON CONFLICT … WHERE`` false writes no row
-  version); the two ``state`` sources (``state.connections``, ``state.rejected_records``) as a hash of their rows
-  without the columns that tick on every run and that no model past staging reads (``TICKING_COLUMNS``);
+  hash of each row version's ``(ctid, xmin)`` (``ecomsync.row_versions``) — any insert, update or delete by
+  anyone (landing, the privacy erase, a hand fix) moves it, a no-op re-landing does not (``ON CONFLICT … WHERE``
+  false writes no row version); the two ``state`` sources (``state.connections``, ``state.rejected_records``)
+  as a hash of their rows without the columns that tick on every run and that no model past staging reads
+  (``TICKING_COLUMNS``);
   the dbt project's files, the ``--vars`` and dbt's version.
 - **relations**, taken after the build: the oid of every model's relation (from the build's
   ``manifest.json``). dbt replaces a table or view under a new oid, so another build in between (the webhook
