@@ -273,3 +273,32 @@ def test_each_page_wait_for_the_quota_is_counted(served):  # issue 19: progress
     for _ in range(4):
         session.request_json("GET", "/items")
     assert session.stats.waited_s > 0.1 and session.pacer.quota_left() is not None
+
+
+def rate_limited_answer(retry_after: str = "1") -> requests.Response:
+    answer = requests.Response()
+    answer.status_code, answer.headers["Retry-After"] = 429, retry_after
+    return answer
+
+
+def test_token_bucket_widens_its_spacing_after_each_429_up_to_a_limit():  # P4
+    pacer = TokenBucketPacer(rate=5)
+    assert pacer.interval == pytest.approx(1.03 / 5)
+    assert pacer.retry_delay(rate_limited_answer(), attempt=1) == 1.0
+    assert pacer.interval == pytest.approx(1.03 * 1.05 / 5)
+    for attempt in range(50):
+        pacer.retry_delay(rate_limited_answer(), attempt=attempt)
+    assert pacer.interval == pytest.approx(1.25 / 5)  # never below 0.8 of the allowed rate
+    server_error = requests.Response()
+    server_error.status_code = 503
+    before = pacer.interval
+    pacer.retry_delay(server_error, attempt=1)
+    assert pacer.interval == before  # only a 429 says the spacing was too tight
+
+
+def test_one_token_bucket_per_account_and_rate():  # P4
+    from ecomsync.crm.activecampaign import account_pacer
+
+    first = account_pacer("https://pacer-test.api-us1.com", 5)
+    assert account_pacer("https://PACER-TEST.api-us1.com/", 5) is first  # however the URL is spelt
+    assert account_pacer("https://pacer-test.api-us1.com", 4) is not first  # a new rate, a new bucket

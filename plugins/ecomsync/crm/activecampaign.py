@@ -56,7 +56,7 @@ def account_pacer(base_url: str, requests_per_second: float) -> TokenBucketPacer
     key = account_key(base_url)
     with _pacers_lock:
         pacer = _pacers.get(key)
-        if pacer is None or abs(pacer.interval - 1.0 / requests_per_second) > 1e-9:
+        if pacer is None or pacer.rate != requests_per_second:
             pacer = _pacers[key] = TokenBucketPacer(requests_per_second)
         return pacer
 
