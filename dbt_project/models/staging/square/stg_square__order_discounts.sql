@@ -6,8 +6,8 @@ source as (
 
 ),
 
--- a uid repeated within one order is one discount (its first occurrence), dropped within each order
--- (macros/square_order_elements.sql) so that a filter on (connection_id, order_id) or loaded_at reaches the raw table
+-- a uid repeated within one order is one discount (its first occurrence), dropped within each order (a lateral
+-- DISTINCT ON) so that a filter on (connection_id, order_id) or loaded_at still reaches the raw table
 discounts as (
 
     select
@@ -18,8 +18,16 @@ discounts as (
         order_discounts.discount_number
     from source
     cross join lateral (  -- noqa: ST05
-        {{ square_order_elements('source.payload', 'discounts') }}
-    ) as order_discounts (discount, discount_number)
+        select distinct on (coalesce(discount.value ->> 'uid', discount.ordinality::text))
+            discount.value as discount,
+            discount.ordinality as discount_number
+        from jsonb_array_elements(
+            case when jsonb_typeof(source.payload -> 'discounts') = 'array'
+                 then source.payload -> 'discounts' else '[]'::jsonb end
+        ) with ordinality as discount (value, ordinality)
+        where jsonb_typeof(discount.value) = 'object'
+        order by coalesce(discount.value ->> 'uid', discount.ordinality::text), discount.ordinality
+    ) as order_discounts
 
 ),
 

@@ -10,8 +10,8 @@ source as (
 
 ),
 
--- a uid repeated within one order is one line (its first occurrence), dropped within each order
--- (macros/square_order_elements.sql) so that a filter on (connection_id, order_id) or loaded_at reaches the raw table
+-- a uid repeated within one order is one line (its first occurrence), dropped within each order (a lateral
+-- DISTINCT ON) so that a filter on (connection_id, order_id) or loaded_at still reaches the raw table
 line_items as (
 
     select
@@ -22,8 +22,16 @@ line_items as (
         order_lines.line_number
     from source
     cross join lateral (  -- noqa: ST05
-        {{ square_order_elements('source.payload', 'line_items') }}
-    ) as order_lines (line_item, line_number)
+        select distinct on (coalesce(line_item.value ->> 'uid', line_item.ordinality::text))
+            line_item.value as line_item,
+            line_item.ordinality as line_number
+        from jsonb_array_elements(
+            case when jsonb_typeof(source.payload -> 'line_items') = 'array'
+                 then source.payload -> 'line_items' else '[]'::jsonb end
+        ) with ordinality as line_item (value, ordinality)
+        where jsonb_typeof(line_item.value) = 'object'
+        order by coalesce(line_item.value ->> 'uid', line_item.ordinality::text), line_item.ordinality
+    ) as order_lines
 
 ),
 
