@@ -4,8 +4,7 @@
     discounts are the sums over its lines. The amount is in the order's transactional currency. -#}
 with
 
--- one row per line (macros/bigcommerce_line_items.sql: a line repeated in two consignments kept once, its first
--- appearance), named as stg_bigcommerce__order_line_items names it
+-- one row per line as sent (macros/bigcommerce_line_items.sql), named as stg_bigcommerce__order_line_items names it
 line_items as (
 
     {{ bigcommerce_order_lines(source('bigcommerce', 'orders')) }}
@@ -17,9 +16,11 @@ discounts as (
     select
         line_items.connection_id,
         line_items.order_id,
-        line_items.loaded_at,
         line_items.currency_code,
         line_items.line_item_id,
+        line_items.consignment_kind,
+        line_items.consignment_number,
+        line_items.position_in_consignment,
         discount.value as discount,
         discount.ordinality as discount_number
     from line_items
@@ -33,7 +34,8 @@ discounts as (
 
 renamed as (
 
-    select
+    -- a line repeated in two consignments is one line: its first appearance (as in stg_bigcommerce__order_line_items)
+    select distinct on (connection_id, order_id, line_item_id, discount_number)
         connection_id,
         order_id,
         line_item_id,
@@ -43,10 +45,12 @@ renamed as (
         nullif(trim(discount ->> 'name'), '') as name,
         discount ->> 'target' as target,
         {{ to_minor_units("discount ->> 'amount'", "currency_code") }} as amount_cents,
-        {{ is_unreadable("discount ->> 'amount'", safe_numeric("discount ->> 'amount'")) }} as has_unreadable_amount,
-        loaded_at
+        {{ is_unreadable("discount ->> 'amount'", safe_numeric("discount ->> 'amount'")) }} as has_unreadable_amount
 
     from discounts
+    order by
+        connection_id, order_id, line_item_id, discount_number, consignment_kind, consignment_number,
+        position_in_consignment
 
 )
 

@@ -5,9 +5,8 @@
     not send gets a documented default in int_order_lines_enriched; a value sent but unreadable is flagged. -#}
 with
 
--- one row per line (macros/bigcommerce_line_items.sql: the consignments unnested, each order's payload read once,
--- a line repeated in two consignments kept once; a filter on (connection_id, order_id) or loaded_at still reaches
--- the raw table)
+-- one row per line as sent (macros/bigcommerce_line_items.sql: the consignments unnested, each order's payload
+-- read once, a filter on (connection_id, order_id) still reaching the raw table's primary key)
 line_items as (
 
     {{ bigcommerce_order_lines(source('bigcommerce', 'orders')) }}
@@ -16,7 +15,7 @@ line_items as (
 
 renamed as (
 
-    select
+    select distinct on (connection_id, order_id, line_item_id)
         connection_id,
         order_id,
         -- a line without an id keeps its place as `<kind>.<consignment>.<position>`
@@ -33,10 +32,10 @@ renamed as (
             {{ is_unreadable("line_item ->> 'price_inc_tax'", safe_numeric("line_item ->> 'price_inc_tax'")) }}
             or {{ is_unreadable("line_item ->> 'total_inc_tax'", safe_numeric("line_item ->> 'total_inc_tax'")) }}
             or {{ is_unreadable("line_item ->> 'quantity'", safe_integer("line_item ->> 'quantity'")) }}
-        ) as has_unreadable_value,
-        loaded_at
+        ) as has_unreadable_value
 
     from line_items
+    order by connection_id, order_id, line_item_id, consignment_kind, consignment_number, position_in_consignment
 
 )
 

@@ -10,34 +10,26 @@ source as (
 
 ),
 
--- a uid repeated within one order is one line (its first occurrence), dropped within each order (a lateral
--- DISTINCT ON) so that a filter on (connection_id, order_id) or loaded_at still reaches the raw table
 line_items as (
 
     select
         source.connection_id,
         source.pk as order_id,
-        source.loaded_at,
-        order_lines.line_item,
-        order_lines.line_number
+        line_item.value as line_item,
+        line_item.ordinality as line_number
     from source
-    cross join lateral (  -- noqa: ST05
-        select distinct on (coalesce(line_item.value ->> 'uid', line_item.ordinality::text))
-            line_item.value as line_item,
-            line_item.ordinality as line_number
-        from jsonb_array_elements(
-            case when jsonb_typeof(source.payload -> 'line_items') = 'array'
-                 then source.payload -> 'line_items' else '[]'::jsonb end
-        ) with ordinality as line_item (value, ordinality)
-        where jsonb_typeof(line_item.value) = 'object'
-        order by coalesce(line_item.value ->> 'uid', line_item.ordinality::text), line_item.ordinality
-    ) as order_lines
+    cross join lateral jsonb_array_elements(
+        case when jsonb_typeof(source.payload -> 'line_items') = 'array'
+             then source.payload -> 'line_items' else '[]'::jsonb end
+    ) with ordinality as line_item (value, ordinality)
+    where jsonb_typeof(line_item.value) = 'object'
 
 ),
 
 renamed as (
 
-    select
+    -- a uid repeated within one order is one line (its first occurrence)
+    select distinct on (connection_id, order_id, coalesce(line_item ->> 'uid', line_number::text))
         connection_id,
         order_id,
         coalesce(line_item ->> 'uid', line_number::text) as line_item_uid,
@@ -56,10 +48,10 @@ renamed as (
             or coalesce({{ safe_numeric("line_item ->> 'quantity'") }} not between 0 and 999999999, false)
             or {{ is_unreadable("line_item #>> '{base_price_money,amount}'", safe_bigint("line_item #>> '{base_price_money,amount}'")) }}
             or {{ is_unreadable("line_item #>> '{total_money,amount}'", safe_bigint("line_item #>> '{total_money,amount}'")) }}
-        ) as has_unreadable_value,
-        loaded_at
+        ) as has_unreadable_value
 
     from line_items
+    order by connection_id, order_id, coalesce(line_item ->> 'uid', line_number::text), line_number
 
 )
 
