@@ -116,3 +116,24 @@ def test_each_staging_view_reads_a_payload_once(staging):  # P3, issue 16
         if through_view > once + 6:
             read_twice[view] = (through_view, once)
     assert read_twice == {}, f"pages through the view vs reading each payload once: {read_twice}"
+
+
+def test_scheduled_tests_of_every_staging_view_over_a_raw_table_read_recent_landings(staging, dbt_target):  # P2, P3
+    # A scheduled run's data test of a staging view checks the rows landed recently (macros/incremental.sql,
+    # get_where_subquery): a view needs a `loaded_at` column, or, for rows unnested from a record (an order's
+    # lines, discounts), meta `landed_with` naming the record's source. Without either every test of it reads
+    # the whole table (the Square line views did: 1.3-2.0 s per test at scale 1).
+    _, _, views = staging
+    manifest = json.loads((dbt_target / "manifest.json").read_text())
+    nodes = {node["name"]: node for node in manifest["nodes"].values() if node["resource_type"] == "model"}
+    unfiltered = []
+    for view in sorted(views):
+        node = nodes[view]
+        if "square_location_rows" in node["raw_code"]:
+            # Left out, known: the account-wide Square records (customers, catalog, locations) are spread from
+            # the merchant connection to the location connections, so neither the landing time of the chosen
+            # copy nor a key of the merchant's raw rows narrows them; the merchant's tables are small.
+            continue
+        if "loaded_at" not in node["columns"] and not node["config"]["meta"].get("landed_with"):
+            unfiltered.append(view)
+    assert unfiltered == []
