@@ -3,13 +3,15 @@
     landed since the cutoff have their JSON read) and from the previous state of the tables:
 
     pg_temp.int_customers_unioned__rebuild (source, connection_id, customer_external_id)
-      BigCommerce: customer records landed since the cutoff; the customers of orders landed since then,
-        before (int_orders_unioned, not yet rebuilt this run) and after; the customers whose email has a
+      BigCommerce: customer records landed or deleted since the cutoff; the customers of orders landed since
+        then, before (int_orders_unioned, not yet rebuilt this run) and after; the customers whose email has a
         newsletter consent landed since then; the customers of orders whose raw record is gone (erased).
       Square (profiles are merchant-wide, so a customer id is rebuilt in every connection): profiles and
-        payments landed since the cutoff, pairs staging has that the table lacks (a location added), and
-        customers of payments whose raw record is gone; each with every connection it has a profile
-        landed under or a payment at.
+        payments landed since the cutoff, and customers of payments whose raw record is gone; when whole_table_checks_due() (a connection added: a location the profiles spread to)
+        also the pairs staging has that the table lacks; each with every connection it has a profile landed
+        under or a payment at.
+      Deletions are read from state.change_events (macros/change_events.sql); when whole_table_checks_due()
+      (a raw table truncated, a connection changed) every order is checked against its raw record instead.
     pg_temp.int_customers_unioned__rebuild_orders (connection_id, order_id)
       The BigCommerce orders of the rebuilt customers, by primary key, so the model never scans every
       order's JSON for its customer_id.
@@ -26,6 +28,7 @@
     {%- else -%}
     {%- set orders_unioned = adapter.get_relation(
             database=this.database, schema=this.schema, identifier='int_orders_unioned') -%}
+    {%- set whole = whole_table_checks_due() -%}
     drop table if exists {{ customers_rebuild_relation() }};
     drop table if exists {{ customers_rebuild_relation('orders') }};
 
@@ -54,6 +57,11 @@
 
         union
 
+        -- customer records deleted from raw since the cutoff (state.change_events)
+        {{ deleted_raw_keys(['bigcommerce_customers']) }}
+
+        union
+
         select connection_id, customer_id from landed_orders where customer_id is not null
 
         union
@@ -76,11 +84,17 @@
           and orders.customer_external_id is not null
           and (
               (orders.connection_id, orders.order_external_id) in (select connection_id, order_id from landed_orders)
+              {%- if whole %}
               or not exists (
                   select 1 from {{ source('bigcommerce', 'orders') }} as raw_orders
                   where raw_orders.connection_id = orders.connection_id
                     and raw_orders.pk = orders.order_external_id
               )
+              {%- else %}
+              or (orders.connection_id, orders.order_external_id) in (
+                  {{ deleted_raw_keys(['bigcommerce_orders']) }}
+              )
+              {%- endif %}
           )
         {%- endif %}
 
@@ -106,6 +120,11 @@
 
         union
 
+        {%- if whole %}
+
+        union
+
+        -- pairs staging has that the table lacks (a location added: the merchant's profiles spread to it)
         select staged.customer_id
         from {{ ref('stg_square__customers') }} as staged
         where not exists (
@@ -114,6 +133,7 @@
               and previous.connection_id = staged.connection_id
               and previous.customer_external_id = staged.customer_id
         )
+        {%- endif %}
         {%- if orders_unioned %}
 
         union
@@ -122,6 +142,9 @@
         from {{ orders_unioned }} as orders
         where orders.source = 'square'
           and orders.customer_external_id is not null
+          {%- if not whole %}
+          and (orders.connection_id, orders.order_external_id) in ({{ deleted_raw_keys(['square_payments']) }})
+          {%- endif %}
           and not exists (
               select 1 from {{ source('square', 'payments') }} as raw_payments
               where raw_payments.connection_id = orders.connection_id

@@ -161,20 +161,27 @@
     {%- endif -%}
 {%- endmacro %}
 
-{#- Post-hook of an incremental mart: delete the rows whose key no longer passes the mart's filter
-    upstream (an order that became excluded, a customer whose email became invalid, a disabled
-    connection, an order whose raw record is gone). delete+insert only replaces keys present in the new
-    batch, so without this a row that should leave would stay. A hash anti-join on typed key columns:
-    cheap next to rebuilding. record_contacts: also record the (email, connection_id) of the deleted rows in
+{#- Pre-hook of an incremental model built on `upstream` (a model already built in this run): delete the rows
+    whose key no longer passes the filter `where` upstream (an order that became excluded, a disabled
+    connection, an order whose raw record is gone). delete+insert only replaces keys present in the new batch,
+    so without this a row that should leave would stay. Only the keys of `candidates` (a select of key tuples:
+    what can have left since the cutoff — the raw records deleted, the upstream rows rebuilt) are checked,
+    unless whole_table_checks_due(upstreams) (a connection changed, a table truncated, an upstream built whole):
+    then every row, by a hash anti-join on the typed key columns. A pre-hook, not a post-hook: the batch's keys
+    all pass `where` upstream, so deleting first leaves the same rows, and the cutoff is read before the
+    project's post-hook moves it. record_contacts: also record the (email, connection_id) of the deleted rows in
     intermediate.incremental_contact_changes (crm.ecom_orders: an order erased with nothing landed leaves
     its contact's purchase bridges, which would not otherwise know it). -#}
-{% macro delete_rows_not_in(keys, upstream, upstream_keys, where, record_contacts=false) -%}
+{% macro delete_rows_not_in(keys, upstream, upstream_keys, where, candidates, upstreams, record_contacts=false) -%}
     {%- if is_incremental() -%}
     {%- if record_contacts %}
     with deleted as (
     {%- endif %}
     delete from {{ this }} as target
-    where not exists (
+    where {% if not whole_table_checks_due(upstreams) -%}
+        ({% for key in keys %}target.{{ key }}{% if not loop.last %}, {% endif %}{% endfor %}) in ({{ candidates }})
+      and {% endif -%}
+      not exists (
         select 1 from {{ upstream }} as upstream
         where {% for key in keys -%}
             upstream.{{ upstream_keys[loop.index0] }} = target.{{ key }}{% if not loop.last %} and {% endif %}
@@ -194,18 +201,37 @@
     {%- endif -%}
 {%- endmacro %}
 
-{#- Post-hook of int_orders_unioned: an order whose raw record is gone (erased for privacy, see
+{#- Pre-hook of int_orders_enriched and int_order_lines_enriched: an order gone from int_orders_unioned (its raw
+    record was deleted) leaves them too. -#}
+{% macro delete_orders_gone_upstream() -%}
+    {{ delete_rows_not_in(
+        keys=['connection_id', 'order_external_id'], upstream=ref('int_orders_unioned'),
+        upstream_keys=['connection_id', 'order_external_id'], where='true',
+        candidates=deleted_raw_keys(['bigcommerce_orders', 'square_payments']), upstreams=['int_orders_unioned']) }}
+{%- endmacro %}
+
+{#- Pre-hook of int_orders_unioned: an order whose raw record is gone (erased for privacy, see
     ecomsync.privacy, or deleted by hand) leaves the incremental model too, as it would on a full
-    refresh; the later models follow by delete_rows_not_in(). An anti-join on the raw primary keys. -#}
+    refresh; the later models follow by delete_rows_not_in(). The orders deleted from raw since the cutoff
+    (state.change_events, macros/change_events.sql), or every order when whole_table_checks_due() (a raw table
+    truncated, a connection changed): an anti-join on the raw primary keys. Before the model's batch, which
+    has no order without a raw record. -#}
 {% macro delete_orders_without_raw_record() -%}
     {%- if is_incremental() -%}
     delete from {{ this }} as target
-    where (target.source = 'bigcommerce' and not exists (
+    where {% if not whole_table_checks_due() -%}
+        (target.connection_id, target.order_external_id) in (
+            {{ deleted_raw_keys(['bigcommerce_orders', 'square_payments']) }}
+        )
+      and {% endif -%}
+      (
+          (target.source = 'bigcommerce' and not exists (
               select 1 from {{ source('bigcommerce', 'orders') }} as raw_orders
               where raw_orders.connection_id = target.connection_id and raw_orders.pk = target.order_external_id))
        or (target.source = 'square' and not exists (
               select 1 from {{ source('square', 'payments') }} as raw_payments
               where raw_payments.connection_id = target.connection_id and raw_payments.pk = target.order_external_id))
+      )
     {%- else -%}
     select 1
     {%- endif -%}

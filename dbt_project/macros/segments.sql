@@ -173,14 +173,12 @@
     {{ record_clock_due(utc_day_start() ~ " + interval '1 day'" if segments | selectattr('within_days') | list else 'null') }}
 {%- endmacro %}
 
-{#- Product lines of synced orders, for the incremental purchase bridges. Incrementally, only contacts
-    with an order landed since the bridge's newest row (minus the look-back) are re-read — all of
-    their orders, so delete+insert on (email, connection_id) rebuilds exactly their rows. Orders that
-    stopped syncing count too (int_orders_enriched, not ecom_orders): an archived order changes its
-    contact's rows. A contact left with no synced order (its email changed, its orders were excluded)
-    has no row in the batch; purchased_bridge_cleanup() deletes it. The contacts crm.ecom_orders took
-    an order from (intermediate.incremental_contact_changes) and those with synced orders but no row
-    yet (a connection enabled again) are re-read too. -#}
+{#- Product lines of synced orders, for the incremental purchase bridges. Incrementally, only the contacts
+    purchased_contacts_changed() names are re-read — all of their orders, so delete+insert on
+    (email, connection_id) rebuilds exactly their rows. A contact left with no synced order (its email changed,
+    its orders were excluded) has no row in the batch; purchased_bridge_cleanup() deletes it. When
+    whole_table_checks_due() (a connection enabled again, macros/change_events.sql), the contacts with synced
+    orders but no rows yet are re-read too. -#}
 {% macro purchased_order_lines() -%}
     select
         orders.email,
@@ -196,33 +194,47 @@
     cross join lateral jsonb_array_elements(orders.order_products) as product
     {%- if is_incremental() %}
     where (orders.email, orders.connection_id) in (
-        select email, connection_id
-        from {{ ref('int_orders_enriched') }}
-        where landed_at >= {{ incremental_cutoff('last_landed_at') }}
-          and email is not null
+        {{ purchased_contacts_changed() }}
+        {%- if whole_table_checks_due(['ecom_orders']) %}
         union
-        -- the contacts crm.ecom_orders took an order from (its email changed, another account keeps it)
-        select email, connection_id
-        from {{ contact_changes_relation() }}
-        where changed_at >= {{ incremental_cutoff('last_landed_at') }}
-        union
-        -- contacts with synced orders but no rows yet (their connection was enabled again): a hashed
-        -- set difference, not a NOT EXISTS under OR (a correlated scan of the bridge per order line)
+        -- contacts with synced orders but no rows yet (their connection was enabled again): a hashed set
+        -- difference, not a NOT EXISTS under OR (a correlated scan of the bridge per order line)
         (
             select email, connection_id from {{ ref('ecom_orders') }}
             except
             select email, connection_id from {{ this }}
         )
+        {%- endif %}
     )
     {%- endif %}
 {%- endmacro %}
 
-{#- Post-hook of the purchase bridges: a contact with no synced order in its connection any more (its
-    email changed, its orders were archived or excluded) loses its rows. -#}
+{#- The contacts (email, connection_id) whose purchases can have changed since a bridge's cutoff: those with an
+    order landed since (int_orders_enriched, not ecom_orders: an archived order changes its contact's rows), and
+    those crm.ecom_orders took an order from (its email changed, another account keeps it; an order erased or
+    excluded with nothing landed). -#}
+{% macro purchased_contacts_changed() -%}
+    select email, connection_id
+    from {{ ref('int_orders_enriched') }}
+    where landed_at >= {{ incremental_cutoff('last_landed_at') }}
+      and email is not null
+    union
+    select email, connection_id
+    from {{ contact_changes_relation() }}
+    where changed_at >= {{ incremental_cutoff('last_landed_at') }}
+{%- endmacro %}
+
+{#- Pre-hook of the purchase bridges: a contact with no synced order in its connection any more (its email
+    changed, its orders were archived or excluded) loses its rows — among purchased_contacts_changed(), or
+    every contact when whole_table_checks_due() (a connection disabled). Before the batch, which only has
+    contacts with synced orders. -#}
 {% macro purchased_bridge_cleanup() -%}
     {%- if is_incremental() -%}
     delete from {{ this }} as bridge
-    where not exists (
+    where {% if not whole_table_checks_due(['ecom_orders']) -%}
+        (bridge.email, bridge.connection_id) in ({{ purchased_contacts_changed() }})
+      and {% endif -%}
+      not exists (
         select 1 from {{ ref('ecom_orders') }} as orders
         where orders.email = bridge.email and orders.connection_id = bridge.connection_id
     )
@@ -236,10 +248,10 @@
     have changed since the cutoff —
       - the contacts purchased_order_lines() re-reads (orders landed in int_orders_enriched, the contacts
         crm.ecom_orders took an order from), widened to the email: the 'all' scope spans connections;
-      - the emails whose set of synced orders differs from the table's (a symmetric difference of
-        (order_key, email) with its 'all' rows, one per order, as one hash full join): orders that joined
-        or left crm.ecom_orders with nothing landed (a connection disabled or enabled again, a raw record
-        erased).
+      - when whole_table_checks_due() (macros/change_events.sql: a connection disabled or enabled again,
+        crm.ecom_orders built whole), the emails whose set of synced orders differs from the table's (a
+        symmetric difference of (order_key, email) with its 'all' rows, one per order, as one hash full
+        join). An order erased from raw needs none of it: crm.ecom_orders recorded its contact.
     Every row of those emails is rebuilt; order_history_cleanup() deletes the emails left without an
     order. The emails are also recorded in intermediate.incremental_contact_changes with connection_id
     'all' (the contact across connections), which contact_ecommerce_profile rebuilds in turn. -#}
@@ -263,6 +275,7 @@
     from {{ contact_changes_relation() }}
     where changed_at >= {{ incremental_cutoff() }}
       and connection_id <> 'all'
+    {%- if whole_table_checks_due(['ecom_orders']) %}
     union
     -- one hash full join: the orders on one side only (joined, left or moved to another email)
     select coalesce(synced.email, modelled.email) as email
@@ -270,7 +283,8 @@
     full join (select order_key, email from {{ this }} where connection_id = 'all') as modelled
         on modelled.order_key = synced.order_key and modelled.email = synced.email
     where (synced.order_key is null or modelled.order_key is null)
-      and coalesce(synced.email, modelled.email) is not null;
+      and coalesce(synced.email, modelled.email) is not null
+    {%- endif %};
 
     analyze {{ order_history_rebuild_relation() }};  -- a temporary table: autovacuum never analyses it
 

@@ -118,6 +118,70 @@ create table if not exists raw.{table} (
 )
 """
 
+# The changes to what dbt reads that carry no landing time (issue 16): a raw record deleted (the privacy erase, a
+# hand fix), a raw table truncated, a connection added, enabled, disabled or deleted. Triggers write them, so no
+# writer can forget to; the incremental models read the events since their cutoff instead of comparing whole tables
+# with their inputs on every build (dbt_project/macros/change_events.sql), and dbt's on-run-end purges the events
+# every model has read. An event names a record by (connection_id, pk) only, never its content.
+CHANGE_EVENTS_DDL = """
+create table if not exists state.change_events (
+    relation text not null,                  -- 'raw.bigcommerce_orders', 'state.connections', ...
+    connection_id text,                      -- null for a truncate
+    pk text,                                 -- the record's primary key; null for a truncate
+    change text not null,                    -- 'delete' | 'truncate' | 'connection_added' | 'connection_enabled'
+                                             -- | 'connection_disabled' (a deleted connection: 'delete')
+    changed_at timestamptz not null default now()
+);
+create index if not exists change_events_changed_at on state.change_events (changed_at);
+create or replace function state.record_deleted_rows() returns trigger language plpgsql as $$
+begin
+    insert into state.change_events (relation, connection_id, pk, change)
+    select tg_table_schema || '.' || tg_table_name, connection_id, pk, 'delete' from deleted_rows;
+    return null;
+end
+$$;
+create or replace function state.record_truncate() returns trigger language plpgsql as $$
+begin
+    insert into state.change_events (relation, change) values (tg_table_schema || '.' || tg_table_name, 'truncate');
+    return null;
+end
+$$;
+create or replace function state.record_connection_changes() returns trigger language plpgsql as $$
+begin
+    if tg_op = 'INSERT' then
+        insert into state.change_events (relation, connection_id, pk, change)
+        select 'state.connections', connection_id, connection_id, 'connection_added' from new_rows;
+    elsif tg_op = 'DELETE' then
+        insert into state.change_events (relation, connection_id, pk, change)
+        select 'state.connections', connection_id, connection_id, 'delete' from old_rows;
+    else
+        insert into state.change_events (relation, connection_id, pk, change)
+        select 'state.connections', new_rows.connection_id, new_rows.connection_id,
+               case when new_rows.enabled then 'connection_enabled' else 'connection_disabled' end
+        from new_rows
+        inner join old_rows using (connection_id)
+        where new_rows.enabled is distinct from old_rows.enabled;
+    end if;
+    return null;
+end
+$$;
+create or replace trigger record_added_connections after insert on state.connections
+    referencing new table as new_rows for each statement execute function state.record_connection_changes();
+create or replace trigger record_enabled_changes after update on state.connections
+    referencing old table as old_rows new table as new_rows
+    for each statement execute function state.record_connection_changes();
+create or replace trigger record_deleted_rows after delete on state.connections
+    referencing old table as old_rows for each statement execute function state.record_connection_changes();
+create or replace trigger record_truncate after truncate on state.connections
+    for each statement execute function state.record_truncate();
+"""
+RAW_CHANGE_TRIGGERS_DDL = """
+create or replace trigger record_deleted_rows after delete on raw.{table}
+    referencing old table as deleted_rows for each statement execute function state.record_deleted_rows();
+create or replace trigger record_truncate after truncate on raw.{table}
+    for each statement execute function state.record_truncate();
+"""
+
 
 @dataclass(frozen=True)
 class RawRecord:
@@ -315,14 +379,22 @@ class _LineFile:
 
 
 _SCHEMA_TABLES = tuple(f"raw.{table}" for table in RAW_TABLES) + tuple(
-    re.findall(r"create table if not exists (state\.\w+)", STATE_DDL))
+    re.findall(r"create table if not exists (state\.\w+)", STATE_DDL + CHANGE_EVENTS_DDL))
+# each raw table's two triggers and state.connections' four
+_CHANGE_TRIGGERS = 2 * len(RAW_TABLES) + 4
 
 
 def _schema_current(cur) -> bool:
-    """Every table of STATE_DDL and RAW_DDL exists and the newest column STATE_DDL adds is there."""
+    """Every table of STATE_DDL and RAW_DDL exists, with its change-event triggers, and the newest column STATE_DDL
+    adds is there."""
     cur.execute("select bool_and(to_regclass(name) is not null) from unnest(%s::text[]) as name",
                 (list(_SCHEMA_TABLES),))
     if not cur.fetchone()[0]:
+        return False
+    cur.execute("select count(*) from pg_trigger where tgname in ('record_deleted_rows', 'record_truncate', "
+                "'record_added_connections', 'record_enabled_changes') and tgrelid = any(%s::regclass[])",
+                ([*_SCHEMA_TABLES[:len(RAW_TABLES)], "state.connections"],))
+    if cur.fetchone()[0] < _CHANGE_TRIGGERS:
         return False
     cur.execute("select exists (select 1 from information_schema.columns where table_schema = 'state' "
                 "and table_name = 'sync_runs' and column_name = 'records_rejected')")
@@ -397,8 +469,10 @@ class Warehouse:
             # Several extract tasks may start at once: serialise the DDL.
             cur.execute("select pg_advisory_xact_lock(hashtext('ecomsync.ensure_schema'))")
             cur.execute(STATE_DDL)
+            cur.execute(CHANGE_EVENTS_DDL)
             for table in RAW_TABLES:
                 cur.execute(sql.SQL(RAW_DDL).format(table=sql.Identifier(table)))
+                cur.execute(sql.SQL(RAW_CHANGE_TRIGGERS_DDL).format(table=sql.Identifier(table)))
 
     # -- landing -----------------------------------------------------------
     def land(self, conn: PgConnection, table: str, connection_id: str, records: list[RawRecord],

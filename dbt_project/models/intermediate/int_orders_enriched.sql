@@ -5,7 +5,7 @@
         unique_key=['connection_id', 'order_external_id'],
         indexes=[{'columns': ['connection_id', 'order_external_id']}, {'columns': ['landed_at']}],
         on_schema_change='append_new_columns',
-        post_hook="{{ delete_rows_not_in(keys=['connection_id', 'order_external_id'], upstream=ref('int_orders_unioned'), upstream_keys=['connection_id', 'order_external_id'], where='true') }}"
+        pre_hook="{{ delete_orders_gone_upstream() }}"
     )
 }}
 {#- Orders with their products and discounts in the CRM's orderProducts / orderDiscounts shape (cents).

@@ -5,7 +5,7 @@
         unique_key=['connection_id', 'order_external_id'],
         indexes=[{'columns': ['connection_id', 'order_external_id']}, {'columns': ['landed_at']}],
         on_schema_change='append_new_columns',
-        post_hook="{{ delete_orders_without_raw_record() }}"
+        pre_hook="{{ delete_orders_without_raw_record() }}"
     )
 }}
 {#- Every order of both sources in one shape, with its money under the revenue rule (macros/revenue.sql)

@@ -11,11 +11,7 @@ from email.utils import format_datetime
 
 import psycopg2
 
-RAW_TABLES = [
-    "bigcommerce_orders", "bigcommerce_refunds", "bigcommerce_customers", "bigcommerce_subscribers",
-    "bigcommerce_products", "bigcommerce_categories", "bigcommerce_order_statuses", "square_locations",
-    "square_customers", "square_payments", "square_orders", "square_catalog_objects",
-]
+from ecomsync.warehouse import Warehouse
 
 STORE_A = "bigcommerce:k3x9q2m7a1"
 STORE_B = "bigcommerce:p8w4z6t2n5"
@@ -23,26 +19,8 @@ LOCATION = "square:LOC1"
 
 
 def create_warehouse_tables(url: str) -> None:
-    with psycopg2.connect(url) as conn, conn.cursor() as cur:
-        cur.execute("create schema if not exists raw; create schema if not exists state;")
-        for table in RAW_TABLES:
-            cur.execute(f"""
-                create table raw.{table} (
-                    connection_id text not null,
-                    pk text not null,
-                    payload jsonb not null,
-                    source_updated_at timestamptz,
-                    loaded_at timestamptz not null default now(),
-                    run_id text,
-                    sync_mode text,
-                    flag text,
-                    primary key (connection_id, pk)
-                )""")
-        cur.execute("""
-            create table state.connections (
-                connection_id text primary key, source text not null, external_id text not null, name text,
-                link_url text, enabled boolean not null default true, first_seen_at timestamptz, last_success_at timestamptz
-            )""")
+    """The raw and state tables as the extract creates them (with their change-event triggers)."""
+    Warehouse(url).ensure_schema()
 
 
 def land(url: str, table: str, rows: list[tuple[str, str, dict]], loaded_at: datetime | None = None,

@@ -4,19 +4,25 @@
         incremental_strategy='delete+insert',
         unique_key='order_key',
         indexes=[{'columns': ['order_key']}],
-        pre_hook="{{ record_contact_changes() }}",
-        post_hook="{{ delete_rows_not_in(
-            keys=['connection_id', 'external_id'], upstream=ref('int_orders_enriched'),
-            upstream_keys=['connection_id', 'order_external_id'],
-            where='upstream.exclusion_reason is null and not upstream.is_incomplete and '
-                  ~ is_enabled_connection('upstream.connection_id'), record_contacts=true) }}"
+        pre_hook=[
+            "{{ record_contact_changes() }}",
+            "{{ delete_rows_not_in(
+                keys=['connection_id', 'external_id'], upstream=ref('int_orders_enriched'),
+                upstream_keys=['connection_id', 'order_external_id'],
+                where='upstream.exclusion_reason is null and not upstream.is_incomplete and '
+                      ~ is_enabled_connection('upstream.connection_id'),
+                candidates=deleted_raw_keys(['bigcommerce_orders', 'square_payments'])
+                           ~ ' union all select connection_id, order_external_id from ' ~ ref('int_orders_enriched')
+                           ~ ' where landed_at >= ' ~ incremental_cutoff(),
+                upstreams=['int_orders_enriched'], record_contacts=true) }}"
+        ]
     )
 }}
 {#- Incremental (macros/incremental.sql): a scheduled run rewrites the orders landed since the cutoff
-    and the syncing orders missing from the table (those of a connection enabled again); the pre-hook
-    records the contacts the rewritten orders belonged to (record_contact_changes), the post-hook
-    removes the orders that no longer sync (excluded, now an incomplete checkout, connection disabled,
-    raw record erased) and records their contacts too. -#}
+    and, when whole_table_checks_due() (a connection enabled again, macros/change_events.sql), the syncing
+    orders missing from the table; the pre-hooks record the contacts the rewritten orders belonged to
+    (record_contact_changes) and remove the orders that no longer sync (excluded, now an incomplete checkout,
+    connection disabled, raw record erased), recording their contacts too. -#}
 with
 
 orders as (
@@ -27,6 +33,7 @@ orders as (
         select connection_id, order_external_id
         from {{ ref('int_orders_enriched') }}
         where landed_at >= {{ incremental_cutoff() }}
+        {%- if whole_table_checks_due(['int_orders_enriched']) %}
         union
         -- syncing orders missing from the table (a connection enabled again): a hashed set difference,
         -- not a NOT EXISTS under OR (a correlated scan of this table per order)
@@ -37,6 +44,7 @@ orders as (
             except
             select connection_id, external_id from {{ this }}
         )
+        {%- endif %}
     )
     {%- endif %}
 

@@ -5,7 +5,7 @@
         incremental_strategy='delete+insert',
         unique_key=['email', 'connection_id'],
         on_schema_change='append_new_columns',
-        post_hook="{{ purchased_bridge_cleanup() }}"
+        pre_hook="{{ purchased_bridge_cleanup() }}"
     )
 }}
 

@@ -1,0 +1,63 @@
+{#- The changes to what the models read that carry no landing time: state.change_events, written by triggers on
+    every raw table and on state.connections (plugins/ecomsync/warehouse.py, CHANGE_EVENTS_DDL), so no writer can
+    forget them. Without them a scheduled build could only find such a change by comparing whole tables with
+    their inputs (an anti-join of every order with the raw tables, a set difference of every synced order with
+    the mart), which cost seconds per model at scale 1 on every build (docs/benchmarks.md, issue 16).
+
+    - A deleted raw record: the models delete the keys deleted since their cutoff (deleted_raw_keys()).
+    - Everything else — a connection added, enabled, disabled or deleted, a raw table truncated — and a direct
+      upstream model built whole since this model's last build (its '<model>__built_whole' watermark): the
+      model runs its whole-table comparisons once more (whole_table_checks_due()), as every build did before.
+    Events are read since the model's cutoff (its previous build's start minus the look-back), so an event
+    committed while that build ran is read again, as a landed row is. -#}
+
+{#- (connection_id, pk) of the records deleted from the raw tables `tables` (names without the schema) since
+    this model's cutoff. `column`: the model's landing column, for incremental_cutoff(). -#}
+{% macro deleted_raw_keys(tables, column='landed_at') -%}
+    select connection_id, pk
+    from {{ source('state', 'change_events') }}
+    where change = 'delete'
+      and relation in ({% for table in tables %}'raw.{{ table }}'{% if not loop.last %}, {% endif %}{% endfor %})
+      and changed_at >= {{ incremental_cutoff(column) }}
+{%- endmacro %}
+
+{#- Whether this incremental build must compare whole tables with their inputs (a boolean, read when the model
+    or its hook is rendered): this model has no watermark yet, a change other than a raw record's deletion was
+    recorded since its cutoff, or one of `upstreams` (model names) was built whole after this model's last
+    build. True at parse time and when the model is built whole. Called from the model's SQL and its pre-hooks
+    only: the project's post-hook record_incremental_watermark() moves the watermark before a model's own
+    post-hooks run (dbt runs dbt_project.yml's hooks first). -#}
+{% macro whole_table_checks_due(upstreams=[]) -%}
+    {%- if not execute or not is_incremental() -%}
+        {{ return(true) }}
+    {%- endif -%}
+    {%- set watermarks = incremental_watermarks_relation() -%}
+    {%- set query -%}
+    with own as (
+        select built_from from {{ watermarks }} where model = '{{ this.identifier }}'
+    )
+    select
+        not exists (select from own)
+        or exists (
+            select from {{ source('state', 'change_events') }}
+            where (change <> 'delete' or relation = 'state.connections')
+              and changed_at >= (select built_from from own) - interval '{{ var("incremental_lookback_hours") }} hours'
+        )
+        {%- for upstream in upstreams %}
+        or coalesce((select built_from from {{ watermarks }} where model = '{{ upstream }}__built_whole')
+                    > (select built_from from own), false)
+        {%- endfor %}
+    {%- endset -%}
+    {{ return(run_query(query).columns[0].values()[0]) }}
+{%- endmacro %}
+
+{#- on-run-end: the events every incremental model has read (older than the earliest cutoff of the models with
+    a watermark: a model that failed keeps its older watermark, and its events). -#}
+{% macro purge_change_events() -%}
+    delete from {{ source('state', 'change_events') }}
+    where changed_at < (
+        select min(built_from) - interval '{{ var("incremental_lookback_hours") }} hours'
+        from {{ incremental_watermarks_relation() }}
+        where model not like '%\_\_built\_whole'
+    )
+{%- endmacro %}
