@@ -24,9 +24,12 @@ TARGET_RATIO = 0.15
 
 
 def age_raw_rows(url: str, days: int = 7) -> None:
+    """A steady state: what landed, and the change events the extract's setup recorded (the connections added,
+    state.change_events), happened ``days`` ago."""
     with psycopg2.connect(url) as conn, conn.cursor() as cur:
         for table in RAW_TABLES:
             cur.execute(f"update raw.{table} set loaded_at = loaded_at - make_interval(days => %s)", (days,))
+        cur.execute("update state.change_events set changed_at = changed_at - make_interval(days => %s)", (days,))
 
 
 def change_orders(url: str, share: float, seed: int) -> int:

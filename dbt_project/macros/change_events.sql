@@ -14,21 +14,26 @@
 {#- (connection_id, pk) of the records deleted from the raw tables `tables` (names without the schema) since
     this model's cutoff. `column`: the model's landing column, for incremental_cutoff(). -#}
 {% macro deleted_raw_keys(tables, column='landed_at') -%}
+    {%- if not source_exists('state', 'change_events') -%}
+    select null::text as connection_id, null::text as pk where false  -- whole_table_checks_due() is true then
+    {%- else -%}
     select connection_id, pk
     from {{ source('state', 'change_events') }}
     where change = 'delete'
       and relation in ({% for table in tables %}'raw.{{ table }}'{% if not loop.last %}, {% endif %}{% endfor %})
       and changed_at >= {{ incremental_cutoff(column) }}
+    {%- endif -%}
 {%- endmacro %}
 
 {#- Whether this incremental build must compare whole tables with their inputs (a boolean, read when the model
     or its hook is rendered): this model has no watermark yet, a change other than a raw record's deletion was
     recorded since its cutoff, or one of `upstreams` (model names) was built whole after this model's last
-    build. True at parse time and when the model is built whole. Called from the model's SQL and its pre-hooks
+    build. True at parse time, when the model is built whole and in a warehouse whose extract has not created
+    state.change_events yet (a warehouse of an older version). Called from the model's SQL and its pre-hooks
     only: the project's post-hook record_incremental_watermark() moves the watermark before a model's own
     post-hooks run (dbt runs dbt_project.yml's hooks first). -#}
 {% macro whole_table_checks_due(upstreams=[]) -%}
-    {%- if not execute or not is_incremental() -%}
+    {%- if not execute or not is_incremental() or not source_exists('state', 'change_events') -%}
         {{ return(true) }}
     {%- endif -%}
     {%- set watermarks = incremental_watermarks_relation() -%}
@@ -52,12 +57,17 @@
 {%- endmacro %}
 
 {#- on-run-end: the events every incremental model has read (older than the earliest cutoff of the models with
-    a watermark: a model that failed keeps its older watermark, and its events). -#}
+    a watermark: a model that failed keeps its older watermark, and its events). Nothing before the extract
+    has created the table. -#}
 {% macro purge_change_events() -%}
+    {%- if not source_exists('state', 'change_events') -%}
+    select 1
+    {%- else -%}
     delete from {{ source('state', 'change_events') }}
     where changed_at < (
         select min(built_from) - interval '{{ var("incremental_lookback_hours") }} hours'
         from {{ incremental_watermarks_relation() }}
         where model not like '%\_\_built\_whole'
     )
+    {%- endif -%}
 {%- endmacro %}

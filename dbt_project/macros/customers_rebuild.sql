@@ -3,7 +3,7 @@
     landed since the cutoff have their JSON read) and from the previous state of the tables:
 
     pg_temp.int_customers_unioned__rebuild (source, connection_id, customer_external_id)
-      BigCommerce: customer records landed or deleted since the cutoff; the customers of orders landed since
+      BigCommerce: customer records landed since the cutoff; the customers of orders landed since
         then, before (int_orders_unioned, not yet rebuilt this run) and after; the customers whose email has a
         newsletter consent landed since then; the customers of orders whose raw record is gone (erased).
       Square (profiles are merchant-wide, so a customer id is rebuilt in every connection): profiles and
@@ -54,11 +54,6 @@
         select connection_id, pk as customer_external_id
         from {{ source('bigcommerce', 'customers') }}
         where loaded_at >= (select landed_after from cutoff)
-
-        union
-
-        -- customer records deleted from raw since the cutoff (state.change_events)
-        {{ deleted_raw_keys(['bigcommerce_customers']) }}
 
         union
 
@@ -117,9 +112,6 @@
         union
 
         select customer_id from landed_payments where customer_id is not null
-
-        union
-
         {%- if whole %}
 
         union

@@ -124,14 +124,23 @@ create table if not exists raw.{table} (
 # with their inputs on every build (dbt_project/macros/change_events.sql), and dbt's on-run-end purges the events
 # every model has read. An event names a record by (connection_id, pk) only, never its content.
 CHANGE_EVENTS_DDL = """
-create table if not exists state.change_events (
-    relation text not null,                  -- 'raw.bigcommerce_orders', 'state.connections', ...
-    connection_id text,                      -- null for a truncate
-    pk text,                                 -- the record's primary key; null for a truncate
-    change text not null,                    -- 'delete' | 'truncate' | 'connection_added' | 'connection_enabled'
-                                             -- | 'connection_disabled' (a deleted connection: 'delete')
-    changed_at timestamptz not null default now()
-);
+do $$
+begin
+    if to_regclass('state.change_events') is null then
+        create table state.change_events (
+            relation text not null,          -- 'raw.bigcommerce_orders', 'state.connections', ...
+            connection_id text,              -- null for a truncate
+            pk text,                         -- the record's primary key; null for a truncate
+            change text not null,            -- 'delete' | 'truncate' | 'connection_added' | 'connection_enabled'
+                                             -- | 'connection_disabled' (a deleted connection: 'delete') | 'created'
+            changed_at timestamptz not null default now()
+        );
+        -- deletions before the table existed (a warehouse of an older version) were not recorded: the models
+        -- compare whole tables for one more look-back
+        insert into state.change_events (relation, change) values ('state.change_events', 'created');
+    end if;
+end
+$$;
 create index if not exists change_events_changed_at on state.change_events (changed_at);
 create or replace function state.record_deleted_rows() returns trigger language plpgsql as $$
 begin
@@ -379,7 +388,7 @@ class _LineFile:
 
 
 _SCHEMA_TABLES = tuple(f"raw.{table}" for table in RAW_TABLES) + tuple(
-    re.findall(r"create table if not exists (state\.\w+)", STATE_DDL + CHANGE_EVENTS_DDL))
+    re.findall(r"create table if not exists (state\.\w+)", STATE_DDL)) + ("state.change_events",)
 # each raw table's two triggers and state.connections' four
 _CHANGE_TRIGGERS = 2 * len(RAW_TABLES) + 4
 

@@ -327,21 +327,6 @@ def test_whole_tables_are_compared_only_after_a_change_without_landing_time(ware
     assert_equals_full_refresh(url, dbt_target)
 
 
-def test_raw_customer_deleted_by_hand_leaves_the_models(warehouse, dbt_target):  # P3, P5, issue 16
-    # A customer record deleted from raw with nothing landed (not through ecomsync.privacy, which also deletes
-    # the model rows): its delete event makes int_customers_unioned rebuild it, as a full refresh would.
-    # Not yet for a Square profile: its payments take their email from it, and a rebuilt payment whose landing
-    # time does not move would not reach the later models (docs/architecture.md, "Change events").
-    url, _ = warehouse
-    settle(url, dbt_target)
-    with psycopg2.connect(url) as conn, conn.cursor() as cur:
-        cur.execute("select connection_id, pk from raw.bigcommerce_customers order by 1, 2 limit 1")
-        connection_id, pk = cur.fetchone()
-        cur.execute("delete from raw.bigcommerce_customers where connection_id = %s and pk = %s", (connection_id, pk))
-    run_dbt(["run", *SELECTOR], url, target_path=dbt_target)
-    assert_equals_full_refresh(url, dbt_target)
-
-
 def test_line_removed_from_an_order_landed_again(warehouse, dbt_target):  # B12, P3
     url, _ = warehouse
     settle(url, dbt_target)
