@@ -451,3 +451,53 @@
     select 1
     {%- endif -%}
 {%- endmacro %}
+
+{#- contact_revenue_by_currency incremental (delete+insert on email). Its pre-hook computes
+    pg_temp.contact_revenue_by_currency__rebuild (email) and deletes those emails' rows (the model inserts them
+    anew, so an email left without an order keeps none):
+      - the emails contact_order_history rebuilt since the cutoff (intermediate.incremental_contact_changes,
+        connection_id 'all', recorded_by contact_order_history): its rows are sums of theirs;
+      - every email (of the history and of the table) when this table has no watermark (a table of an older
+        version, when the model was a plain table) or contact_order_history was built whole after its last
+        build. -#}
+{% macro revenue_rebuild_relation() -%}
+    pg_temp.contact_revenue_by_currency__rebuild
+{%- endmacro %}
+
+{% macro prepare_revenue_rebuild() -%}
+    {%- if not is_incremental() -%}
+    select 1
+    {%- else -%}
+    {%- set watermark -%}
+        (select built_from from {{ incremental_watermarks_relation() }} where model = '{{ this.identifier }}')
+    {%- endset -%}
+    drop table if exists {{ revenue_rebuild_relation() }};
+
+    create temporary table contact_revenue_by_currency__rebuild as
+    with rebuild_everything as (
+        select
+            {{ watermark }} is null
+            or coalesce((select built_from from {{ incremental_watermarks_relation() }}
+                         where model = 'contact_order_history__built_whole') > {{ watermark }}, false)
+            as every_email
+    )
+    select email
+    from {{ contact_changes_relation() }}
+    where changed_at >= {{ incremental_cutoff('last_order_at') }}
+      and connection_id = 'all'
+      and recorded_by = 'contact_order_history'
+    union
+    select email
+    from {{ ref('contact_order_history') }}
+    where connection_id = 'all' and (select every_email from rebuild_everything)
+    union
+    select email
+    from {{ this }}
+    where (select every_email from rebuild_everything);
+
+    analyze {{ revenue_rebuild_relation() }};  -- a temporary table: autovacuum never analyses it
+
+    delete from {{ this }}
+    where email in (select email from {{ revenue_rebuild_relation() }})
+    {%- endif -%}
+{%- endmacro %}

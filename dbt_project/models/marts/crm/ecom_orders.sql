@@ -3,7 +3,7 @@
         materialized='incremental',
         incremental_strategy='delete+insert',
         unique_key='order_key',
-        indexes=[{'columns': ['order_key']}],
+        indexes=[{'columns': ['order_key']}, {'columns': ['connection_id', 'external_id']}],
         pre_hook=[
             "{{ record_contact_changes() }}",
             "{{ delete_rows_not_in(

@@ -4,6 +4,7 @@
         materialized='incremental',
         incremental_strategy='delete+insert',
         unique_key=['email', 'connection_id'],
+        indexes=[{'columns': ['email', 'connection_id']}],
         on_schema_change='append_new_columns',
         pre_hook="{{ purchased_bridge_cleanup() }}"
     )
