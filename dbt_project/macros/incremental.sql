@@ -174,20 +174,40 @@
     its contact's purchase bridges, which would not otherwise know it). -#}
 {% macro delete_rows_not_in(keys, upstream, upstream_keys, where, candidates, upstreams, record_contacts=false) -%}
     {%- if is_incremental() -%}
+    {%- set key_list = keys | join(', ') -%}
     {%- if record_contacts %}
     with deleted as (
     {%- endif %}
     delete from {{ this }} as target
-    where {% if not whole_table_checks_due(upstreams) -%}
-        ({% for key in keys %}target.{{ key }}{% if not loop.last %}, {% endif %}{% endfor %}) in ({{ candidates }})
-      and {% endif -%}
-      not exists (
+    {%- if not whole_table_checks_due(upstreams) %}
+    using (
+        -- each candidate looked up in upstream by its key (a lateral LIMIT 1: an index probe per candidate; as a
+        -- NOT EXISTS the planner hashed all of upstream for a few thousand candidates)
+        select {% for key in keys %}candidate.{{ key }}{% if not loop.last %}, {% endif %}{% endfor %}
+        from (select distinct * from ({{ candidates }}) as listed ({{ key_list }})) as candidate
+        left join lateral (
+            select true as present
+            from {{ upstream }} as upstream
+            where {% for key in keys -%}
+                upstream.{{ upstream_keys[loop.index0] }} = candidate.{{ key }}{% if not loop.last %} and {% endif %}
+            {%- endfor %}
+              and ({{ where }})
+            limit 1
+        ) as found on true
+        where found.present is null
+    ) as gone
+    where {% for key in keys -%}
+        target.{{ key }} = gone.{{ key }}{% if not loop.last %} and {% endif %}
+    {%- endfor %}
+    {%- else %}
+    where not exists (
         select 1 from {{ upstream }} as upstream
         where {% for key in keys -%}
             upstream.{{ upstream_keys[loop.index0] }} = target.{{ key }}{% if not loop.last %} and {% endif %}
         {%- endfor %}
           and ({{ where }})
     )
+    {%- endif %}
     {%- if record_contacts %}
     returning target.email, target.connection_id
     )

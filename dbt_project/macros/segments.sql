@@ -231,13 +231,27 @@
 {% macro purchased_bridge_cleanup() -%}
     {%- if is_incremental() -%}
     delete from {{ this }} as bridge
-    where {% if not whole_table_checks_due(['ecom_orders']) -%}
-        (bridge.email, bridge.connection_id) in ({{ purchased_contacts_changed() }})
-      and {% endif -%}
-      not exists (
+    {%- if not whole_table_checks_due(['ecom_orders']) %}
+    using (
+        -- each changed contact looked up in crm.ecom_orders by its index (a lateral LIMIT 1; as a NOT EXISTS the
+        -- planner hashed every synced order)
+        select changed.email, changed.connection_id
+        from ({{ purchased_contacts_changed() }}) as changed
+        left join lateral (
+            select true as present
+            from {{ ref('ecom_orders') }} as orders
+            where orders.email = changed.email and orders.connection_id = changed.connection_id
+            limit 1
+        ) as found on true
+        where found.present is null
+    ) as gone
+    where bridge.email = gone.email and bridge.connection_id = gone.connection_id
+    {%- else %}
+    where not exists (
         select 1 from {{ ref('ecom_orders') }} as orders
         where orders.email = bridge.email and orders.connection_id = bridge.connection_id
     )
+    {%- endif %}
     {%- else -%}
     select 1
     {%- endif -%}

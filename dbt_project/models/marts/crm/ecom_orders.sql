@@ -3,7 +3,11 @@
         materialized='incremental',
         incremental_strategy='delete+insert',
         unique_key='order_key',
-        indexes=[{'columns': ['order_key']}, {'columns': ['connection_id', 'external_id']}],
+        indexes=[
+            {'columns': ['order_key']},
+            {'columns': ['connection_id', 'external_id']},
+            {'columns': ['email', 'connection_id']}
+        ],
         pre_hook=[
             "{{ record_contact_changes() }}",
             "{{ delete_rows_not_in(
