@@ -16,8 +16,9 @@
       The BigCommerce orders of the rebuilt customers, by primary key, so the model never scans every
       order's JSON for its customer_id.
 
-    Then the rows of the rebuild set are deleted: the model inserts those that still have something to
-    be built from, exactly as a full refresh would. -#}
+    Then the rows of the rebuild set are deleted, their contacts recorded in
+    intermediate.incremental_contact_changes (recorded_by int_customers_unioned, for contact_ecommerce_profile):
+    the model inserts those that still have something to be built from, exactly as a full refresh would. -#}
 {% macro customers_rebuild_relation(part='customers') -%}
     pg_temp.int_customers_unioned__rebuild{% if part == 'orders' %}_orders{% endif %}
 {%- endmacro %}
@@ -199,11 +200,20 @@
     analyze {{ customers_rebuild_relation() }};
     analyze {{ customers_rebuild_relation('orders') }};
 
-    delete from {{ this }} as target
-    where (target.source = 'bigcommerce' and (target.connection_id, target.customer_external_id) in (
-              select connection_id, customer_external_id from {{ customers_rebuild_relation() }}
-              where source = 'bigcommerce'))
-       or (target.source = 'square' and target.customer_external_id in (
-              select customer_external_id from {{ customers_rebuild_relation() }} where source = 'square'))
+    with deleted as (
+        delete from {{ this }} as target
+        where (target.source = 'bigcommerce' and (target.connection_id, target.customer_external_id) in (
+                  select connection_id, customer_external_id from {{ customers_rebuild_relation() }}
+                  where source = 'bigcommerce'))
+           or (target.source = 'square' and target.customer_external_id in (
+                  select customer_external_id from {{ customers_rebuild_relation() }} where source = 'square'))
+        returning target.email, target.connection_id
+    )
+    -- the contacts these customers belonged to, for contact_ecommerce_profile (their accounts, consent or email
+    -- may have changed, and a rebuilt customer's landing time does not always move: an erased order's opt-in)
+    insert into {{ contact_changes_relation() }} (email, connection_id, changed_at, recorded_by)
+    select distinct email, connection_id, now(), '{{ this.identifier }}'
+    from deleted
+    where email is not null
     {%- endif -%}
 {%- endmacro %}

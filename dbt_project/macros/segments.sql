@@ -222,6 +222,8 @@
     select email, connection_id
     from {{ contact_changes_relation() }}
     where changed_at >= {{ incremental_cutoff('last_landed_at') }}
+      -- not a customer's contacts: a customer's change reaches its orders' landing time
+      and recorded_by is distinct from 'int_customers_unioned'
 {%- endmacro %}
 
 {#- Pre-hook of the purchase bridges: a contact with no synced order in its connection any more (its email
@@ -289,6 +291,8 @@
     from {{ contact_changes_relation() }}
     where changed_at >= {{ incremental_cutoff() }}
       and connection_id <> 'all'
+      -- not a customer's contacts: a customer's change reaches its orders' landing time
+      and recorded_by is distinct from 'int_customers_unioned'
     {%- if whole_table_checks_due(['ecom_orders']) %}
     union
     -- one hash full join: the orders on one side only (joined, left or moved to another email)
@@ -370,15 +374,20 @@
 {%- endmacro %}
 
 {#- contact_ecommerce_profile incremental (delete+insert on email). Its pre-hook computes
-    pg_temp.contact_ecommerce_profile__scopes (profile_customer_scopes() over every customer and cart:
-    small tables) and pg_temp.contact_ecommerce_profile__rebuild (email), the emails to rebuild whole:
+    pg_temp.contact_ecommerce_profile__rebuild (email), the emails to rebuild whole:
       - those contact_order_history rebuilt since the cutoff (incremental_contact_changes, 'all', not its own);
-      - those whose stored customer and cart columns differ from the fresh scopes, both ways (a hashed
-        symmetric difference): a customer's email, accepts_marketing or landing changed, a cart turned
-        abandoned by the clock with nothing landed, a scope gained or lost (connection disabled);
       - every email, once, when contact_order_history was built whole after this model's last build
         (intermediate.incremental_watermarks 'contact_order_history__built_whole': a --full-refresh of it
-        alone, or its table upgraded, macros/upgrade.sql), as its rows may all have changed.
+        alone, or its table upgraded, macros/upgrade.sql), as its rows may all have changed;
+      - those whose stored customer and cart columns differ from fresh scopes (profile_customer_scopes(), in
+        pg_temp.contact_ecommerce_profile__scopes), both ways (a hashed symmetric difference): a customer's
+        email, accepts_marketing or landing changed, a cart turned abandoned by the clock with nothing landed, a
+        scope gained or lost. The scopes are computed, and compared, for the candidate emails only
+        (pg_temp.contact_ecommerce_profile__candidates): the emails above, the contacts of the customers
+        int_customers_unioned rebuilt since the cutoff (before: incremental_contact_changes, recorded_by
+        int_customers_unioned; after: its landed_at), and every email with an abandoned cart now or in the
+        table. When whole_table_checks_due() (a connection changed, macros/change_events.sql, or
+        int_customers_unioned built whole): for every email.
     The temporary tables are analysed (autovacuum never reaches them). The emails are recorded in
     intermediate.incremental_contact_changes ('all', recorded_by contact_ecommerce_profile) for segment_members.
     profile_cleanup() then deletes the rows of those emails whose scope is gone. -#}
@@ -392,17 +401,18 @@
     {%- else -%}
     {%- set compared = 'email, connection_id, accepts_marketing, customer_since, customer_landed_at, '
                        ~ 'abandoned_cart_count, first_abandoned_at' -%}
+    {%- set whole = whole_table_checks_due(['int_customers_unioned']) -%}
+    {%- set history_built_whole -%}
+        (select built_from from {{ incremental_watermarks_relation() }}
+         where model = 'contact_order_history__built_whole')
+        > coalesce((select built_from from {{ incremental_watermarks_relation() }}
+                    where model = '{{ this.identifier }}'), '-infinity'::timestamptz)
+    {%- endset -%}
+    {%- set candidate_filter = '' if whole else ' where email in (select email from '
+                                                ~ profile_rebuild_relation('candidates') ~ ')' -%}
     drop table if exists {{ profile_rebuild_relation('scopes') }};
+    drop table if exists {{ profile_rebuild_relation('candidates') }};
     drop table if exists {{ profile_rebuild_relation() }};
-
-    create temporary table contact_ecommerce_profile__scopes as
-    with ecom_customers as (select * from {{ ref('ecom_customers') }}),
-    customers as (select * from {{ ref('int_customers_unioned') }}),
-    abandoned_carts as (select * from {{ ref('abandoned_carts') }}),
-    scopes as ({{ profile_customer_scopes() }})
-    select * from scopes;
-
-    analyze {{ profile_rebuild_relation('scopes') }};  -- a temporary table: autovacuum never analyses it
 
     create temporary table contact_ecommerce_profile__rebuild as
     select email
@@ -411,44 +421,67 @@
       and connection_id = 'all'
       and recorded_by is distinct from '{{ this.identifier }}'  -- not the emails it rebuilt itself
     union
+    -- contact_order_history was built whole after this model's last build (its rows may all have changed):
+    -- every email, once
+    select email
+    from {{ ref('contact_order_history') }}
+    where connection_id = 'all' and {{ history_built_whole }}
+    union
+    select email
+    from {{ this }}
+    where {{ history_built_whole }};
+
+    create temporary table contact_ecommerce_profile__candidates as
+    select email from {{ profile_rebuild_relation() }}
+    {%- if not whole %}
+    union
+    select email
+    from {{ contact_changes_relation() }}
+    where changed_at >= {{ incremental_cutoff('last_landed_at') }}
+      and recorded_by = 'int_customers_unioned'
+    union
+    select email
+    from {{ ref('int_customers_unioned') }}
+    where landed_at >= {{ incremental_cutoff('last_landed_at') }}
+    union
+    select email from {{ ref('abandoned_carts') }}
+    union
+    select email from {{ this }} where abandoned_cart_count > 0
+    {%- endif %};
+
+    analyze {{ profile_rebuild_relation('candidates') }};  -- a temporary table: autovacuum never analyses it
+
+    create temporary table contact_ecommerce_profile__scopes as
+    with ecom_customers as (select * from {{ ref('ecom_customers') }}{{ candidate_filter }}),
+    customers as (select * from {{ ref('int_customers_unioned') }}),
+    abandoned_carts as (select * from {{ ref('abandoned_carts') }}{{ candidate_filter }}),
+    scopes as ({{ profile_customer_scopes() }})
+    select * from scopes;
+
+    analyze {{ profile_rebuild_relation('scopes') }};
+
+    insert into {{ profile_rebuild_relation() }} (email)
     select email
     from (
         (
             select {{ compared }} from {{ profile_rebuild_relation('scopes') }}
             except
-            select {{ compared }} from {{ this }}
+            select {{ compared }} from {{ this }}{{ candidate_filter }}
         )
         union all
         (
-            select {{ compared }} from {{ this }}
+            select {{ compared }} from {{ this }}{{ candidate_filter }}
             except
             select {{ compared }} from {{ profile_rebuild_relation('scopes') }}
         )
     ) as changed_scopes
-    where email is not null
-    union
-    -- contact_order_history was built whole after this model's last build (its rows may all have changed):
-    -- every email, once
-    select email
-    from {{ ref('contact_order_history') }}
-    where connection_id = 'all'
-      and (select built_from from {{ incremental_watermarks_relation() }}
-           where model = 'contact_order_history__built_whole')
-          > coalesce((select built_from from {{ incremental_watermarks_relation() }}
-                      where model = '{{ this.identifier }}'), '-infinity'::timestamptz)
-    union
-    select email
-    from {{ this }}
-    where (select built_from from {{ incremental_watermarks_relation() }}
-           where model = 'contact_order_history__built_whole')
-          > coalesce((select built_from from {{ incremental_watermarks_relation() }}
-                      where model = '{{ this.identifier }}'), '-infinity'::timestamptz);
+    where email is not null;
 
     analyze {{ profile_rebuild_relation() }};
 
     -- for segment_members: the emails rebuilt here (a customer or cart change, the clock turning a cart abandoned)
     insert into {{ contact_changes_relation() }} (email, connection_id, changed_at, recorded_by)
-    select email, 'all', now(), '{{ this.identifier }}' from {{ profile_rebuild_relation() }}
+    select distinct email, 'all', now(), '{{ this.identifier }}' from {{ profile_rebuild_relation() }}
     {%- endif -%}
 {%- endmacro %}
 
