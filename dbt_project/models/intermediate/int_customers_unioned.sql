@@ -3,7 +3,7 @@
         materialized='incremental',
         incremental_strategy='delete+insert',
         unique_key=['connection_id', 'customer_external_id'],
-        indexes=[{'columns': ['connection_id', 'customer_external_id']}],
+        indexes=[{'columns': ['connection_id', 'customer_external_id']}, {'columns': ['landed_at']}],
         on_schema_change='append_new_columns',
         pre_hook="{{ prepare_customers_rebuild() }}"
     )

@@ -349,12 +349,12 @@ def test_an_index_configured_after_the_table_was_built_is_created(warehouse, dbt
                 cur.execute(f"drop index {index}")
     run_dbt(["run", *SELECTOR], url, target_path=dbt_target)
     assert index_columns(url, "crm.ecom_orders") == {
-        ("order_key",), ("connection_id", "external_id"), ("email", "connection_id")}
-    assert index_columns(url, "segments.segment_members") == {("email",)}
+        ("order_key",), ("connection_id", "external_id"), ("email", "connection_id"), ("landed_at",)}
+    assert index_columns(url, "segments.segment_members") == {("email",), ("evaluated_at",)}
     run_dbt(["run", *SELECTOR], url, target_path=dbt_target)  # present: not created twice
     with psycopg2.connect(url) as conn, conn.cursor() as cur:
         cur.execute("select count(*) from pg_index where indrelid = 'crm.ecom_orders'::regclass")
-        assert cur.fetchone()[0] == 3
+        assert cur.fetchone()[0] == 4
 
 
 def test_line_removed_from_an_order_landed_again(warehouse, dbt_target):  # B12, P3

@@ -6,7 +6,8 @@
         indexes=[
             {'columns': ['order_key']},
             {'columns': ['connection_id', 'external_id']},
-            {'columns': ['email', 'connection_id']}
+            {'columns': ['email', 'connection_id']},
+            {'columns': ['landed_at']}
         ],
         pre_hook=[
             "{{ record_contact_changes() }}",

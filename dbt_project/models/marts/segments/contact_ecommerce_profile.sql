@@ -6,7 +6,7 @@
         materialized='incremental',
         incremental_strategy='delete+insert',
         unique_key='email',
-        indexes=[{'columns': ['email']}, {'columns': ['abandoned_cart_count']}],
+        indexes=[{'columns': ['email']}, {'columns': ['abandoned_cart_count']}, {'columns': ['last_landed_at']}],
         on_schema_change='append_new_columns',
         pre_hook="{{ prepare_profile_rebuild() }}",
         post_hook="{{ profile_cleanup() }}"

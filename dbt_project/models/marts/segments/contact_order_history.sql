@@ -4,7 +4,7 @@
         materialized='incremental',
         incremental_strategy='delete+insert',
         unique_key='email',
-        indexes=[{'columns': ['email']}],
+        indexes=[{'columns': ['email']}, {'columns': ['landed_at']}],
         on_schema_change='append_new_columns',
         pre_hook="{{ prepare_order_history_rebuild() }}",
         post_hook="{{ order_history_cleanup() }}"

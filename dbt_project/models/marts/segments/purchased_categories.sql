@@ -4,7 +4,7 @@
         materialized='incremental',
         incremental_strategy='delete+insert',
         unique_key=['email', 'connection_id'],
-        indexes=[{'columns': ['email', 'connection_id']}],
+        indexes=[{'columns': ['email', 'connection_id']}, {'columns': ['last_landed_at']}],
         on_schema_change='append_new_columns',
         pre_hook="{{ purchased_bridge_cleanup() }}"
     )

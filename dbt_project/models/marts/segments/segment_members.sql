@@ -3,7 +3,7 @@
         materialized='incremental',
         incremental_strategy='delete+insert',
         unique_key='email',
-        indexes=[{'columns': ['email']}],
+        indexes=[{'columns': ['email']}, {'columns': ['evaluated_at']}],
         on_schema_change='append_new_columns',
         pre_hook="{{ prepare_segment_rebuild() }}",
         post_hook="{{ record_segment_catalogue() }}"
