@@ -7,9 +7,11 @@
         then, before (int_orders_unioned, not yet rebuilt this run) and after; the customers whose email has a
         newsletter consent landed since then; the customers of orders whose raw record is gone (erased).
       Square (profiles are merchant-wide, so a customer id is rebuilt in every connection): profiles and
-        payments landed since the cutoff, and customers of payments whose raw record is gone; when whole_table_checks_due() (a connection added: a location the profiles spread to)
-        also the pairs staging has that the table lacks; each with every connection it has a profile landed
-        under or a payment at.
+        payments landed since the cutoff, and customers of payments whose raw record is gone; when a location's
+        record landed or was deleted since the cutoff (the profiles spread to the locations whose record landed,
+        macros/square_merchant.sql), or whole_table_checks_due() (a connection added or deleted), also the pairs
+        staging has that the table lacks and the pairs the table has that staging lacks; each with every
+        connection it has a profile landed under or a payment at.
       Deletions are read from state.change_events (macros/change_events.sql); when whole_table_checks_due()
       (a raw table truncated, a connection changed) every order is checked against its raw record instead.
     pg_temp.int_customers_unioned__rebuild_orders (connection_id, order_id)
@@ -30,6 +32,12 @@
     {%- set orders_unioned = adapter.get_relation(
             database=this.database, schema=this.schema, identifier='int_orders_unioned') -%}
     {%- set whole = whole_table_checks_due() -%}
+    {#- the merchant's profiles spread to a location once its record lands (macros/square_merchant.sql): a landing
+        or a deletion of raw.square_locations since the cutoff changes the pairs too -#}
+    {%- set square_locations_changed = execute and run_query(
+            "select exists (select from " ~ source('square', 'locations') ~ " where loaded_at >= "
+            ~ incremental_cutoff() ~ ") or exists (" ~ deleted_raw_keys(['square_locations']) ~ ")"
+        ).columns[0].values()[0] -%}
     drop table if exists {{ customers_rebuild_relation() }};
     drop table if exists {{ customers_rebuild_relation('orders') }};
 
@@ -113,11 +121,12 @@
         union
 
         select customer_id from landed_payments where customer_id is not null
-        {%- if whole %}
+        {%- if whole or square_locations_changed %}
 
         union
 
-        -- pairs staging has that the table lacks (a location added: the merchant's profiles spread to it)
+        -- pairs staging has that the table lacks (a location added, or its record landed: the merchant's
+        -- profiles spread to it) ...
         select staged.customer_id
         from {{ ref('stg_square__customers') }} as staged
         where not exists (
@@ -126,6 +135,19 @@
               and previous.connection_id = staged.connection_id
               and previous.customer_external_id = staged.customer_id
         )
+
+        union
+
+        -- ... and pairs the table has that staging lacks (a location connection deleted, its record gone): each
+        -- customer id is rebuilt from its profiles and payments
+        select previous.customer_external_id
+        from {{ this }} as previous
+        where previous.source = 'square'
+          and not exists (
+              select 1 from {{ ref('stg_square__customers') }} as staged
+              where staged.connection_id = previous.connection_id
+                and staged.customer_id = previous.customer_external_id
+          )
         {%- endif %}
         {%- if orders_unioned %}
 
@@ -158,6 +180,14 @@
         select connection_id, customer_id
         from landed_payments
         where customer_id in (select customer_id from square_ids)
+
+        union
+
+        -- the pairs the table has (one whose connection is gone is deleted, and not built again)
+        select previous.connection_id, previous.customer_external_id
+        from {{ this }} as previous
+        where previous.source = 'square'
+          and previous.customer_external_id in (select customer_id from square_ids)
         {%- if orders_unioned %}
 
         union
@@ -215,5 +245,24 @@
     select distinct email, connection_id, now(), '{{ this.identifier }}'
     from deleted
     where email is not null
+    {%- endif -%}
+{%- endmacro %}
+
+{#- Post-hook of int_customers_unioned: the contacts of the customers it rebuilt, as they are now (the pre-hook
+    recorded them as they were), for contact_ecommerce_profile: a rebuilt customer's landing time does not always
+    move (a merchant's profile spread to a location whose record landed later keeps the profile's). -#}
+{% macro record_rebuilt_customers() -%}
+    {%- if not is_incremental() -%}
+    select 1
+    {%- else -%}
+    insert into {{ contact_changes_relation() }} (email, connection_id, changed_at, recorded_by)
+    select distinct target.email, target.connection_id, now(), '{{ this.identifier }}'
+    from {{ this }} as target
+    where target.email is not null
+      and ((target.source = 'bigcommerce' and (target.connection_id, target.customer_external_id) in (
+                select connection_id, customer_external_id from {{ customers_rebuild_relation() }}
+                where source = 'bigcommerce'))
+           or (target.source = 'square' and target.customer_external_id in (
+                select customer_external_id from {{ customers_rebuild_relation() }} where source = 'square')))
     {%- endif -%}
 {%- endmacro %}

@@ -384,9 +384,9 @@
         email, accepts_marketing or landing changed, a cart turned abandoned by the clock with nothing landed, a
         scope gained or lost. The scopes are computed, and compared, for the candidate emails only
         (pg_temp.contact_ecommerce_profile__candidates): the emails above, the contacts of the customers
-        int_customers_unioned rebuilt since the cutoff (before: incremental_contact_changes, recorded_by
-        int_customers_unioned; after: its landed_at), and every email with an abandoned cart now or in the
-        table. When whole_table_checks_due() (a connection changed, macros/change_events.sql, or
+        int_customers_unioned rebuilt since the cutoff (incremental_contact_changes, recorded_by
+        int_customers_unioned, as they were and as they are), and every email with an abandoned cart now or in
+        the table. When whole_table_checks_due() (a connection changed, macros/change_events.sql, or
         int_customers_unioned built whole): for every email.
     The temporary tables are analysed (autovacuum never reaches them). The emails are recorded in
     intermediate.incremental_contact_changes ('all', recorded_by contact_ecommerce_profile) for segment_members.
@@ -439,10 +439,7 @@
     from {{ contact_changes_relation() }}
     where changed_at >= {{ incremental_cutoff('last_landed_at') }}
       and recorded_by = 'int_customers_unioned'
-    union
-    select email
-    from {{ ref('int_customers_unioned') }}
-    where landed_at >= {{ incremental_cutoff('last_landed_at') }}
+
     union
     select email from {{ ref('abandoned_carts') }}
     union

@@ -5,7 +5,8 @@
         unique_key=['connection_id', 'customer_external_id'],
         indexes=[{'columns': ['connection_id', 'customer_external_id']}, {'columns': ['landed_at']}],
         on_schema_change='append_new_columns',
-        pre_hook="{{ prepare_customers_rebuild() }}"
+        pre_hook="{{ prepare_customers_rebuild() }}",
+        post_hook="{{ record_rebuilt_customers() }}"
     )
 }}
 {#- Every e-commerce customer of every connection, whether or not it will sync (the crm marts filter).

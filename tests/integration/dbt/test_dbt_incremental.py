@@ -357,6 +357,51 @@ def test_an_index_configured_after_the_table_was_built_is_created(warehouse, dbt
         assert cur.fetchone()[0] == 4
 
 
+def test_square_location_landed_after_its_connection_was_registered(warehouse, dbt_target):  # S12, P3, issue 16
+    # A Square account's merchant-wide profiles spread to every location connection whose location record the
+    # merchant's locations stream landed (macros/square_merchant.sql). The connection was registered longer than
+    # the look-back before its location record landed: that landing alone adds (location, profile) pairs.
+    # (Found by a review of the change events: the pairs were searched for only after a connection change.)
+    url, _ = warehouse
+    merchant, location = "square-merchant:M9", "square:LOC9"
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute("insert into state.connections (connection_id, source, external_id, name) values "
+                    "(%s, 'square_merchant', 'M9', 'Merchant 9'), (%s, 'square', 'LOC9', 'Uptown')",
+                    (merchant, location))
+    land(url, "square_customers", [
+        (merchant, "SQM9", {"id": "SQM9", "given_name": "Mia", "family_name": "Merchant",
+                            "email_address": "mia@example.com", "created_at": "2022-01-01T00:00:00Z",
+                            "updated_at": "2022-01-01T00:00:00Z"})])
+    settle(url, dbt_target)  # the connection_added events aged past the look-back (and purged)
+    land(url, "square_locations", [(merchant, "LOC9", {"id": "LOC9", "name": "Uptown", "status": "ACTIVE"})])
+    run_dbt(["run", *SELECTOR], url, target_path=dbt_target)
+    assert_equals_full_refresh(url, dbt_target)
+
+
+def test_square_location_connection_added_then_deleted(warehouse, dbt_target):  # S12, B11, P3, issue 16
+    # The merchant's profiles spread to a location connection added after they landed, and leave it when the
+    # connection row is deleted again (a deleted row is not a disabled connection: it is no connection at all).
+    url, _ = warehouse
+    merchant = "square-merchant:M8"
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute("insert into state.connections (connection_id, source, external_id, name) values "
+                    "(%s, 'square_merchant', 'M8', 'Merchant 8')", (merchant,))
+    land(url, "square_customers", [
+        (merchant, "SQM8", {"id": "SQM8", "given_name": "Max", "email_address": "max@example.com",
+                            "created_at": "2022-01-01T00:00:00Z", "updated_at": "2022-01-01T00:00:00Z"})])
+    land(url, "square_locations", [(merchant, "LOC8", {"id": "LOC8", "name": "Mid", "status": "ACTIVE"})])
+    settle(url, dbt_target)
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute("insert into state.connections (connection_id, source, external_id, name) values "
+                    "('square:LOC8', 'square', 'LOC8', 'Mid')")
+    run_dbt(["run", *SELECTOR], url, target_path=dbt_target)
+    assert_equals_full_refresh(url, dbt_target)
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute("delete from state.connections where connection_id = 'square:LOC8'")
+    run_dbt(["run", *SELECTOR], url, target_path=dbt_target)
+    assert_equals_full_refresh(url, dbt_target)
+
+
 def test_line_removed_from_an_order_landed_again(warehouse, dbt_target):  # B12, P3
     url, _ = warehouse
     settle(url, dbt_target)
