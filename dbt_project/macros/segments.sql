@@ -134,15 +134,7 @@
     from {{ ref(source) }}
     where (select every_email from rebuild_everything)
     {%- endfor %}
-    union
-    select email
-    from {{ this }}
-    where (select every_email from rebuild_everything);
-
-    analyze {{ segment_rebuild_relation() }};  -- a temporary table: autovacuum never analyses it
-
-    delete from {{ this }}
-    where email in (select email from {{ segment_rebuild_relation() }})
+    {{ replace_rebuilt_emails(segment_rebuild_relation()) }}
     {%- endif -%}
 {%- endmacro %}
 
@@ -534,14 +526,22 @@
     select email
     from {{ ref('contact_order_history') }}
     where connection_id = 'all' and (select every_email from rebuild_everything)
+    {{ replace_rebuilt_emails(revenue_rebuild_relation()) }}
+    {%- endif -%}
+{%- endmacro %}
+
+{#- The end of an email rebuild set's pre-hook (segment_members, contact_revenue_by_currency): the set, a
+    temporary table made by a `create temporary table … as select email …` ending here, gets every email of the
+    table when the CTE rebuild_everything says so; then it is analysed (autovacuum never reaches a temporary
+    table) and the rows of its emails are deleted: the model inserts them anew. -#}
+{% macro replace_rebuilt_emails(relation) -%}
     union
     select email
     from {{ this }}
     where (select every_email from rebuild_everything);
 
-    analyze {{ revenue_rebuild_relation() }};  -- a temporary table: autovacuum never analyses it
+    analyze {{ relation }};
 
     delete from {{ this }}
-    where email in (select email from {{ revenue_rebuild_relation() }})
-    {%- endif -%}
+    where email in (select email from {{ relation }})
 {%- endmacro %}
