@@ -29,12 +29,19 @@
     or its hook is rendered): this model has no watermark yet, a change other than a raw record's deletion was
     recorded since its cutoff, or one of `upstreams` (model names) was built whole after this model's last
     build. True at parse time, when the model is built whole and in a warehouse whose extract has not created
-    state.change_events yet (a warehouse of an older version). Called from the model's SQL and its pre-hooks
-    only: the project's post-hook record_incremental_watermark() moves the watermark before a model's own
-    post-hooks run (dbt runs dbt_project.yml's hooks first). -#}
+    state.change_events yet (a warehouse of an older version). One answer per model, run and `upstreams`, kept
+    in the node's context as should_full_refresh() keeps its own (macros/upgrade.sql): the model's SQL is
+    rendered before its pre-hooks run, and an event committed in between (a connection added while the build
+    runs) must not make a pre-hook delete every row while the SQL inserts only the candidates. The first call
+    comes from the model's SQL or a pre-hook, before the project's post-hook record_incremental_watermark()
+    moves the watermark (dbt runs dbt_project.yml's hooks first). -#}
 {% macro whole_table_checks_due(upstreams=[]) -%}
     {%- if not execute or not is_incremental() or not source_exists('state', 'change_events') -%}
         {{ return(true) }}
+    {%- endif -%}
+    {%- set memo = '_ecomsync_whole_table_checks_due:' ~ upstreams | join(',') -%}
+    {%- if model is mapping and memo in model -%}
+        {{ return(model[memo]) }}
     {%- endif -%}
     {%- set watermarks = incremental_watermarks_relation() -%}
     {%- set query -%}
@@ -53,21 +60,38 @@
                     > (select built_from from own), false)
         {%- endfor %}
     {%- endset -%}
-    {{ return(run_query(query).columns[0].values()[0]) }}
+    {%- set due = run_query(query).columns[0].values()[0] -%}
+    {%- if model is mapping -%}
+        {%- do model.update({memo: due}) -%}
+    {%- endif -%}
+    {{ return(due) }}
 {%- endmacro %}
 
-{#- on-run-end: the events every incremental model has read (older than the earliest cutoff of the models with
-    a watermark: a model that failed keeps its older watermark, and its events). Nothing before the extract
-    has created the table. -#}
-{% macro purge_change_events() -%}
-    {%- if not source_exists('state', 'change_events') -%}
+{#- on-run-end: the change events and the contact changes (intermediate.incremental_contact_changes,
+    macros/incremental.sql) every incremental model has read: older than the earliest cutoff of the project's
+    incremental models with a watermark. A model that failed, or was not selected for days, keeps its older
+    watermark and so every change it has yet to read (a fixed retention would drop them after a long outage);
+    the watermark of a model no longer in the project holds nothing back. Nothing before the extract has
+    created state.change_events. -#}
+{% macro purge_read_changes() -%}
+    {%- if not execute -%}
     select 1
     {%- else -%}
-    delete from {{ source('state', 'change_events') }}
-    where changed_at < (
+    {%- set models = [] -%}
+    {%- for node in graph.nodes.values()
+            if node.resource_type == 'model' and node.config.materialized == 'incremental' -%}
+        {%- do models.append("'" ~ node.alias ~ "'") -%}
+    {%- endfor -%}
+    {%- set earliest_cutoff -%}
+    (
         select min(built_from) - interval '{{ var("incremental_lookback_hours") }} hours'
         from {{ incremental_watermarks_relation() }}
-        where model not like '%\_\_built\_whole'
+        where model in ({{ models | join(', ') if models else 'null' }})
     )
+    {%- endset -%}
+    delete from {{ contact_changes_relation() }} where changed_at < {{ earliest_cutoff }}
+    {%- if source_exists('state', 'change_events') %};
+    delete from {{ source('state', 'change_events') }} where changed_at < {{ earliest_cutoff }}
+    {%- endif -%}
     {%- endif -%}
 {%- endmacro %}

@@ -12,7 +12,10 @@
     newest landing time minus the look-back. -#}
 {#- When the model runs (is_incremental()), the cutoff is read then and written into its SQL as a literal: the
     planner then knows how few rows lie after it (a `landed_at >= (subquery)` is guessed at a third of the
-    table, so the landed_at indexes of the intermediate models went unused and every build read them whole). -#}
+    table, so the landed_at indexes of the intermediate models went unused and every build read them whole).
+    One literal per model, run and column, kept in the node's context as should_full_refresh() keeps its answer
+    (macros/upgrade.sql): the model's SQL and its hooks read the same cutoff, and a post-hook reads the one the
+    model read, not the watermark the project's post-hook has just moved. -#}
 {% macro incremental_cutoff(column='landed_at') -%}
     {%- set expression -%}
     (coalesce(
@@ -22,7 +25,16 @@
     ) - interval '{{ var("incremental_lookback_hours") }} hours')
     {%- endset -%}
     {%- if execute and is_incremental() -%}
-        '{{ run_query("select " ~ expression ~ "::text").columns[0].values()[0] }}'::timestamptz
+        {%- set memo = '_ecomsync_incremental_cutoff:' ~ column -%}
+        {%- if model is mapping and memo in model -%}
+            {%- set cutoff = model[memo] -%}
+        {%- else -%}
+            {%- set cutoff = run_query("select " ~ expression ~ "::text").columns[0].values()[0] -%}
+            {%- if model is mapping -%}
+                {%- do model.update({memo: cutoff}) -%}
+            {%- endif -%}
+        {%- endif -%}
+        '{{ cutoff }}'::timestamptz
     {%- else -%}
         {{ expression }}
     {%- endif -%}
@@ -70,7 +82,10 @@
         with nothing landed);
       - contact_order_history and contact_ecommerce_profile: the emails they rebuilt (connection_id 'all'),
         for contact_ecommerce_profile and segment_members.
-    Each reader takes the rows recorded since its cutoff; rows older than twice the look-back are purged. -#}
+      - int_customers_unioned: the contacts of the customers it rebuilt, as they were and as they are, for
+        contact_ecommerce_profile, crm.contacts and crm.ecom_customers.
+    Each reader takes the rows recorded since its cutoff; dbt's on-run-end purges the rows no model can read any
+    more (purge_read_changes(), macros/change_events.sql). -#}
 {% macro contact_changes_relation() -%}
     intermediate.incremental_contact_changes
 {%- endmacro %}
@@ -79,9 +94,6 @@
     {%- if not is_incremental() -%}
     select 1
     {%- else -%}
-    delete from {{ contact_changes_relation() }}
-    where changed_at < now() - interval '{{ 2 * var("incremental_lookback_hours") }} hours';
-
     insert into {{ contact_changes_relation() }} (email, connection_id, changed_at, recorded_by)
     select distinct previous.email, previous.connection_id, now(), '{{ this.identifier }}'
     from {{ this }} as previous

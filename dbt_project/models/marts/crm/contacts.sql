@@ -1,4 +1,16 @@
-{#- One CRM contact per email across every store and location (G1: same email = same contact). -#}
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key='email',
+        indexes=[{'columns': ['email']}, {'columns': ['landed_at']}],
+        on_schema_change='append_new_columns',
+        pre_hook="{{ prepare_customer_contacts_rebuild(['email']) }}"
+    )
+}}
+{#- One CRM contact per email across every store and location (G1: same email = same contact).
+    Incremental (macros/customer_contacts.sql): a scheduled run rebuilds the emails whose customers
+    int_customers_unioned rebuilt. -#}
 with
 
 customers as (
@@ -6,6 +18,7 @@ customers as (
     select * from {{ ref('int_customers_unioned') }}
     where email_status = 'valid'
       and {{ is_enabled_connection('connection_id') }}
+      {{- rebuilt_customer_contacts(['email']) }}
 
 ),
 
@@ -26,7 +39,8 @@ final as (
                 when 'square' then '{{ var("square_customer_tag") }}'
             end
         ) as tags,
-        bool_or(accepts_marketing) as accepts_marketing
+        bool_or(accepts_marketing) as accepts_marketing,
+        max(landed_at) as landed_at
     from customers
     group by email
 
