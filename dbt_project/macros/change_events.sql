@@ -29,12 +29,13 @@
     or its hook is rendered): this model has no watermark yet, a change other than a raw record's deletion was
     recorded since its cutoff, or one of `upstreams` (model names) was built whole after this model's last
     build. True at parse time, when the model is built whole and in a warehouse whose extract has not created
-    state.change_events yet (a warehouse of an older version). One answer per model, run and `upstreams`, kept
-    in the node's context as should_full_refresh() keeps its own (macros/upgrade.sql): the model's SQL is
-    rendered before its pre-hooks run, and an event committed in between (a connection added while the build
-    runs) must not make a pre-hook delete every row while the SQL inserts only the candidates. The first call
-    comes from the model's SQL or a pre-hook, before the project's post-hook record_incremental_watermark()
-    moves the watermark (dbt runs dbt_project.yml's hooks first). -#}
+    state.change_events yet (a warehouse of an older version). Read once per rendering context and `upstreams`
+    (kept in the node's context, `model`). dbt renders the model's SQL and its hooks in separate contexts, so
+    the SQL and a pre-hook may read it at different moments: an event committed in between makes only the later
+    one due, and a due only adds work (a whole comparison where the candidates would do); a model whose SQL and
+    pre-hook must agree takes the answer from a temporary table its pre-hook writes (macros/customer_contacts.sql,
+    macros/segments.sql). Called from the model's SQL and its pre-hooks, before the project's post-hook
+    record_incremental_watermark() moves the watermark (dbt runs dbt_project.yml's hooks first). -#}
 {% macro whole_table_checks_due(upstreams=[]) -%}
     {%- if not execute or not is_incremental() or not source_exists('state', 'change_events') -%}
         {{ return(true) }}
@@ -71,7 +72,8 @@
     macros/incremental.sql) every incremental model has read: older than the earliest cutoff of the project's
     incremental models with a watermark. A model that failed, or was not selected for days, keeps its older
     watermark and so every change it has yet to read (a fixed retention would drop them after a long outage);
-    the watermark of a model no longer in the project holds nothing back. Nothing before the extract has
+    both tables then grow until it builds again (an index on changed_at keeps the readers' range reads cheap).
+    The watermark of a model no longer in the project holds nothing back. Nothing before the extract has
     created state.change_events. -#}
 {% macro purge_read_changes() -%}
     {%- if not execute -%}

@@ -232,11 +232,7 @@
 
     with deleted as (
         delete from {{ this }} as target
-        where (target.source = 'bigcommerce' and (target.connection_id, target.customer_external_id) in (
-                  select connection_id, customer_external_id from {{ customers_rebuild_relation() }}
-                  where source = 'bigcommerce'))
-           or (target.source = 'square' and target.customer_external_id in (
-                  select customer_external_id from {{ customers_rebuild_relation() }} where source = 'square'))
+        where {{ in_customers_rebuild('target') }}
         returning target.email, target.connection_id
     )
     -- the contacts these customers belonged to, for contact_ecommerce_profile (their accounts, consent or email
@@ -259,10 +255,17 @@
     select distinct target.email, target.connection_id, now(), '{{ this.identifier }}'
     from {{ this }} as target
     where target.email is not null
-      and ((target.source = 'bigcommerce' and (target.connection_id, target.customer_external_id) in (
-                select connection_id, customer_external_id from {{ customers_rebuild_relation() }}
-                where source = 'bigcommerce'))
-           or (target.source = 'square' and target.customer_external_id in (
-                select customer_external_id from {{ customers_rebuild_relation() }} where source = 'square')))
+      and {{ in_customers_rebuild('target') }}
     {%- endif -%}
+{%- endmacro %}
+
+{#- Whether the int_customers_unioned row `alias` is in the rebuild set: a BigCommerce customer by
+    (connection_id, customer_external_id); a Square customer by its id alone (profiles are merchant-wide: the id is
+    rebuilt in every connection). -#}
+{% macro in_customers_rebuild(alias) -%}
+    (({{ alias }}.source = 'bigcommerce' and ({{ alias }}.connection_id, {{ alias }}.customer_external_id) in (
+          select connection_id, customer_external_id from {{ customers_rebuild_relation() }}
+          where source = 'bigcommerce'))
+     or ({{ alias }}.source = 'square' and {{ alias }}.customer_external_id in (
+          select customer_external_id from {{ customers_rebuild_relation() }} where source = 'square')))
 {%- endmacro %}

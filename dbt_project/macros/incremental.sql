@@ -13,9 +13,10 @@
 {#- When the model runs (is_incremental()), the cutoff is read then and written into its SQL as a literal: the
     planner then knows how few rows lie after it (a `landed_at >= (subquery)` is guessed at a third of the
     table, so the landed_at indexes of the intermediate models went unused and every build read them whole).
-    One literal per model, run and column, kept in the node's context as should_full_refresh() keeps its answer
-    (macros/upgrade.sql): the model's SQL and its hooks read the same cutoff, and a post-hook reads the one the
-    model read, not the watermark the project's post-hook has just moved. -#}
+    Read once per rendering context and column, kept in the node's context (`model`): a hook that names the
+    cutoff several times (int_customers_unioned's pre-hook) reads it once. dbt renders the model's SQL
+    and its hooks in separate contexts, so each reads it once; between the two only a build that moved the
+    watermark could change it, and none runs beside. -#}
 {% macro incremental_cutoff(column='landed_at') -%}
     {%- set expression -%}
     (coalesce(
@@ -69,6 +70,10 @@
                        and table_name = 'incremental_contact_changes' and column_name = 'recorded_by') then
             alter table {{ contact_changes_relation() }} add column recorded_by text;
         end if;
+        -- every reader reads a range of changed_at (its cutoff on); the table grows while a model is not built
+        if to_regclass('intermediate.incremental_contact_changes_changed_at') is null then
+            create index incremental_contact_changes_changed_at on {{ contact_changes_relation() }} (changed_at);
+        end if;
     end
     $$
 {%- endmacro %}
@@ -104,6 +109,22 @@
           where landed_at >= {{ incremental_cutoff() }}
       )
     {%- endif -%}
+{%- endmacro %}
+
+{#- What an incremental model's rows were built by, where its SQL can change without its columns — the segment
+    catalogue (segment_members), the customer tag vars (crm.contacts) — as a hash `definition` (a string; dbt's
+    local_md5 of what it covers) in intermediate.incremental_watermarks.definition_hash. definition_changed():
+    a SQL condition, true when the table was built by another definition (or none was recorded): the model's
+    pre-hook then rebuilds every row. record_definition(): its post-hook. -#}
+{% macro definition_changed(definition) -%}
+    ((select definition_hash from {{ incremental_watermarks_relation() }} where model = '{{ this.identifier }}')
+     is distinct from '{{ definition }}')
+{%- endmacro %}
+
+{% macro record_definition(definition) -%}
+    insert into {{ incremental_watermarks_relation() }} (model, built_from, definition_hash)
+    values ('{{ this.identifier }}', '{{ run_started_at.isoformat() }}'::timestamptz, '{{ definition }}')
+    on conflict (model) do update set definition_hash = excluded.definition_hash
 {%- endmacro %}
 
 {#- Post-hook of every model (dbt_project.yml), a no-op but on incremental ones: this build read

@@ -142,8 +142,7 @@
 {% macro segment_rebuild_everything(sources, watermark, segments) -%}
     (
         {{ watermark }} is null
-        or (select definition_hash from {{ incremental_watermarks_relation() }}
-            where model = '{{ this.identifier }}') is distinct from '{{ segment_catalogue_hash(segments) }}'
+        or {{ definition_changed(segment_catalogue_hash(segments)) }}
         or exists (
             select 1 from {{ incremental_watermarks_relation() }}
             where model in ({% for source in sources %}'{{ source }}__built_whole'{% if not loop.last %}, {% endif %}{% endfor %})
@@ -157,10 +156,7 @@
     within_days window. -#}
 {% macro record_segment_catalogue() -%}
     {%- set segments = segment_catalogue() -%}
-    insert into {{ incremental_watermarks_relation() }} (model, built_from, definition_hash)
-    values ('{{ this.identifier }}', '{{ run_started_at.isoformat() }}'::timestamptz,
-            '{{ segment_catalogue_hash(segments) }}')
-    on conflict (model) do update set definition_hash = excluded.definition_hash;
+    {{ record_definition(segment_catalogue_hash(segments)) }};
 
     {{ record_clock_due(utc_day_start() ~ " + interval '1 day'" if segments | selectattr('within_days') | list else 'null') }}
 {%- endmacro %}

@@ -4,12 +4,15 @@
     open transaction that had read the view (a data engineer's session) and every later reader queued behind it; at
     scale 0.25 the 20 staging views cost 1–2 s of a 7 s scheduled build (docs/benchmarks.md), for SQL that only
     changes with the project.
-    The view's comment records what built it: the model, the dbt version and the md5 of its compiled SQL (dbt's
-    local_md5). A build leaves in place a view whose comment matches (its hooks still run) and hands anything
-    else — no view yet, another comment, another relation type, --full-refresh — to dbt's materialization,
-    then writes the comment. -#}
+    The view's comment records what built it: the model, the dbt version and the md5 of its compiled SQL and of
+    the configs dbt's materialization applies besides it (grants, persist_docs, sql_header). A build leaves in
+    place a view whose comment matches (its hooks still run) and hands anything else — no view yet, another
+    comment, another relation type, --full-refresh — to dbt's materialization, then writes the comment. A view
+    replaced by hand with CREATE OR REPLACE keeps its comment: --full-refresh puts the project's back. -#}
 {% macro view_definition_comment(compiled_sql) -%}
-    dbt model {{ model.unique_id }}, dbt {{ dbt_version }}, definition md5 {{ local_md5(compiled_sql) }}
+    {#- what dbt's materialization applies besides the SQL: grants, comments, a SQL header -#}
+    {%- set applied = [compiled_sql, config.get('grants'), config.get('persist_docs'), config.get('sql_header')] -%}
+    dbt model {{ model.unique_id }}, dbt {{ dbt_version }}, definition md5 {{ local_md5(applied | tojson) }}
 {%- endmacro %}
 
 {%- materialization view, default -%}
@@ -18,8 +21,9 @@
   {%- set definition = view_definition_comment(sql) -%}
   {%- set unchanged = false -%}
   {%- if existing_relation is not none and existing_relation.type == 'view' and not should_full_refresh() -%}
-    {%- set unchanged = run_query("select coalesce(obj_description(" ~ dbt.string_literal(existing_relation.include(database=false))
-                                  ~ "::regclass, 'pg_class') = " ~ dbt.string_literal(definition) ~ ", false)"
+    {%- set unchanged = run_query("select coalesce(obj_description(to_regclass("
+                                  ~ dbt.string_literal(existing_relation.include(database=false))
+                                  ~ "), 'pg_class') = " ~ dbt.string_literal(definition) ~ ", false)"
                                   ).columns[0].values()[0] -%}
   {%- endif -%}
 

@@ -602,6 +602,23 @@ def test_contact_marts_rebuild_only_the_contacts_of_rebuilt_customers(warehouse,
     assert_equals_full_refresh(url, dbt_target)
 
 
+def test_a_customer_tag_changed_reaches_every_contact(warehouse, dbt_target):  # B3, S10, P3, issue 16
+    # The customer tags are vars (the CRM settings fill them) no landing moves: crm.contacts records them as its
+    # definition and rebuilds every email when they change, not only the contacts whose customers changed.
+    url, _ = warehouse
+    settle(url, dbt_target)
+    renamed = {"bigcommerce_customer_tag": "bc-buyer"}
+    run_dbt(["run", *SELECTOR], url, renamed, target_path=dbt_target)
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute("select count(*) filter (where 'bc-buyer' = any(tags)), "
+                    "count(*) filter (where 'bigcommerce-customer' = any(tags)) from crm.contacts")
+        renamed_tags, old_tags = cur.fetchone()
+    assert renamed_tags > 1 and old_tags == 0
+    assert_equals_full_refresh(url, dbt_target, renamed)
+    run_dbt(["run", *SELECTOR], url, target_path=dbt_target)  # and back to the default
+    assert_equals_full_refresh(url, dbt_target)
+
+
 def test_changes_wait_for_a_model_not_built_for_days(warehouse, dbt_target):  # B6, P3, issue 16
     # The contact changes and change events a model has not read yet stay until it has, however long it was not
     # built (a failing model, a selection without it): here contact_ecommerce_profile and crm.contacts, last
