@@ -483,8 +483,13 @@ class Warehouse:
         with self.transaction() as conn, conn.cursor() as cur:
             if _schema_current(cur):
                 return
-            # Several extract tasks may start at once: serialise the DDL.
+            # Several extract tasks may start at once: serialise the DDL, and check again once the lock is ours (each
+            # statement reads the catalog anew): the task that waited must not re-run the DDL — CREATE OR REPLACE
+            # TRIGGER takes a SHARE ROW EXCLUSIVE lock per raw table — while the first one already lands, which
+            # deadlocked a landing holding one raw table and wanting another (CI, two Square locations at once).
             cur.execute("select pg_advisory_xact_lock(hashtext('ecomsync.ensure_schema'))")
+            if _schema_current(cur):
+                return
             cur.execute(STATE_DDL)
             cur.execute(CHANGE_EVENTS_DDL)
             for table in RAW_TABLES:
