@@ -1,11 +1,12 @@
 """Stream definitions (keys, flags, request parameters) and the one request loop, against small loopback servers."""
 from __future__ import annotations
 
+import re
 import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from ecomsync import fields
@@ -293,6 +294,9 @@ def test_a_full_page_without_one_readable_time_goes_on_by_page_number(serve_app)
 @given(stamps=st.lists(st.integers(0, 6), min_size=0, max_size=23),
        garbage=st.dictionaries(st.integers(0, 22), st.sampled_from(GARBAGE_TIMES), max_size=8),
        by_min_id=st.booleans(), v2=st.booleans())
+# found by this test in a session's run: a full first page in one second but for two unreadable records of an
+# earlier second, whose second's own first page held a record that page did not
+@example(stamps=[0, 0, 1, 1, 1, 1], garbage={0: "garbage", 1: "garbage"}, by_min_id=False, v2=False)
 def test_keyset_paging_reads_every_record_whatever_records_cannot_be_paged_by(stamps, garbage, by_min_id,
                                                                              v2):  # B2, B10, issue 15
     """Any list, any records in it served with an unreadable ``date_modified`` (missing, garbage text, a number,
@@ -331,7 +335,10 @@ def test_every_field_reader_returns_its_type_or_a_field_error(value, record_is_o
         try:
             result = reader(record, "f")
         except fields.FieldError as exc:
-            assert "f" in str(exc) and (not isinstance(value, str) or not value or value not in str(exc))
+            # the reader's fixed words and the JSON type, never the value (a value such as "0" may still occur in
+            # the fixed words: "ISO 8601")
+            assert re.fullmatch(r"field 'f': expected [a-zA-Z0-9 -]+, got (string|number|boolean|null|array|object)",
+                                str(exc)), str(exc)
         else:
             assert isinstance(result, types), (reader.__name__, result)
             if isinstance(result, datetime):
