@@ -146,19 +146,9 @@ class LocalPostgres:
         raise RuntimeError(f"local Postgres did not start; see {self.data_dir / 'server.log'}")
 
     def stop(self) -> None:
-        """Stop the cluster (fast shutdown: every session ends) and wait for it; a no-op when it is not running.
-
-        Decided by the postmaster's pid file, not by a connection probe: a probe that failed for another reason (a
-        busy server's timeout, no free connection slot) skipped the stop, and the server kept its sessions — a
-        reliability test then found the advisory lock it had just "restarted" away still held (CI, 2026-11-30).
-        Raises RuntimeError when pg_ctl fails and the server still answers (a stale pid file after a crash is
-        no error)."""
-        if not (self.data_dir / "postmaster.pid").exists():
-            return
-        stopped = subprocess.run(self._cmd(str(find_bindir() / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast",
-                                           "-w", "stop"), check=False, capture_output=True, text=True)
-        if stopped.returncode != 0 and self.is_running():
-            raise RuntimeError(f"pg_ctl stop failed for {self.data_dir}: {stopped.stderr.strip() or stopped.stdout}")
+        if (self.data_dir / "PG_VERSION").exists() and self.is_running():
+            subprocess.run(self._cmd(str(find_bindir() / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "stop"),
+                           check=False, capture_output=True)
 
     def ensure_database(self, name: str) -> str:
         conn = psycopg2.connect(self.url("postgres"))
